@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine: `make site` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PELICAN_OPTS ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: site test serve publish bench lint clean figures-clean
+
+# The venv is rebuilt when the dependency declaration or the pins change.
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+site: $(BIN)/.installed  ## build output/ with every figure
+	$(BIN)/pelican content -s pelicanconf.py $(PELICAN_OPTS)
+
+publish: $(BIN)/.installed  ## build output/ with the publishing settings
+	$(BIN)/pelican content -s publishconf.py $(PELICAN_OPTS)
+
+serve: $(BIN)/.installed  ## preview at http://$(HOST):$(PORT), rebuilding on every edit
+	PYTHONPATH=plugins $(BIN)/python -m pelican_figgen.serve --host $(HOST) --port $(PORT)
+
+test: $(BIN)/.installed  ## the test suite
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+bench: $(BIN)/.installed  ## build times: cold, no-op, and plain Pelican for comparison
+	$(BIN)/python bench/bench.py
+
+clean:  ## drop output/ (the figure cache in .figgen-cache/ is kept)
+	rm -rf output
+
+figures-clean:  ## drop the figure cache too: the next build re-runs every figure
+	rm -rf output .figgen-cache

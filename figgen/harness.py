@@ -1,0 +1,124 @@
+"""Run one figure script: seeds, Agg backend, reproducible PNGs and a manifest for the plugin.
+
+A figure script defines ``main(ctx)`` and ends with ``if __name__ == "__main__": run(main)``.
+Run on its own it writes ``<script>.png`` into ``--out`` (default: the current folder); the
+Pelican plugin runs the same command with ``--manifest`` to learn what was made and which
+project modules the script imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Set before anything imports pyplot, so a script never opens a window.
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+ROOT_ENV = "FIGGEN_ROOT"  # the project root, set by the plugin; default: the current folder
+PNG_DPI = 200  # figures are drawn at 2x their CSS size, so they stay sharp on dense screens
+CSS_SCALE = 2
+
+
+@dataclass
+class Context:
+    """What a figure script gets: its name, seed, parameters, and where to save."""
+
+    name: str
+    seed: int
+    params: dict[str, Any]
+    out_dir: Path
+    fields: dict[str, Any] = field(default_factory=dict)  # values captions may quote
+    images: list[dict[str, Any]] = field(default_factory=list)
+
+    def save(self, fig: Any) -> Path:
+        """Save a matplotlib figure as this script's PNG, without metadata that varies."""
+        if self.images:
+            raise RuntimeError(f"{self.name}: a figure script saves exactly one image")
+        path = self.out_dir / f"{self.name}.png"
+        # No Software/date chunks: the bytes depend only on the pixels.
+        fig.savefig(path, dpi=PNG_DPI, metadata={"Software": None})
+        width, height = png_size(path)
+        self.images.append(
+            {"file": path.name, "width": width // CSS_SCALE, "height": height // CSS_SCALE}
+        )
+        return path
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Read a PNG's pixel width and height from its header."""
+    head = path.read_bytes()[:24]
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise ValueError(f"{path} is not a PNG file")
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and (when the script imported it) torch, and ask for determinism."""
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed)
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def project_modules(root: Path, script: Path) -> list[str]:
+    """Source files of the project (not of installed packages) that this run imported."""
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    found = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not file or not file.endswith(".py"):
+            continue
+        path = Path(file).resolve()
+        if path == script or not path.is_relative_to(root):
+            continue
+        if any(path.is_relative_to(p) for p in prefixes) or "site-packages" in path.parts:
+            continue
+        found.add(path.relative_to(root).as_posix())
+    return sorted(found)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line every figure script shares."""
+    parser = argparse.ArgumentParser(description="Make this figure.")
+    parser.add_argument("--out", type=Path, default=Path("."), help="folder for the PNG")
+    parser.add_argument("--seed", type=int, default=0, help="seed for every generator")
+    parser.add_argument("--params", default="{}", help="JSON object of figure parameters")
+    parser.add_argument("--manifest", type=Path, help="write what was made here (JSON)")
+    return parser.parse_args(argv)
+
+
+def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Context:
+    """Run a figure script's ``main`` from its command line and save what it made."""
+    args = parse_args(argv)
+    script = Path(sys.modules[main.__module__].__file__ or sys.argv[0]).resolve()
+    root = Path(os.environ.get(ROOT_ENV, ".")).resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    ctx = Context(script.stem, args.seed, json.loads(args.params), args.out)
+    seed_everything(args.seed)
+    start = time.perf_counter()
+    main(ctx)
+    seconds = time.perf_counter() - start
+    if not ctx.images:
+        raise RuntimeError(f"{ctx.name}: main() returned without calling ctx.save(fig)")
+    if args.manifest:
+        manifest = {
+            "images": ctx.images,
+            "fields": ctx.fields,
+            "modules": project_modules(root, script),
+            "seconds": round(seconds, 3),
+        }
+        args.manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    else:
+        print(f"wrote {args.out / ctx.images[0]['file']} in {seconds:.1f} s")
+    return ctx

@@ -1,0 +1,195 @@
+"""Cache phase: content-hash keys, records of successful runs, and the up-to-date check.
+
+Layout under the cache folder: `objects/<sha256><suffix>` holds every produced file under its
+own hash; `records/<name>.json` says which inputs (by hash) made which objects. A record is
+written last and atomically, so a record never points at a missing or partial object, and a
+failed run leaves the previous record alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+FORMAT = 1  # bump when the record layout changes: old records then read as "never run"
+
+
+@dataclass(frozen=True)
+class Image:
+    """A produced image, stored in the cache under its hash."""
+
+    sha256: str
+    suffix: str
+    width: int  # CSS pixels
+    height: int
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a successful run consumed (by hash) and produced."""
+
+    name: str
+    inputs: Mapping[str, str]  # path relative to root -> sha256: script, modules, data
+    params: str  # canonical JSON of seed and parameters
+    environment: Mapping[str, str]  # python and library versions
+    images: tuple[Image, ...]
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a figure's record must match, known before running it."""
+
+    params: str  # canonical JSON of seed and parameters
+    environment: Mapping[str, str]
+    inputs: tuple[str, ...]  # the script and its declared data, relative to root
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a figure is up to date, and why not."""
+
+    fresh: bool
+    reason: str
+    record: Record | None
+
+
+class Hashes:
+    """SHA-256 of files, each file read at most once per build."""
+
+    def __init__(self) -> None:
+        self._known: dict[Path, str] = {}
+
+    def __call__(self, path: Path) -> str | None:
+        """Hash a file's bytes; None when it does not exist."""
+        if path not in self._known:
+            try:
+                self._known[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                return None
+        return self._known[path]
+
+
+@dataclass(frozen=True)
+class Store:
+    """The cache folder: records and content-addressed objects."""
+
+    path: Path
+
+    def record_path(self, name: str) -> Path:
+        return self.path / "records" / f"{name}.json"
+
+    def object_path(self, image: Image) -> Path:
+        return self.path / "objects" / f"{image.sha256}{image.suffix}"
+
+    def load(self, name: str) -> Record | None:
+        """Read a figure's record; None when there is none or it is unreadable."""
+        path = self.record_path(name)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if raw.pop("format") != FORMAT:
+                return None
+            raw["images"] = tuple(Image(**i) for i in raw["images"])
+            return Record(**raw)
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as err:
+            logger.warning("figgen: ignoring unreadable cache record %s (%s)", path, err)
+            return None
+
+    def save(self, record: Record) -> None:
+        """Write a record atomically."""
+        data = {"format": FORMAT, **asdict(record)}
+        write_atomic(self.record_path(record.name), json.dumps(data, indent=1, sort_keys=True))
+
+    def put(self, source: Path, width: int, height: int) -> Image:
+        """Copy a produced file into the objects folder under its hash."""
+        image = Image(hashlib.sha256(source.read_bytes()).hexdigest(), source.suffix, width, height)
+        target = self.object_path(image)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        return image
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
+    ) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def params_key(seed: int, params: Mapping[str, Any]) -> str:
+    """Canonical JSON of what the script is told, for the cache key."""
+    return json.dumps({"seed": seed, "params": params}, sort_keys=True, separators=(",", ":"))
+
+
+@cache
+def environment(python: str, versions: tuple[str, ...]) -> Mapping[str, str]:
+    """Python and library versions of the interpreter that runs the scripts."""
+    if Path(python).resolve() == Path(sys.executable).resolve():
+        return {"python": platform.python_version(), **{d: _version(d) for d in versions}}
+    # Another interpreter: ask it once per build (no heavy import, just metadata).
+    code = (
+        "import json,platform,sys,importlib.metadata as m\n"
+        "def v(d):\n try: return m.version(d)\n except m.PackageNotFoundError: return 'absent'\n"
+        "print(json.dumps({'python': platform.python_version(), "
+        "**{d: v(d) for d in sys.argv[1:]}}))"
+    )
+    out = subprocess.run([python, "-c", code, *versions], capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def verdict(
+    record: Record | None,
+    root: Path,
+    expected: Expected,
+    store: Store,
+    hashes: Hashes,
+) -> Verdict:
+    """Decide whether a figure's record still matches its inputs; say why when it does not."""
+    if record is None:
+        return Verdict(False, "never run", None)
+    if record.params != expected.params:
+        return Verdict(False, "seed or parameters changed", record)
+    for key, value in expected.environment.items():
+        if record.environment.get(key) != value:
+            was = record.environment.get(key, "absent")
+            return Verdict(False, f"{key} {was} -> {value}", record)
+    missing = set(expected.inputs) - set(record.inputs)
+    if missing:
+        return Verdict(False, f"new input {sorted(missing)[0]}", record)
+    for rel, digest in record.inputs.items():
+        now = hashes(root / rel)
+        if now != digest:
+            return Verdict(False, f"{rel} {'deleted' if now is None else 'changed'}", record)
+    if not all(store.object_path(i).is_file() for i in record.images):
+        return Verdict(False, "cached image missing", record)
+    return Verdict(True, "up to date", record)

@@ -1,0 +1,147 @@
+"""Discover phase: find figure references in the articles and resolve them to scripts."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from .errors import FigureError
+from .markdown_ext import MARKER_TAG
+from .settings import FiggenSettings
+
+MARKER = re.compile(rf"<{MARKER_TAG}\b[^>]*>\s*</{MARKER_TAG}>")
+# A `{figure}` link that did not stand alone in its paragraph (code samples may show it freely).
+STRAY = re.compile(r"""(?:src|href)\s*=\s*["']\{figure\}(?P<name>[^"']*)""")
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(/[A-Za-z0-9_][A-Za-z0-9_-]*)*")
+DECLARABLE = {"data": list, "timeout": (int, float)}  # what a script may say in __figure__
+
+
+@dataclass(frozen=True)
+class FigureRef:
+    """One reference to a figure in one article."""
+
+    article: str  # the article's source path, for messages
+    name: str
+    alt: str
+    caption: str
+    marker: str  # the marker HTML the embed phase replaces
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure script and what it declared about itself."""
+
+    name: str
+    script: Path
+    data: tuple[Path, ...]
+    timeout: float
+    params: Mapping[str, Any]
+
+
+class _Attrs(HTMLParser):
+    """Collect the attributes of the first start tag fed in."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.attrs: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.attrs = self.attrs or {k: v or "" for k, v in attrs}
+
+
+def find_refs(article: str, html: str) -> list[FigureRef]:
+    """List the figure references marked in an article's HTML."""
+    refs = []
+    for match in MARKER.finditer(html):
+        parser = _Attrs()
+        parser.feed(match.group())
+        a = parser.attrs
+        refs.append(FigureRef(article, a["name"], a["alt"], a.get("caption", ""), match.group()))
+    stray = STRAY.search(MARKER.sub("", html))
+    if stray:
+        raise FigureError(
+            article,
+            stray["name"],
+            "a figure reference must be a paragraph of its own, written "
+            '![alt text]({figure}name "caption")',
+        )
+    return refs
+
+
+def script_names(scripts: Path) -> list[str]:
+    """Names of every figure script below the scripts folder ('sub/name' for sub/name.py)."""
+    paths = scripts.rglob("*.py") if scripts.is_dir() else []
+    return sorted(
+        p.relative_to(scripts).with_suffix("").as_posix()
+        for p in paths
+        if not p.name.startswith("_")
+    )
+
+
+def resolve(ref: FigureRef, settings: FiggenSettings, names: list[str]) -> Figure:
+    """Check a reference and find the script it names, with the script's declarations."""
+    if not ref.alt.strip():
+        raise FigureError(ref.article, ref.name, "alt text is empty: say what the figure shows")
+    if not ref.caption.strip():
+        raise FigureError(ref.article, ref.name, 'no caption: add one, ({figure}name "caption")')
+    if not NAME.fullmatch(ref.name):
+        raise FigureError(
+            ref.article, ref.name, f"not a figure name (letters, digits, _ - and /): {ref.name!r}"
+        )
+    script = (settings.scripts / f"{ref.name}.py").resolve()
+    if not script.is_relative_to(settings.scripts):
+        raise FigureError(ref.article, ref.name, f"{script} is outside {settings.scripts}")
+    if ref.name not in names or not script.is_file():
+        close = difflib.get_close_matches(ref.name, names, n=3, cutoff=0.4)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise FigureError(
+            ref.article, ref.name, f"no script {ref.name}.py in {settings.scripts}{hint}"
+        )
+    declared = declarations(script, ref.article, ref.name)
+    data = tuple(_data_path(settings.root, p, ref) for p in declared.get("data", []))
+    return Figure(
+        name=ref.name,
+        script=script,
+        data=data,
+        timeout=float(declared.get("timeout", settings.timeout)),
+        params=settings.params.get(ref.name, {}),
+    )
+
+
+def declarations(script: Path, article: str, name: str) -> dict[str, Any]:
+    """Read a script's literal `__figure__ = {...}` without running it."""
+    try:
+        tree = ast.parse(script.read_text(encoding="utf-8"), filename=str(script))
+    except SyntaxError as err:
+        raise FigureError(article, name, f"{script.name} does not parse: {err}") from None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__figure__" for t in node.targets
+        ):
+            try:
+                found = ast.literal_eval(node.value)
+            except ValueError:
+                raise FigureError(article, name, "__figure__ must be a literal dict") from None
+            for key, value in found.items():
+                if key not in DECLARABLE or not isinstance(value, DECLARABLE[key]):
+                    raise FigureError(
+                        article, name, f"__figure__ key {key!r}: expected one of {DECLARABLE}"
+                    )
+            return found
+    return {}
+
+
+def _data_path(root: Path, declared: str, ref: FigureRef) -> Path:
+    """Resolve a declared data file, refusing anything outside the project."""
+    path = (root / declared).resolve()
+    if not path.is_relative_to(root):
+        raise FigureError(ref.article, ref.name, f"data file {declared} is outside {root}")
+    if not path.is_file():
+        raise FigureError(ref.article, ref.name, f"declared data file {declared} does not exist")
+    return path

@@ -1,0 +1,119 @@
+"""Embed phase: publish cached images into the output and replace references with <figure>."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import markdown
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import PythonLexer
+
+from .cache import Record, Store
+from .discover import Figure, FigureRef
+from .errors import FigureError
+from .settings import FiggenSettings
+
+PARAGRAPH = re.compile(r"^<p>(.*)</p>$", re.S)
+
+
+@dataclass(frozen=True)
+class StaticLink:
+    """What Pelican's `{static}` link replacement needs of a file: its URL."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where a figure's files are in the output, as `{static}` links."""
+
+    image: str
+    source: str
+    width: int
+    height: int
+
+
+def publish(
+    figure: Figure,
+    record: Record,
+    store: Store,
+    settings: FiggenSettings,
+    output_path: Path,
+    static_content: MutableMapping[str, Any],
+) -> Published:
+    """Copy a figure's image and source page into the output and register them with Pelican."""
+    image = record.images[0]
+    image_url = f"{settings.output_dir}/{figure.name}-{image.sha256[:12]}{image.suffix}"
+    _copy_if_changed(store.object_path(image), output_path / image_url)
+    static_content[image_url] = StaticLink(image_url)
+    script = figure.script.relative_to(settings.root).as_posix()
+    if settings.source_url:
+        source = settings.source_url.format(path=script)
+    else:
+        page = f"{settings.output_dir}/source/{figure.name}.py.html"
+        _write_source_page(figure.script, script, output_path / page)
+        static_content[page] = StaticLink(page)
+        source = "{static}/" + page
+    return Published("{static}/" + image_url, source, image.width, image.height)
+
+
+def figure_html(ref: FigureRef, record: Record, where: Published, script: str, lazy: bool) -> str:
+    """The <figure> that replaces one reference."""
+    alt = html.escape(fill(ref.alt, record.fields, ref, "alt text"), quote=True)
+    caption = render_caption(fill(ref.caption, record.fields, ref, "caption"))
+    loading = ' loading="lazy"' if lazy else ""
+    anchor = "fig-" + ref.name.replace("/", "-")
+    return (
+        f'<figure class="figgen" id="{anchor}">\n'
+        f'  <img src="{where.image}" alt="{alt}" width="{where.width}" '
+        f'height="{where.height}"{loading} decoding="async">\n'
+        f"  <figcaption>\n"
+        f'    <span class="figgen-caption">{caption}</span>\n'
+        f'    <a class="figgen-source" href="{html.escape(where.source, quote=True)}">'
+        f"made by {html.escape(script)}</a>\n"
+        f"  </figcaption>\n"
+        f"</figure>"
+    )
+
+
+def fill(template: str, fields: Mapping[str, Any], ref: FigureRef, what: str) -> str:
+    """Put the run's values into `{field}` slots of an alt text or caption."""
+    try:
+        return template.format_map(fields)
+    except KeyError as err:
+        known = ", ".join(sorted(fields)) or "none"
+        raise FigureError(
+            ref.article, ref.name, f"the {what} quotes {{{err.args[0]}}}, which the script "
+            f"did not set (it set: {known})"
+        ) from None
+    except (ValueError, IndexError, AttributeError) as err:
+        raise FigureError(ref.article, ref.name, f"the {what} cannot be filled: {err}") from None
+
+
+def render_caption(text: str) -> str:
+    """Render a caption's inline Markdown (links, emphasis, code) to HTML."""
+    rendered = markdown.markdown(text, output_format="html").strip()
+    match = PARAGRAPH.match(rendered)
+    return match.group(1) if match else rendered
+
+
+def _copy_if_changed(source: Path, target: Path) -> None:
+    """Copy a file unless an identical one is already there."""
+    if target.is_file() and target.stat().st_size == source.stat().st_size:
+        return  # names carry the content hash, so same name and size means same bytes
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+
+
+def _write_source_page(script: Path, label: str, target: Path) -> None:
+    """Write a page with the highlighted source of a figure script."""
+    formatter = HtmlFormatter(full=True, title=label, linenos="table", cssclass="highlight")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(highlight(script.read_text(encoding="utf-8"), PythonLexer(), formatter))

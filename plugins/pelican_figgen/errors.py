@@ -1,0 +1,30 @@
+"""Errors the plugin raises: each names the article, the figure reference and the cause."""
+
+from __future__ import annotations
+
+
+class SettingsError(Exception):
+    """The FIGGEN setting is wrong."""
+
+
+class FigureError(Exception):
+    """One figure could not be made or embedded."""
+
+    def __init__(self, article: str, reference: str, cause: str, detail: str = "") -> None:
+        self.article, self.reference, self.cause, self.detail = article, reference, cause, detail
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """Say where the figure is referenced and what went wrong."""
+        text = f"{self.article}: figure '{self.reference}': {self.cause}"
+        return f"{text}\n{self.detail.rstrip()}" if self.detail else text
+
+
+class FigureBuildError(Exception):
+    """One or more figures failed; the build stops with a non-zero exit."""
+
+    def __init__(self, errors: list[FigureError]) -> None:
+        self.errors = errors
+        # One line each: the details (tracebacks) were logged as errors just before.
+        lines = "\n".join(f"  {e.article}: figure '{e.reference}': {e.cause}" for e in errors)
+        super().__init__(f"{len(errors)} figure error(s), details above:\n{lines}")

@@ -1,0 +1,79 @@
+"""The FIGGEN setting: documented defaults, merged with pelicanconf.py's dict in one place."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SettingsError
+
+# Every key a user may set in FIGGEN, with its default and what it means.
+DEFAULTS: dict[str, Any] = {
+    # Project root: figure scripts and the modules they import live below it.
+    # None: the folder that holds the content folder (Pelican's PATH).
+    "root": None,
+    # Folder of figure scripts, relative to root; `{figure}NAME` runs `<scripts>/NAME.py`.
+    "scripts": "figgen/figures",
+    # Cache of figure results, relative to root; outside OUTPUT_PATH so cleaning it loses nothing.
+    "cache_dir": ".figgen-cache",
+    # Folder inside OUTPUT_PATH where figures and their source pages are written.
+    "output_dir": "figures",
+    # Interpreter that runs the figure scripts.
+    "python": sys.executable,
+    # Seed handed to every script (Python, NumPy and torch are seeded with it).
+    "seed": 0,
+    # Per-figure parameters, {name: {key: value}}, passed to the script as ctx.params.
+    "params": {},
+    # Seconds a script may run before it is killed; a script may declare its own.
+    "timeout": 600,
+    # Distributions whose installed version is part of every figure's cache key.
+    "versions": ("numpy", "matplotlib", "scikit-learn", "torch"),
+    # Link target for "made by": a URL template with {path}, or None for a page in the site.
+    "source_url": None,
+}
+
+
+@dataclass(frozen=True)
+class FiggenSettings:
+    """The merged settings the phases read."""
+
+    root: Path
+    scripts: Path
+    cache_dir: Path
+    output_dir: str
+    python: str
+    seed: int
+    timeout: float
+    versions: tuple[str, ...]
+    source_url: str | None
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSettings:
+    """Check the user's FIGGEN keys and merge them over the defaults."""
+    user = dict(user or {})
+    for key in user:
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise SettingsError(f"FIGGEN: unknown key '{key}'{hint} (known: {', '.join(DEFAULTS)})")
+    merged = DEFAULTS | user
+    root = Path(merged["root"] or Path(content_path).parent).resolve()
+    if not isinstance(merged["params"], Mapping):
+        raise SettingsError("FIGGEN['params'] must map figure names to dicts of parameters")
+    return FiggenSettings(
+        root=root,
+        scripts=(root / merged["scripts"]).resolve(),
+        cache_dir=(root / merged["cache_dir"]).resolve(),
+        output_dir=str(merged["output_dir"]).strip("/"),
+        python=str(merged["python"]),
+        seed=int(merged["seed"]),
+        timeout=float(merged["timeout"]),
+        versions=tuple(merged["versions"]),
+        source_url=merged["source_url"],
+        params={str(k): dict(v) for k, v in merged["params"].items()},
+    )

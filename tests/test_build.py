@@ -1,0 +1,181 @@
+"""End to end: build the tiny site, read the HTML, and check what re-runs after each edit."""
+
+from __future__ import annotations
+
+import re
+import struct
+from html.parser import HTMLParser
+
+import pytest
+from pelican_figgen.errors import FigureBuildError, SettingsError
+
+from conftest import Site
+
+ALL = {"alpha", "beta", "gamma"}
+
+
+class Figures(HTMLParser):
+    """Collect each <figure>'s img attributes and caption text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.figures: list[dict] = []
+        self._in_caption = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attrs = dict(attrs)
+        if tag == "figure":
+            self.figures.append({"class": attrs.get("class", ""), "caption": "", "links": []})
+        elif tag == "img" and self.figures:
+            self.figures[-1]["img"] = attrs
+        elif tag == "span" and "figgen-caption" in (attrs.get("class") or ""):
+            self._in_caption = True
+        elif tag == "a" and self.figures:
+            self.figures[-1]["links"].append(attrs.get("href"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "span":
+            self._in_caption = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_caption:
+            self.figures[-1]["caption"] += data
+
+
+def figures(html: str) -> list[dict]:
+    parser = Figures()
+    parser.feed(html)
+    return parser.figures
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_build_embeds_every_figure_with_alt_caption_size_and_source(site: Site) -> None:
+    report = site.build()
+    assert set(report["ran"]) == ALL and report["cached"] == [] and report["failed"] == []
+    found = figures(site.html())
+    assert [f["img"]["alt"] for f in found] == ["A red line", "A blue line", "Points from a file"]
+    assert found[0]["caption"] == "Alpha is drawn in red"  # field from the run
+    assert found[1]["caption"] == "Beta, with a link" and "https://example.org/beta" in found[1]["links"]
+    assert found[2]["caption"] == "Gamma plots 4 points"
+    for fig in found:
+        img = fig["img"]
+        data = (site.root / "output" / img["src"].lstrip("/")).read_bytes()
+        width, height = png_size(data)
+        assert (width, height) == (2 * int(img["width"]), 2 * int(img["height"]))
+        source = [h for h in fig["links"] if h.endswith(".py.html")]
+        assert source and (site.root / "output" / source[0].lstrip("/")).is_file()
+    assert "{figure}" not in site.html() and "figgen-ref" not in site.html()
+
+
+def test_math_renders_as_mathml(site: Site) -> None:
+    site.build()
+    assert re.search(r'<math [^>]*display="block"', site.html())
+
+
+def test_second_build_runs_nothing_and_survives_a_clean_output(site: Site) -> None:
+    site.build()
+    assert site.build()["ran"] == {}
+    (site.root / "output" / "a-tiny-post.html").unlink()
+    report = site.build(DELETE_OUTPUT_DIRECTORY=True)
+    assert report["ran"] == {} and sorted(report["cached"]) == sorted(ALL)
+    assert len(figures(site.html())) == 3
+
+
+def test_editing_a_script_reruns_only_it(site: Site) -> None:
+    site.build()
+    site.append("figs/gamma.py", "\n# a comment is an edit too\n")
+    assert set(site.build()["ran"]) == {"gamma"}
+
+
+def test_editing_a_shared_module_reruns_exactly_its_importers(site: Site) -> None:
+    site.build()
+    site.append("helpers/common.py", "\nTHICKNESS = 2\n")
+    assert set(site.build()["ran"]) == {"alpha", "beta"}
+
+
+def test_editing_a_declared_data_file_reruns_its_figure(site: Site) -> None:
+    site.build()
+    site.write("data/points.txt", "1 2 3 4 5 6")
+    assert set(site.build()["ran"]) == {"gamma"}
+    assert "Gamma plots 6 points" in site.html()
+
+
+def test_changing_a_figure_parameter_or_the_seed_reruns(site: Site) -> None:
+    site.build()
+    figgen = {"scripts": "figs", "params": {"beta": {"width": 3}}}
+    assert set(site.build(FIGGEN=figgen)["ran"]) == {"beta"}
+    assert set(site.build(FIGGEN=figgen | {"seed": 7})["ran"]) == ALL
+
+
+def test_reference_to_a_missing_figure_names_article_and_closest(site: Site) -> None:
+    site.append("content/post.md", '\n![Oops]({figure}alpah "typo")\n')
+    with pytest.raises(FigureBuildError) as err:
+        site.build()
+    message = str(err.value)
+    assert "content/post.md" in message and "'alpah'" in message and "closest: alpha" in message
+
+
+def test_inline_reference_is_an_error_not_a_broken_image(site: Site) -> None:
+    site.append("content/post.md", '\nSee ![inline]({figure}alpha "c") here.\n')
+    with pytest.raises(FigureBuildError, match="must be a paragraph of its own"):
+        site.build()
+
+
+def test_caption_quoting_an_unknown_field_names_what_the_script_set(site: Site) -> None:
+    site.write("content/post.md", site.root.joinpath("content/post.md").read_text().replace(
+        "{color}", "{colour}"))
+    with pytest.raises(FigureBuildError, match=r"quotes \{colour\}.*it set: color"):
+        site.build()
+
+
+def test_unknown_setting_suggests_the_right_key(site: Site) -> None:
+    with pytest.raises(SettingsError, match="did you mean 'timeout'"):
+        site.build(FIGGEN={"scripts": "figs", "timout": 5})
+
+
+FAILING = """\
+from figgen.harness import run
+
+
+def divide(x):
+    return x / 0
+
+
+def main(ctx):
+    divide(1)
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+
+def test_raising_script_fails_the_build_with_a_trimmed_traceback(site: Site) -> None:
+    site.write("figs/beta.py", FAILING)
+    result = site.build_cli()
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "content/post.md" in out and "figure 'beta'" in out
+    assert "ZeroDivisionError" in out and "in divide" in out and "return x / 0" in out
+    assert "harness.py" not in out  # the runner's frames are trimmed away
+    # The failure is not cached, and it did not stop the other figures.
+    assert not (site.root / ".figgen-cache/records/beta.json").exists()
+    assert set(site.report()["ran"]) == {"alpha", "gamma"}
+    assert site.report()["failed"] == ["beta"]
+
+
+def test_failed_figure_reruns_once_fixed(site: Site) -> None:
+    site.write("figs/beta.py", FAILING)
+    with pytest.raises(FigureBuildError) as err:
+        site.build()
+    assert "ZeroDivisionError" in err.value.errors[0].detail
+    site.write("figs/beta.py", FAILING.replace("x / 0", "x"))
+    with pytest.raises(FigureBuildError) as err:
+        site.build()
+    assert "without calling ctx.save" in err.value.errors[0].detail
+    site.write("figs/beta.py", (site.root / "figs/alpha.py").read_text())
+    assert set(site.build()["ran"]) == {"beta"}

@@ -1,0 +1,138 @@
+"""Unit tests of the plugin's phases: syntax, discover, cache, run (traceback trimming)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import markdown
+import pytest
+from pelican_figgen import cache, discover
+from pelican_figgen.cache import Expected, Hashes, Image, Record, Store
+from pelican_figgen.errors import FigureError, SettingsError
+from pelican_figgen.markdown_ext import FigureReferenceExtension
+from pelican_figgen.run import trim_traceback
+from pelican_figgen.settings import DEFAULTS, merge
+
+
+def md(text: str) -> str:
+    return markdown.markdown(text, extensions=[FigureReferenceExtension()])
+
+
+def test_reference_syntax_keeps_alt_name_and_raw_markdown_caption() -> None:
+    html = md('Intro.\n\n![Two points]({figure}sub/plot "See [it](https://x.org/a_(b)) \\"now\\"")\n')
+    (ref,) = discover.find_refs("post.md", html)
+    assert (ref.name, ref.alt) == ("sub/plot", "Two points")
+    assert ref.caption == 'See [it](https://x.org/a_(b)) "now"'
+    assert "<p>Intro.</p>" in html
+
+
+def test_two_references_in_one_paragraph_are_two_figures() -> None:
+    refs = discover.find_refs("p.md", md('![a]({figure}a "A")\n![b]({figure}b "B")'))
+    assert [r.name for r in refs] == ["a", "b"]
+
+
+def test_figure_syntax_in_code_is_left_alone() -> None:
+    html = md('Write it like this:\n\n    ![alt]({figure}name "caption")\n')
+    assert discover.find_refs("p.md", html) == []
+
+
+def test_merge_applies_defaults_and_resolves_paths(tmp_path: Path) -> None:
+    s = merge({"seed": 3}, tmp_path / "content")
+    assert s.root == tmp_path.resolve() and s.seed == 3
+    assert s.scripts == tmp_path.resolve() / DEFAULTS["scripts"]
+    assert s.timeout == DEFAULTS["timeout"]
+
+
+def test_unknown_key_without_a_close_match_lists_known_keys(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="unknown key 'zzz' \\(known: root, scripts"):
+        merge({"zzz": 1}, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc/passwd", "a/../../b", "a b"])
+def test_names_that_could_leave_the_scripts_folder_are_refused(tmp_path: Path, name: str) -> None:
+    settings = merge({"scripts": "figs"}, tmp_path / "content")
+    ref = discover.FigureRef("post.md", name, "alt", "caption", "")
+    with pytest.raises(FigureError, match="not a figure name"):
+        discover.resolve(ref, settings, [name])
+
+
+def test_declared_data_outside_the_project_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "figs" / "f.py").write_text('__figure__ = {"data": ["../secret.txt"]}\n')
+    settings = merge({"scripts": "figs"}, tmp_path / "content")
+    ref = discover.FigureRef("post.md", "f", "alt", "caption", "")
+    with pytest.raises(FigureError, match="outside"):
+        discover.resolve(ref, settings, ["f"])
+
+
+def test_script_declarations_are_read_without_running_the_script(tmp_path: Path) -> None:
+    script = tmp_path / "f.py"
+    script.write_text('raise SystemExit("never run")\n__figure__ = {"timeout": 5}\n')
+    assert discover.declarations(script, "post.md", "f") == {"timeout": 5}
+
+
+def _record(root: Path, store: Store) -> tuple[Record, Expected]:
+    (root / "s.py").write_text("print(1)")
+    (root / "m.py").write_text("X = 1")
+    image = store.put(root / "s.py", 1, 1)
+    env = {"python": "3.11.0", "numpy": "2.0.0"}
+    hashes = Hashes()
+    inputs = {"s.py": hashes(root / "s.py"), "m.py": hashes(root / "m.py")}
+    record = Record("f", inputs, "{}", env, (image,))
+    return record, Expected("{}", env, ("s.py",))
+
+
+def test_verdict_says_why_a_figure_is_stale(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    record, expected = _record(tmp_path, store)
+    assert cache.verdict(record, tmp_path, expected, store, Hashes()).fresh
+    (tmp_path / "m.py").write_text("X = 2")
+    assert cache.verdict(record, tmp_path, expected, store, Hashes()).reason == "m.py changed"
+    newer = Expected("{}", {"python": "3.11.0", "numpy": "2.1.0"}, ("s.py",))
+    (tmp_path / "m.py").write_text("X = 1")
+    assert cache.verdict(record, tmp_path, newer, store, Hashes()).reason == "numpy 2.0.0 -> 2.1.0"
+    assert cache.verdict(None, tmp_path, expected, store, Hashes()).reason == "never run"
+
+
+def test_records_round_trip_and_a_damaged_one_reads_as_never_run(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    record, _ = _record(tmp_path, store)
+    store.save(record)
+    assert store.load("f") == record
+    store.record_path("f").write_text('{"format": 1, "name": ')
+    assert store.load("f") is None
+
+
+def test_objects_are_stored_under_their_hash(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    (tmp_path / "x.png").write_bytes(b"abc")
+    image = store.put(tmp_path / "x.png", 2, 3)
+    assert image == Image(Hashes()(tmp_path / "x.png"), ".png", 2, 3)
+    assert store.object_path(image).read_bytes() == b"abc"
+
+
+TRACEBACK = '''\
+some output before
+Traceback (most recent call last):
+  File "/proj/figs/f.py", line 9, in <module>
+    run(main)
+  File "/proj/figgen/harness.py", line 90, in run
+    main(ctx)
+    ~~~~^^^^^
+  File "/proj/figs/f.py", line 5, in main
+    helper()
+  File "/venv/lib/site-packages/numpy/core.py", line 3, in deep
+    raise ValueError("bad")
+ValueError: bad
+'''
+
+
+def test_traceback_keeps_project_frames_and_the_message() -> None:
+    def keep(file: str) -> bool:
+        return file.startswith("/proj/") and not file.endswith("harness.py")
+
+    trimmed = trim_traceback(TRACEBACK, keep)
+    assert "harness.py" not in trimmed and "numpy" not in trimmed and "main(ctx)" not in trimmed
+    assert 'File "/proj/figs/f.py", line 5, in main' in trimmed and "helper()" in trimmed
+    assert trimmed.endswith("ValueError: bad") and "some output" not in trimmed
+    assert trimmed.count("frame(s) of library code hidden") == 2
