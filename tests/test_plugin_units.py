@@ -6,6 +6,7 @@ from pathlib import Path
 
 import markdown
 import pytest
+
 from pelican_figgen import cache, discover
 from pelican_figgen.cache import Expected, Hashes, Image, Record, Store
 from pelican_figgen.errors import FigureError, SettingsError
@@ -19,7 +20,8 @@ def md(text: str) -> str:
 
 
 def test_reference_syntax_keeps_alt_name_and_raw_markdown_caption() -> None:
-    html = md('Intro.\n\n![Two points]({figure}sub/plot "See [it](https://x.org/a_(b)) \\"now\\"")\n')
+    caption = 'See [it](https://x.org/a_(b)) \\"now\\"'
+    html = md(f'Intro.\n\n![Two points]({{figure}}sub/plot "{caption}")\n')
     (ref,) = discover.find_refs("post.md", html)
     assert (ref.name, ref.alt) == ("sub/plot", "Two points")
     assert ref.caption == 'See [it](https://x.org/a_(b)) "now"'

@@ -147,7 +147,8 @@ def params_key(seed: int, params: Mapping[str, Any]) -> str:
 @cache
 def environment(python: str, versions: tuple[str, ...]) -> Mapping[str, str]:
     """Python and library versions of the interpreter that runs the scripts."""
-    if Path(python).resolve() == Path(sys.executable).resolve():
+    # Not resolved: two venvs link to one base interpreter but hold different packages.
+    if Path(python).absolute() == Path(sys.executable).absolute():
         return {"python": platform.python_version(), **{d: _version(d) for d in versions}}
     # Another interpreter: ask it once per build (no heavy import, just metadata).
     code = (

@@ -137,7 +137,8 @@ def _make(
         try:
             record, error = _run(figure, expected, settings, store, hashes)
         except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
-            record, error = None, RunResult(False, 0.0, settings.cache_dir, cause=f"bad output: {err!r}")
+            record = None
+            error = RunResult(False, 0.0, settings.cache_dir, cause=f"bad output: {err!r}")
         if record:
             report.ran[name] = record.seconds
             records[name] = record

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     build(args.settings)
     args.output.mkdir(exist_ok=True)
     serve(args.output, args.host, args.port)
-    logger.info("serving http://%s:%d/ ; editing the article or a figure rebuilds", args.host, args.port)
+    logger.info("serving http://%s:%d/ ; every edit rebuilds", args.host, args.port)
     watched = [p for p in WATCHED if Path(p).exists()]
     try:
         for changes in watchfiles.watch(*watched):

@@ -1,6 +1,6 @@
-"""Pelican plugin: `$$ ... $$` (display) and `$ ... $` (inline) TeX rendered to MathML at build time.
+"""Pelican plugin: `$$ ... $$` (display) and `$ ... $` (inline) TeX rendered to MathML.
 
-Browsers render MathML natively, so the built site shows math with no script and no network.
+Rendered at build time; browsers show MathML natively, so math needs no script and no network.
 A formula that cannot be converted never drops its article (Pelican would): it is marked in
 the HTML, and the build then fails naming the article and the formula.
 """

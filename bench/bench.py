@@ -1,0 +1,61 @@
+"""Build-time benchmark: cold build, no-op rebuild, and plain Pelican on the same content.
+
+Every number comes from this one run; ratios compare builds measured side by side, so a
+noisy machine moves both. The previous run's numbers (bench-results.json) are shown beside.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench-results.json"
+REPEATS = 7
+NOOP_GOAL = 1.15
+
+
+def pelican(output: Path, *extra: str) -> float:
+    """Run one Pelican build of the site; return its wall time in seconds."""
+    command = [
+        str(Path(sys.executable).parent / "pelican"), "content", "-s", "pelicanconf.py",
+        "-o", str(output), "-q", *extra,
+    ]
+    start = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    """Measure, print with goals and the previous run, and save the results."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = json.dumps({"cache_dir": str(Path(tmp) / "cache")})
+        figgen = ("-e", f"FIGGEN={cache}")
+        plain = ("-e", 'PLUGINS=["tex_mathml"]')  # the same site without the figure plugin
+        print("cold build (every figure runs)...", flush=True)
+        cold = pelican(Path(tmp) / "out", *figgen)
+        noop, bare = [], []
+        for _ in range(REPEATS):  # interleaved, so drift on the machine hits both alike
+            noop.append(pelican(Path(tmp) / "out", *figgen))
+            bare.append(pelican(Path(tmp) / "plain", *plain))
+    results = {
+        "cold_build_s": round(cold, 2),
+        "noop_rebuild_s": round(statistics.median(noop), 3),
+        "plain_pelican_s": round(statistics.median(bare), 3),
+    }
+    results["noop_over_plain"] = round(results["noop_rebuild_s"] / results["plain_pelican_s"], 3)
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for key, value in results.items():
+        goal = f"  (goal <= {NOOP_GOAL})" if key == "noop_over_plain" else ""
+        before = f"  previous: {previous[key]}" if key in previous else ""
+        print(f"{key:>18}: {value}{goal}{before}")
+    RESULTS.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
