@@ -19,7 +19,17 @@ from pathlib import Path
 import watchfiles
 
 logger = logging.getLogger(__name__)
-WATCHED = ("content", "theme", "figgen", "plugins", "pelicanconf.py")
+# Never watched: what builds write, and folders too big to watch that no figure reads.
+IGNORED = {"output", ".figgen-cache", ".git", "node_modules", "__pycache__"}
+
+
+def watched_paths(root: Path) -> list[Path]:
+    """The project's top-level files and folders, less outputs, caches and virtualenvs."""
+    return sorted(
+        p for p in root.iterdir()
+        if p.name not in IGNORED and not (p / "pyvenv.cfg").exists()
+        and not p.name.startswith(".")
+    )
 
 
 def build(settings: str) -> bool:
@@ -52,9 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     args.output.mkdir(exist_ok=True)
     serve(args.output, args.host, args.port)
     logger.info("serving http://%s:%d/ ; every edit rebuilds", args.host, args.port)
-    watched = [p for p in WATCHED if Path(p).exists()]
     try:
-        for changes in watchfiles.watch(*watched):
+        for changes in watchfiles.watch(*watched_paths(Path.cwd())):
             logger.info("changed: %s", ", ".join(sorted({Path(p).name for _, p in changes})))
             build(args.settings)
     except KeyboardInterrupt:

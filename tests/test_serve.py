@@ -1,0 +1,66 @@
+"""`make serve`: the preview server rebuilds on edits and re-runs only what changed."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import REPO, Site
+from pelican_figgen.serve import watched_paths
+
+
+def test_watched_paths_cover_sources_and_skip_outputs(site: Site) -> None:
+    (site.root / "output").mkdir()
+    (site.root / ".figgen-cache").mkdir()
+    (site.root / "venv").mkdir()
+    (site.root / "venv" / "pyvenv.cfg").write_text("home = /usr\n")
+    names = {p.name for p in watched_paths(site.root)}
+    assert {"content", "figs", "helpers", "data", "pelicanconf.py"} <= names
+    assert not names & {"output", ".figgen-cache", "venv"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+def _wait_for(predicate, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_serve_rebuilds_after_an_edit_and_reruns_only_that_figure(site: Site) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/a-tiny-post.html"
+    env = os.environ | {"PYTHONPATH": str(REPO / "plugins")}
+    command = [sys.executable, "-m", "pelican_figgen.serve", "--port", str(port)]
+    server = subprocess.Popen(command, cwd=site.root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_for(lambda: "Gamma plots 4 points" in _get(url))
+        time.sleep(1)  # let the watcher start before the edit
+        site.write("data/points.txt", "1 2 3 4 5 6")
+        assert _wait_for(lambda: "Gamma plots 6 points" in _get(url))
+        assert set(site.report()["ran"]) == {"gamma"}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert not Path(site.root / "output" / "a-tiny-post.html").read_text().count("{figure}")
