@@ -1,0 +1,1 @@
+"""Shared code of the figure scripts: the two-pixel world, its classifiers and attacks."""

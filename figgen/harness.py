@@ -77,7 +77,8 @@ def project_modules(root: Path, script: Path) -> list[str]:
     found = set()
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
-        if not file or not file.endswith(".py"):
+        # torch.ops and torch.classes carry a bare relative __file__ that names no real file.
+        if not file or not file.endswith(".py") or not Path(file).is_absolute():
             continue
         path = Path(file).resolve()
         if path == script or not path.is_relative_to(root):
@@ -86,6 +87,14 @@ def project_modules(root: Path, script: Path) -> list[str]:
             continue
         found.add(path.relative_to(root).as_posix())
     return sorted(found)
+
+
+def plain(value: Any) -> Any:
+    """Turn a NumPy or torch scalar a script put in ctx.fields into a plain Python number."""
+    if hasattr(value, "item"):
+        return value.item()
+    kind = type(value).__name__
+    raise TypeError(f"caption field of type {kind} is not JSON: use str, int or float")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -118,7 +127,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
             "modules": project_modules(root, script),
             "seconds": round(seconds, 3),
         }
-        args.manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        args.manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=plain))
     else:
         print(f"wrote {args.out / ctx.images[0]['file']} in {seconds:.1f} s")
     return ctx

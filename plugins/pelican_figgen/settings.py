@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a script may run before it is killed; a script may declare its own.
     "timeout": 600,
     # Distributions whose installed version is part of every figure's cache key.
-    "versions": ("numpy", "matplotlib", "scikit-learn", "torch"),
+    "versions": ("numpy", "scipy", "matplotlib", "scikit-learn", "torch"),
     # Link target for "made by": a URL template with {path}, or None for a page in the site.
     "source_url": None,
 }

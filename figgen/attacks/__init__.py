@@ -1,0 +1,12 @@
+"""A small library of gradient attacks on image classifiers, in the style of torchattacks.
+
+Every attack is a plain function ``attack(model, images, labels, eps, ...) -> images``: the
+model maps images in [0, 1] (any shape [B, ...]) to logits [B, C]; ``labels`` are the true
+classes for an untargeted attack and the target classes for a targeted one; the result stays
+in [0, 1] and within eps of ``images`` in the L-infinity norm.
+"""
+
+from figgen.attacks.fgsm import fgsm
+from figgen.attacks.pgd import pgd
+
+__all__ = ["fgsm", "pgd"]

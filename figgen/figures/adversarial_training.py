@@ -1,0 +1,34 @@
+"""Figure 8: adversarial training, the attacked images added with their original labels."""
+
+import numpy as np
+
+from figgen.harness import Context, run
+from figgen.twopixel import plot
+from figgen.twopixel.adversarial import adversarial_retrain, check, find_attacks
+from figgen.twopixel.models import predict
+from figgen.twopixel.search import find_plausible
+from figgen.twopixel.world import training_set
+
+
+def main(ctx: Context) -> None:
+    """Retrain figure 6's model with figure 7's attacks and draw old and new boundaries."""
+    found = find_plausible()
+    attacks = find_attacks(found.model)
+    check(found.model, attacks)
+    model = adversarial_retrain(found.spec, found.seed, attacks)
+    ends = np.stack([a.end for a in attacks])  # [3, 2]
+    fixed = predict(model, ends) == np.array([a.label for a in attacks])  # [3]
+    points, labels = training_set()
+    fig, ax = plot.plane()
+    plot.draw_decision(ax, model)
+    plot.draw_boundary(ax, found.model, colors="0.55", linewidths=1.0, linestyles="--")
+    plot.draw_regions(ax, outline=True)
+    plot.draw_points(ax, points, labels, size=80)
+    plot.draw_attacks(ax, attacks, alpha=0.45)
+    ctx.fields["n_fixed"] = int(fixed.sum())
+    ctx.fields["n_attacks"] = len(attacks)
+    ctx.save(fig)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,27 @@
+"""Figure 7: three gradient attacks on figure 6's classifier, one of each kind."""
+
+from figgen.harness import Context, run
+from figgen.twopixel import plot
+from figgen.twopixel.adversarial import ATTACK_NAME, EPS_GREY, check, find_attacks
+from figgen.twopixel.search import find_plausible
+from figgen.twopixel.world import training_set
+
+
+def main(ctx: Context) -> None:
+    """Attack the figure-6 model, check each attack's kind, and draw the three arrows."""
+    model = find_plausible().model
+    attacks = find_attacks(model)
+    check(model, attacks)  # raises unless the three are of the three kinds, within budget
+    points, labels = training_set()
+    fig, ax = plot.plane()
+    plot.draw_decision(ax, model)
+    plot.draw_regions(ax, outline=True)
+    plot.draw_points(ax, points, labels, size=80)
+    plot.draw_attacks(ax, attacks)
+    ctx.fields.update(attack=ATTACK_NAME, eps_pixels=EPS_GREY)
+    ctx.fields["n_from_training"] = sum(a.from_training for a in attacks)
+    ctx.save(fig)
+
+
+if __name__ == "__main__":
+    run(main)

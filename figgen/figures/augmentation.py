@@ -1,0 +1,29 @@
+"""Figure 9: data augmentation, brightness and contrast copies of each training image."""
+
+from figgen.harness import Context, run
+from figgen.twopixel import plot
+from figgen.twopixel.augment import N_COPIES, augment, describe
+from figgen.twopixel.models import fit
+from figgen.twopixel.search import find_plausible
+from figgen.twopixel.world import training_set
+
+
+def main(ctx: Context) -> None:
+    """Train figure 6's architecture and seed on the augmented set and draw its boundary."""
+    found = find_plausible()
+    points, labels = training_set()
+    copies, copy_labels = augment(points, labels, N_COPIES)  # [6 * N, 2], [6 * N]
+    model = fit(found.spec, found.seed, copies, copy_labels)
+    fig, ax = plot.plane()
+    plot.draw_decision(ax, model)
+    plot.draw_boundary(ax, found.model, colors="0.55", linewidths=1.0, linestyles="--")
+    plot.draw_regions(ax, outline=True)
+    plot.draw_points(ax, copies, copy_labels, size=10, alpha=0.6, linewidths=0)
+    plot.draw_points(ax, points, labels, size=80)
+    ctx.fields["n_copies"] = N_COPIES
+    ctx.fields["augmentation"] = describe()
+    ctx.save(fig)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,31 @@
+"""Figure 9's augmentation: brightness and contrast changes, which keep an image's meaning."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from figgen.twopixel.world import PIXEL_MAX
+
+N_COPIES = 12  # augmented copies of each training image
+BRIGHTNESS = 16.0  # grey levels added to both pixels, drawn from [-B, B]
+CONTRAST = 0.25  # the difference from the image's mean grey is scaled by [1 - C, 1 + C]
+AUGMENT_SEED = 11
+
+
+def describe() -> str:
+    """The augmentation in words, with its ranges."""
+    return (
+        f"brightness shifted by up to {BRIGHTNESS:g} grey levels and contrast scaled "
+        f"by {1 - CONTRAST:g} to {1 + CONTRAST:g}"
+    )
+
+
+def augment(points: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The images [K, 2] followed by n random copies of each [K * n, 2], and their labels."""
+    rng = np.random.default_rng(AUGMENT_SEED)
+    shift = rng.uniform(-BRIGHTNESS, BRIGHTNESS, size=(len(points), n, 1))  # [K, n, 1]
+    scale = rng.uniform(1 - CONTRAST, 1 + CONTRAST, size=(len(points), n, 1))  # [K, n, 1]
+    mean = points.mean(axis=1, keepdims=True)[:, None, :]  # [K, 1, 1]
+    copies = mean + scale * (points[:, None, :] - mean) + shift  # [K, n, 2]
+    copies = np.clip(copies, 0.0, PIXEL_MAX).reshape(-1, 2)  # [K * n, 2]
+    return np.concatenate([points, copies]), np.concatenate([labels, np.repeat(labels, n)])

@@ -1,0 +1,127 @@
+"""The two-pixel world of figures 1-9: regions, training set, classifiers and attacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from figgen.twopixel.adversarial import EPS_GREY, Attack, check, find_attacks
+from figgen.twopixel.augment import BRIGHTNESS, CONTRAST, augment
+from figgen.twopixel.ensemble import BOUNDARY_SEEDS, FAMILIES, train_ensemble
+from figgen.twopixel.models import predict
+from figgen.twopixel.search import Plausible, boundary_length, count_islands, find_plausible
+from figgen.twopixel.world import (
+    CAT,
+    CAT_REGION,
+    DOG,
+    DOG_REGION,
+    NEITHER,
+    PIXEL_MAX,
+    grid,
+    training_set,
+    true_class,
+)
+
+
+@pytest.fixture(scope="module")
+def plausible() -> Plausible:
+    """Figure 6's classifier, found once for the module."""
+    return find_plausible()
+
+
+@pytest.fixture(scope="module")
+def attacks(plausible: Plausible) -> list[Attack]:
+    """Figure 7's three attacks on it."""
+    return find_attacks(plausible.model)
+
+
+def test_the_six_training_images_lie_in_their_true_regions() -> None:
+    points, labels = training_set()
+    assert points.shape == (6, 2) and sorted(labels.tolist()) == [CAT] * 3 + [DOG] * 3
+    assert CAT_REGION.contains(points[labels == CAT]).all()
+    assert DOG_REGION.contains(points[labels == DOG]).all()
+    assert (true_class(points) == labels).all()
+    assert len({tuple(p) for p in points}) == 6 and (points >= 0).all() and (points <= 255).all()
+
+
+def test_the_regions_are_disjoint_and_leave_most_of_the_plane_to_noise() -> None:
+    _, points = grid(128)
+    cat, dog = CAT_REGION.contains(points), DOG_REGION.contains(points)
+    assert not (cat & dog).any()
+    assert 0.5 < (true_class(points) == NEITHER).mean() < 0.95
+
+
+def test_every_classifier_of_figure_4_classifies_all_six_correctly() -> None:
+    points, labels = training_set()
+    members = train_ensemble(BOUNDARY_SEEDS)
+    assert len(members) == len(FAMILIES) * BOUNDARY_SEEDS
+    for m in members:
+        assert (predict(m.model, points) == labels).all(), (m.spec.describe(), m.seed)
+
+
+def test_the_classifiers_of_figure_4_draw_different_boundaries() -> None:
+    _, points = grid(64)
+    maps = {tuple(predict(m.model, points)) for m in train_ensemble(BOUNDARY_SEEDS)}
+    assert len(maps) == len(FAMILIES) * BOUNDARY_SEEDS
+
+
+def test_figure_6_is_correct_on_the_data_and_the_strangest_that_qualifies(
+    plausible: Plausible,
+) -> None:
+    points, labels = training_set()
+    assert (predict(plausible.model, points) == labels).all()
+    assert plausible.scores.correct and min(plausible.scores.coverage.values()) >= 0.9
+    assert plausible.n_qualified <= plausible.n_candidates
+
+
+def test_boundary_length_and_islands_are_measured_on_known_maps() -> None:
+    classes = np.zeros((5, 5), dtype=int)
+    classes[:, 3:] = DOG  # one vertical boundary, 5 cell edges long
+    everywhere = np.ones((5, 5), dtype=bool)
+    assert boundary_length(classes, everywhere) == pytest.approx(5 * PIXEL_MAX / 4)
+    assert count_islands(classes) == 0
+    classes[0, 0] = DOG  # a one-cell island of dog in the cats
+    assert count_islands(classes) == 1
+
+
+def test_the_three_attacks_of_figure_7_are_of_the_kinds_they_claim(
+    plausible: Plausible, attacks: list[Attack]
+) -> None:
+    model = plausible.model
+    assert [a.kind for a in attacks] == [1, 2, 3]
+    for a in attacks:
+        assert np.abs(a.end - a.start).max() <= EPS_GREY + 1e-3
+        assert (a.end >= 0).all() and (a.end <= PIXEL_MAX).all()
+        start = a.start[None]
+        assert true_class(start)[0] == a.label  # a natural image of its class
+        assert predict(model, start)[0] == a.label  # that the model got right
+    one, two, three = attacks
+    # 1: still a true cat, now called dog.
+    assert true_class(one.end[None])[0] == CAT and predict(model, one.end[None])[0] == DOG
+    # 2: a dog moved out of both regions, now called cat.
+    assert two.label == DOG and true_class(two.end[None])[0] == NEITHER
+    assert predict(model, two.end[None])[0] == CAT
+    # 3: a cat moved into the true dog region.
+    assert three.label == CAT and true_class(three.end[None])[0] == DOG
+
+
+def test_the_kind_check_rejects_a_mislabelled_attack(
+    plausible: Plausible, attacks: list[Attack]
+) -> None:
+    one, two, three = attacks
+    swapped = [Attack(3, one.start, one.end, one.label, one.from_training, 0.0), two, three]
+    with pytest.raises(AssertionError, match="attack 3"):
+        check(plausible.model, swapped)
+
+
+def test_augmented_copies_change_only_brightness_and_contrast() -> None:
+    points, labels = training_set()
+    copies, copy_labels = augment(points, labels, 5)
+    assert copies.shape == (36, 2) and (copy_labels[6:] == np.repeat(labels, 5)).all()
+    originals = np.repeat(points, 5, axis=0)  # [30, 2]
+    extra = copies[6:]
+    contrast = np.diff(extra, axis=1)[:, 0] / np.diff(originals, axis=1)[:, 0]
+    shift = extra.mean(axis=1) - originals.mean(axis=1)
+    inside = (extra > 0).all(axis=1) & (extra < PIXEL_MAX).all(axis=1)  # not clipped
+    assert (np.abs(contrast[inside] - 1) <= CONTRAST + 1e-9).all()
+    assert (np.abs(shift[inside]) <= BRIGHTNESS + 1e-9).all()
