@@ -72,8 +72,10 @@ def test_targeted_pgd_reaches_its_target_and_untargeted_leaves_the_true_class() 
     assert (model(away).argmax(dim=1) != y).all()
     stopped = pgd(model, x, target, eps=0.5, alpha=0.02, steps=100, targeted=True, early_stop=True)
     assert (model(stopped).argmax(dim=1) == target).all()
-    # Stopping early halts each item at its first success, so it never moved farther.
-    assert ((stopped - x).abs().amax(dim=1) <= (adv - x).abs().amax(dim=1) + 1e-6).all()
+    # Stopping early halts each item at its first success, so it never moved farther, and
+    # items that succeed long before the last step stay well inside the budget.
+    moved, full = (stopped - x).abs().amax(dim=1), (adv - x).abs().amax(dim=1)  # [8] each
+    assert (moved <= full + 1e-6).all() and (moved < full - 0.1).any()
 
 
 def test_attacks_leave_parameters_without_gradients_and_restore_the_mode() -> None:

@@ -98,6 +98,15 @@ def test_editing_a_shared_module_reruns_exactly_its_importers(site: Site) -> Non
     assert set(site.build()["ran"]) == {"alpha", "beta"}
 
 
+def test_a_module_edited_while_its_figure_runs_is_seen_by_the_next_build(site: Site) -> None:
+    site.build()
+    # alpha's script edits the helper it imported, as an author saving mid-run would.
+    helper = (site.root / "helpers/common.py").as_posix()
+    site.append("figs/alpha.py", f"\nopen({helper!r}, 'a').write('\\nEDITED = 1\\n')\n")
+    assert set(site.build()["ran"]) == {"alpha"}
+    assert set(site.build()["ran"]) == {"alpha", "beta"}  # both import the edited helper
+
+
 def test_editing_a_declared_data_file_reruns_its_figure(site: Site) -> None:
     site.build()
     site.write("data/points.txt", "1 2 3 4 5 6")

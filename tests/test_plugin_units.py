@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import sys
 from pathlib import Path
 
 import markdown
@@ -127,6 +129,13 @@ Traceback (most recent call last):
     raise ValueError("bad")
 ValueError: bad
 '''
+
+
+def test_versions_from_folder_names_agree_with_package_metadata() -> None:
+    found = cache.installed()
+    for dist in (*DEFAULTS["versions"], "pelican", "Markdown", "rich"):
+        assert found[cache.canonical(dist)] == importlib.metadata.version(dist), dist
+    assert cache.environment(sys.executable, ("numpy", "no-such-dist"))["no-such-dist"] == "absent"
 
 
 def test_traceback_keeps_project_frames_and_the_message() -> None:

@@ -6,17 +6,30 @@ import numpy as np
 import pytest
 
 from figgen.twopixel.adversarial import EPS_GREY, Attack, check, find_attacks
-from figgen.twopixel.augment import BRIGHTNESS, CONTRAST, augment
+from figgen.twopixel.augment import BRIGHTNESS, CONTRAST, N_COPIES, augment
 from figgen.twopixel.ensemble import BOUNDARY_SEEDS, FAMILIES, train_ensemble
-from figgen.twopixel.models import predict
-from figgen.twopixel.search import Plausible, boundary_length, count_islands, find_plausible
+from figgen.twopixel.models import fit_many, predict
+from figgen.twopixel.search import (
+    GRID,
+    SEARCH_SEEDS,
+    SEARCH_SPECS,
+    Plausible,
+    boundary_length,
+    count_islands,
+    find_plausible,
+    qualifies,
+    score,
+)
 from figgen.twopixel.world import (
     CAT,
     CAT_REGION,
     DOG,
     DOG_REGION,
+    FAR,
     NEITHER,
     PIXEL_MAX,
+    distance_to_data,
+    far_mask,
     grid,
     training_set,
     true_class,
@@ -71,7 +84,13 @@ def test_figure_6_is_correct_on_the_data_and_the_strangest_that_qualifies(
     points, labels = training_set()
     assert (predict(plausible.model, points) == labels).all()
     assert plausible.scores.correct and min(plausible.scores.coverage.values()) >= 0.9
-    assert plausible.n_qualified <= plausible.n_candidates
+    assert plausible.scores == score(plausible.model, far_mask(GRID))  # its scores are its own
+    # Re-train one searched architecture independently: none of its qualifying seeds is stranger.
+    train, labels = training_set()
+    rivals = [score(m, far_mask(GRID)) for m in fit_many(SEARCH_SPECS[0], list(SEARCH_SEEDS),
+                                                         train, labels)]
+    assert any(qualifies(r) for r in rivals)
+    assert all(r.strangeness <= plausible.scores.strangeness for r in rivals if qualifies(r))
 
 
 def test_boundary_length_and_islands_are_measured_on_known_maps() -> None:
@@ -97,9 +116,11 @@ def test_the_three_attacks_of_figure_7_are_of_the_kinds_they_claim(
         assert predict(model, start)[0] == a.label  # that the model got right
     one, two, three = attacks
     # 1: still a true cat, now called dog.
-    assert true_class(one.end[None])[0] == CAT and predict(model, one.end[None])[0] == DOG
-    # 2: a dog moved out of both regions, now called cat.
+    assert one.label == CAT and true_class(one.end[None])[0] == CAT
+    assert predict(model, one.end[None])[0] == DOG
+    # 2: a dog moved out of both regions into empty space, now called cat.
     assert two.label == DOG and true_class(two.end[None])[0] == NEITHER
+    assert distance_to_data(two.end[None])[0] > FAR
     assert predict(model, two.end[None])[0] == CAT
     # 3: a cat moved into the true dog region.
     assert three.label == CAT and true_class(three.end[None])[0] == DOG
@@ -112,6 +133,9 @@ def test_the_kind_check_rejects_a_mislabelled_attack(
     swapped = [Attack(3, one.start, one.end, one.label, one.from_training, 0.0), two, three]
     with pytest.raises(AssertionError, match="attack 3"):
         check(plausible.model, swapped)
+    with pytest.raises(AssertionError, match="not one of each kind"):
+        check(plausible.model, [one, one, three])
+    check(plausible.model, attacks)  # and the real three pass
 
 
 def test_augmented_copies_change_only_brightness_and_contrast() -> None:
@@ -122,6 +146,15 @@ def test_augmented_copies_change_only_brightness_and_contrast() -> None:
     extra = copies[6:]
     contrast = np.diff(extra, axis=1)[:, 0] / np.diff(originals, axis=1)[:, 0]
     shift = extra.mean(axis=1) - originals.mean(axis=1)
-    inside = (extra > 0).all(axis=1) & (extra < PIXEL_MAX).all(axis=1)  # not clipped
-    assert (np.abs(contrast[inside] - 1) <= CONTRAST + 1e-9).all()
-    assert (np.abs(shift[inside]) <= BRIGHTNESS + 1e-9).all()
+    assert (np.abs(contrast - 1) <= CONTRAST + 1e-9).all()
+    assert (np.abs(shift) <= BRIGHTNESS + 1e-9).all()
+    assert np.abs(contrast - 1).max() > CONTRAST / 2 and np.abs(shift).max() > BRIGHTNESS / 2
+
+
+def test_augmented_copies_keep_their_meaning_and_a_copy_that_would_not_is_refused() -> None:
+    points, labels = training_set()
+    copies, copy_labels = augment(points, labels, N_COPIES)
+    assert (true_class(copies) == copy_labels).all()
+    edge = np.array([[CAT_REGION.center[0], 0.0]])  # a "cat" outside the cat region
+    with pytest.raises(ValueError, match="left their true region"):
+        augment(edge, np.array([CAT]), 2)

@@ -55,7 +55,8 @@ def pgd(
     adv = images.clone()  # [B, ...]
     if random_start:
         device = generator.device if generator is not None else images.device
-        noise = torch.rand(images.shape, generator=generator, device=device, dtype=images.dtype)
+        shape, kind = images.shape, images.dtype
+        noise = torch.rand(shape, generator=generator, device=device, dtype=kind)  # [B, ...]
         adv = (adv + eps * (2 * noise.to(images.device) - 1)).clamp(0.0, 1.0)  # [B, ...]
     sign = -1.0 if targeted else 1.0  # descend towards a target, ascend away from a label
     done = torch.zeros(len(images), dtype=torch.bool, device=images.device)  # [B]

@@ -19,7 +19,10 @@ def main(ctx: Context) -> None:
     plot.draw_points(ax, points, labels, size=80)
     plot.draw_attacks(ax, attacks)
     ctx.fields.update(attack=ATTACK_NAME, eps_pixels=EPS_GREY)
-    ctx.fields["n_from_training"] = sum(a.from_training for a in attacks)
+    n = sum(a.from_training for a in attacks)
+    ctx.fields["n_from_training"] = n
+    ctx.fields["starts"] = ("none is a training image", "one is a training image",
+                            "two are training images", "all three are training images")[n]
     ctx.save(fig)
 
 

@@ -14,6 +14,7 @@ def main(ctx: Context) -> None:
     plot.draw_decision(ax, found.model)
     plot.draw_regions(ax, outline=True)
     plot.draw_points(ax, points, labels, size=80)
+    ctx.fields["islands"] = found.scores.islands
     ctx.fields["architecture"] = f"{found.spec.describe()}, seed {found.seed}"
     ctx.fields["strangeness_measure"] = (
         f"{STRANGENESS_MEASURE}: {found.scores.strangeness:.0f} grey levels, the most of "

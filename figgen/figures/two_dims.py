@@ -21,7 +21,7 @@ def main(ctx: Context) -> None:
     for i, value in enumerate((p1, p2)):
         grey = str(value / 255)
         inset.add_patch(Rectangle((i, 0), 1, 1, fc=grey, ec="black", lw=0.8))
-        inset.text(i + 0.5, -0.25, f"pixel {i + 1}", ha="center", va="top", fontsize=8)
+        inset.text(i + 0.5, -0.25, f"pixel {i + 1}", ha="center", va="top", fontsize=plot.FONT - 1)
     inset.set_xlim(-0.05, 2.05)
     inset.set_ylim(-0.6, 1.05)
     inset.set_axis_off()

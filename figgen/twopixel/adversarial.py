@@ -24,8 +24,10 @@ from figgen.twopixel.world import (
     CAT_REGION,
     DOG,
     DOG_REGION,
+    FAR,
     NEITHER,
     PIXEL_MAX,
+    distance_to_data,
     grid,
     natural_points,
     training_set,
@@ -42,7 +44,7 @@ TOP = 200  # best attacks per kind that the joint choice considers
 FINE = 256  # grid for distances to edges: one cell per grey level
 KINDS = {
     1: "a cat moved within the true cat region to a point the model calls dog",
-    2: "a dog moved out of the natural regions to a point the model calls cat",
+    2: f"a dog moved into empty space, over {FAR:g} grey levels from the data, called cat",
     3: "a cat moved into the true dog region",
 }
 
@@ -65,7 +67,7 @@ def attack_kinds(model: nn.Module, starts: np.ndarray, ends: np.ndarray) -> np.n
     said, says = predict(model, starts), predict(model, ends)  # [N] each
     kinds = {
         1: (was == CAT) & (now == CAT) & (says == DOG),
-        2: (was == DOG) & (now == NEITHER) & (says == CAT),
+        2: (was == DOG) & (now == NEITHER) & (distance_to_data(ends) > FAR) & (says == CAT),
         3: (was == CAT) & (now == DOG) & (says == DOG),
     }
     out = np.zeros(len(starts), dtype=int)  # [N]
@@ -93,10 +95,12 @@ def lookup(field: np.ndarray, points: np.ndarray) -> np.ndarray:
     return field[i, j]
 
 
-def clarity(dist: dict[str, np.ndarray], kind: int, starts: np.ndarray, ends: np.ndarray):
-    """How clearly attacks are of their kind [N]: the least of the distances (grey levels)
-    from start and end to the lines that decide it (their region edges, the boundary), plus
-    a tenth of their mean, so that among equally clear attacks the roomier one wins."""
+def clarity(
+    dist: dict[str, np.ndarray], kind: int, starts: np.ndarray, ends: np.ndarray
+) -> np.ndarray:
+    """How clearly attacks from starts to ends [N, 2] are of their kind, in grey levels [N]."""
+    # The least distance from start or end to a line that decides the kind (region edges, the
+    # boundary), plus a tenth of the mean, so that among equally clear attacks the roomier wins.
     own = lookup(dist["dog" if kind == 2 else "cat"], starts)  # [N]
     cat, dog = lookup(dist["cat"], ends), lookup(dist["dog"], ends)  # [N] each
     target = {1: cat, 2: np.minimum(cat, dog), 3: dog}[kind]  # [N]
@@ -105,8 +109,7 @@ def clarity(dist: dict[str, np.ndarray], kind: int, starts: np.ndarray, ends: np
 
 
 def candidates() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Natural starts [N, 2] (training images, then lattice points in the regions), their
-    classes [N], and whether each is a training image [N]."""
+    """Natural starts [N, 2] (training images, then lattice points), classes, is-training."""
     train, labels = training_set()
     cats, dogs = natural_points(CAT_REGION, LATTICE), natural_points(DOG_REGION, LATTICE)
     starts = np.concatenate([train, cats, dogs])  # [N, 2]
@@ -124,9 +127,15 @@ def run_pgd(model: nn.Module, starts: np.ndarray, labels: np.ndarray) -> list[np
     return [e.double().cpu().numpy() * PIXEL_MAX for e in ends]  # [N, 2] each
 
 
-def best_per_start(model, kind, starts, runs, dist) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The clearest attack of one kind from each start that has one: start indices [K], ends
-    [K, 2] and clarities [K], clearest first, at most TOP."""
+def best_per_start(
+    model: nn.Module,
+    kind: int,
+    starts: np.ndarray,
+    runs: list[np.ndarray],
+    dist: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clearest attack of a kind per start: start indices [K], ends [K, 2], clarities [K]."""
+    # Clearest first, at most TOP of them, for the joint choice in find_attacks.
     best: dict[int, tuple[float, np.ndarray]] = {}
     for ends in runs:
         hits = np.flatnonzero(attack_kinds(model, starts, ends) == kind)
@@ -146,8 +155,7 @@ def apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def find_attacks(model: nn.Module) -> list[Attack]:
-    """One attack of each kind (1, 2, 3) from starts SEPARATION apart: the most training
-    images as starts, then the greatest least clarity, then the greatest total clarity."""
+    """One attack of each kind (1, 2, 3), from starts SEPARATION apart, the best by rank()."""
     starts, labels, is_train = candidates()
     runs, dist = run_pgd(model, starts, labels), edge_distances(model)
     (i1, e1, c1), (i2, e2, c2), (i3, e3, c3) = (
@@ -160,17 +168,29 @@ def find_attacks(model: nn.Module) -> list[Attack]:
     )  # [K1, K2, K3]
     if not ok.any():
         raise RuntimeError(f"no attacks of the three kinds start {SEPARATION:g} apart")
-    t1, t2, t3 = is_train[i1], is_train[i2], is_train[i3]
-    n_train = t1[:, None, None] * 1 + t2[None, :, None] + t3[None, None, :]  # [K1, K2, K3]
-    c = np.broadcast_arrays(c1[:, None, None], c2[None, :, None], c3[None, None, :])
-    least, total = np.minimum.reduce(c), sum(c)  # [K1, K2, K3] each
-    score = np.where(ok, n_train * 1e6 + least * 1e3 + total, -np.inf)  # lexicographic
-    a, b, d = np.unravel_index(np.argmax(score), score.shape)
+    a, b, d = rank(ok, (is_train[i1], is_train[i2], is_train[i3]), (c1, c2, c3))
     picks = ((1, i1[a], e1[a], c1[a]), (2, i2[b], e2[b], c2[b]), (3, i3[d], e3[d], c3[d]))
     return [
         Attack(k, starts[i], e, int(labels[i]), bool(is_train[i]), float(cl))
         for k, i, e, cl in picks
     ]
+
+
+def rank(
+    ok: np.ndarray, train: tuple[np.ndarray, ...], clear: tuple[np.ndarray, ...]
+) -> tuple[int, int, int]:
+    """The best allowed triple: most training-image starts, then least, then total clarity."""
+    t1, t2, t3 = train
+    n_train = t1[:, None, None] * 1 + t2[None, :, None] + t3[None, None, :]  # [K1, K2, K3]
+    c1, c2, c3 = clear
+    c = np.broadcast_arrays(c1[:, None, None], c2[None, :, None], c3[None, None, :])
+    least, total = np.minimum.reduce(c), sum(c)  # [K1, K2, K3] each
+    allowed = np.flatnonzero(ok)  # [M]
+    # lexsort sorts by its last key first; the negated index makes the first of exact ties win.
+    order = np.lexsort([-allowed, total.ravel()[allowed], least.ravel()[allowed],
+                        n_train.ravel()[allowed]])
+    a, b, d = np.unravel_index(allowed[order[-1]], ok.shape)
+    return int(a), int(b), int(d)
 
 
 def check(model: nn.Module, attacks: list[Attack]) -> None:

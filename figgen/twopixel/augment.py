@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from figgen.twopixel.world import PIXEL_MAX
+from figgen.twopixel.world import true_class
 
 N_COPIES = 12  # augmented copies of each training image
-BRIGHTNESS = 16.0  # grey levels added to both pixels, drawn from [-B, B]
-CONTRAST = 0.25  # the difference from the image's mean grey is scaled by [1 - C, 1 + C]
+# Small enough that every copy of the six images stays inside its own true region.
+BRIGHTNESS = 12.0  # grey levels added to both pixels, drawn from [-B, B]
+CONTRAST = 0.15  # the difference from the image's mean grey is scaled by [1 - C, 1 + C]
 AUGMENT_SEED = 11
 
 
@@ -21,11 +22,15 @@ def describe() -> str:
 
 
 def augment(points: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The images [K, 2] followed by n random copies of each [K * n, 2], and their labels."""
+    """The images [K, 2], then n copies of each [K * n, 2] that keep their meaning; labels."""
     rng = np.random.default_rng(AUGMENT_SEED)
     shift = rng.uniform(-BRIGHTNESS, BRIGHTNESS, size=(len(points), n, 1))  # [K, n, 1]
     scale = rng.uniform(1 - CONTRAST, 1 + CONTRAST, size=(len(points), n, 1))  # [K, n, 1]
     mean = points.mean(axis=1, keepdims=True)[:, None, :]  # [K, 1, 1]
     copies = mean + scale * (points[:, None, :] - mean) + shift  # [K, n, 2]
-    copies = np.clip(copies, 0.0, PIXEL_MAX).reshape(-1, 2)  # [K * n, 2]
-    return np.concatenate([points, copies]), np.concatenate([labels, np.repeat(labels, n)])
+    copies = copies.reshape(-1, 2)  # [K * n, 2]
+    copy_labels = np.repeat(labels, n)  # [K * n]
+    changed = int((true_class(copies) != copy_labels).sum())
+    if changed:  # not clipped either: a copy outside [0, 255] lies outside every region
+        raise ValueError(f"{changed} augmented copies left their true region: not augmentation")
+    return np.concatenate([points, copies]), np.concatenate([labels, copy_labels])

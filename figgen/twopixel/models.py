@@ -35,6 +35,10 @@ class MLPSpec:
         name = f"MLP {self.depth}x{self.width} {self.activation}"
         return name if self.scale == 1.0 else f"{name}, input scale {self.scale:g}"
 
+    def label(self) -> str:
+        """A legend-sized name, e.g. '2x32 relu, scale 3'."""
+        return self.describe().removeprefix("MLP ").replace("input scale", "scale")
+
 
 class Sine(nn.Module):
     """sin(x) as a layer: a periodic activation, as in SIREN networks."""
@@ -85,7 +89,9 @@ def to_input(points: np.ndarray | Tensor, device: torch.device | str = "cpu") ->
     return torch.as_tensor(points, dtype=torch.float32, device=device) / PIXEL_MAX  # [N, 2]
 
 
-def stacked_logits(weights: list[Tensor], biases: list[Tensor], act: nn.Module, x: Tensor):
+def stacked_logits(
+    weights: list[Tensor], biases: list[Tensor], act: nn.Module, x: Tensor
+) -> Tensor:
     """Logits [M, N, 2] of M stacked MLPs (weights [M, in, out], biases [M, out]) at x [N, 2]."""
     h = (2.0 * x - 1.0).expand(len(weights[0]), -1, -1)  # [M, N, 2], as Centre
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
@@ -97,7 +103,13 @@ def stacked_logits(weights: list[Tensor], biases: list[Tensor], act: nn.Module, 
 class Adam:
     """Adam (Kingma and Ba 2014), elementwise, written out: torch.optim takes a second to import."""
 
-    def __init__(self, params: list[Tensor], lr: float, betas=(0.9, 0.999), eps=1e-8) -> None:
+    def __init__(
+        self,
+        params: list[Tensor],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         self.params, self.lr, self.betas, self.eps, self.t = params, lr, betas, eps, 0
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
@@ -119,9 +131,10 @@ def fit_many(
     """One model of architecture spec per seed, each trained full-batch (Adam) on the points."""
     members = [make_mlp(spec, s) for s in seeds]
     layers = [linears(m) for m in members]
-    weights = [torch.stack([ls[i].weight.T for ls in layers]) for i in range(len(layers[0]))]
-    biases = [torch.stack([ls[i].bias for ls in layers]) for i in range(len(layers[0]))]
-    params = [p.detach().clone().requires_grad_(True) for p in weights + biases]
+    depth = range(len(layers[0]))
+    weights = [torch.stack([ls[i].weight.T for ls in layers]) for i in depth]  # [M, in, out] each
+    biases = [torch.stack([ls[i].bias for ls in layers]) for i in depth]  # [M, out] each
+    params = [p.detach().clone().requires_grad_(True) for p in weights + biases]  # leaves
     weights, biases = params[: len(weights)], params[len(weights) :]
     x = to_input(points)  # [N, 2]
     y = torch.as_tensor(labels, dtype=torch.long).repeat(len(seeds))  # [M * N]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import LinearSegmentedColormap, ListedColormap
@@ -13,6 +15,9 @@ from torch import nn
 from figgen.twopixel.models import cat_probability
 from figgen.twopixel.world import CAT, DOG, PIXEL_MAX, REGIONS, grid
 
+if TYPE_CHECKING:  # only for the hint: importing it would tie every figure to the attacks
+    from figgen.twopixel.adversarial import Attack
+
 # Okabe-Ito vermillion and blue: a pair that colour-blind readers tell apart.
 COLOURS = {CAT: "#D55E00", DOG: "#0072B2"}
 MARKERS = {CAT: "o", DOG: "s"}
@@ -20,7 +25,7 @@ NAMES = {CAT: "cat", DOG: "dog"}
 TINTS = {CAT: "#FBE3D6", DOG: "#DCEAF5"}  # very light versions, for a model's decision areas
 PANEL = (4.5, 4.5)  # inches; the harness saves at 200 dpi
 GRID = 256  # evaluation grid for boundaries and maps: one sample per grey level
-FONT = 10
+FONT = 11  # points; a 450-pixel panel shrinks to about 0.7 on a phone
 TICKS = (0, 64, 128, 192, 255)
 
 
@@ -104,7 +109,7 @@ def family_colours() -> tuple[str, ...]:
     return ("#000000", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7B3294")
 
 
-def draw_attacks(ax: Axes, attacks: list, alpha: float = 1.0) -> None:
+def draw_attacks(ax: Axes, attacks: list[Attack], alpha: float = 1.0) -> None:
     """Each attack as a black arrow from its natural image to the attacked one, numbered."""
     for a in attacks:
         ax.annotate("", xy=a.end, xytext=a.start, zorder=6, alpha=alpha,

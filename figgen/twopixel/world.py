@@ -98,9 +98,13 @@ def natural_points(region: Region, spacing: float = 4.0) -> np.ndarray:
     return lattice[region.contains(lattice)]  # [K, 2]
 
 
+def distance_to_data(points: np.ndarray) -> np.ndarray:
+    """Grey levels from each point [N, 2] to the nearest training image [N]."""
+    train, _ = training_set()
+    return np.linalg.norm(points[:, None, :] - train[None, :, :], axis=2).min(axis=1)  # [N]
+
+
 def far_mask(n: int) -> np.ndarray:
     """Which cells of the n x n grid lie farther than FAR from every training image [n, n]."""
     _, points = grid(n)
-    train, _ = training_set()
-    dist = np.linalg.norm(points[:, None, :] - train[None, :, :], axis=2).min(axis=1)  # [n*n]
-    return (dist > FAR).reshape(n, n)  # [n, n]
+    return (distance_to_data(points) > FAR).reshape(n, n)  # [n, n]

@@ -13,9 +13,8 @@ from typing import Any
 import markdown
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
-from pygments.lexers import PythonLexer
 
-from .cache import Record, Store
+from .cache import Record, Store, write_atomic
 from .discover import Figure, FigureRef
 from .errors import FigureError
 from .settings import FiggenSettings
@@ -57,8 +56,10 @@ def publish(
     if settings.source_url:
         source = settings.source_url.format(path=script)
     else:
-        page = f"{settings.output_dir}/source/{figure.name}.py.html"
-        _write_source_page(figure.script, script, output_path / page)
+        # Named by the script's hash, like the image: a no-op build highlights nothing.
+        page = f"{settings.output_dir}/source/{figure.name}-{record.inputs[script][:12]}.py.html"
+        if not (output_path / page).is_file():
+            _write_source_page(figure.script, script, output_path / page)
         static_content[page] = StaticLink(page)
         source = "{static}/" + page
     return Published("{static}/" + image_url, source, image.width, image.height)
@@ -114,6 +115,8 @@ def _copy_if_changed(source: Path, target: Path) -> None:
 
 def _write_source_page(script: Path, label: str, target: Path) -> None:
     """Write a page with the highlighted source of a figure script."""
+    from pygments.lexers.python import PythonLexer  # here: a no-op build never needs it
+
     formatter = HtmlFormatter(full=True, title=label, linenos="table", cssclass="highlight")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(highlight(script.read_text(encoding="utf-8"), PythonLexer(), formatter))
+    # Atomic: the page is never rewritten once there, so a half-written one would stay.
+    write_atomic(target, highlight(script.read_text(encoding="utf-8"), PythonLexer(), formatter))

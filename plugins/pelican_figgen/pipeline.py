@@ -135,7 +135,7 @@ def _make(
             continue
         logger.info("figgen: running %s (%s)", name, verdict.reason)
         try:
-            record, error = _run(figure, expected, settings, store, hashes)
+            record, error = _run(figure, expected, settings, store, hashes, verdict.record)
         except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
             record = None
             error = RunResult(False, 0.0, settings.cache_dir, cause=f"bad output: {err!r}")
@@ -150,10 +150,19 @@ def _make(
 
 
 def _run(
-    figure: Figure, expected: Expected, settings: FiggenSettings, store: Store, hashes: Hashes
+    figure: Figure,
+    expected: Expected,
+    settings: FiggenSettings,
+    store: Store,
+    hashes: Hashes,
+    previous: Record | None,
 ) -> tuple[Record | None, RunResult]:
     """Run one figure in a scratch folder and, on success, cache and record it."""
     before = {rel: hashes(settings.root / rel) for rel in expected.inputs}
+    # Hash now (Hashes remembers) the modules the last run imported: a module edited while the
+    # script runs is then recorded as it was read, and the next build sees the edit.
+    for rel in previous.inputs if previous else ():
+        hashes(settings.root / rel)
     scratch = settings.cache_dir / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch, prefix=figure.name.replace("/", "-")) as tmp:
