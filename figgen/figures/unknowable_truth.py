@@ -2,7 +2,7 @@
 
 from figgen.harness import Context, run
 from figgen.twopixel import plot
-from figgen.twopixel.world import CAT, DOG, REGIONS, training_set, true_class
+from figgen.twopixel.world import CAT, CLASS_NAMES, DOG, REGIONS, training_set, true_class
 
 
 def main(ctx: Context) -> None:
@@ -15,7 +15,7 @@ def main(ctx: Context) -> None:
     plot.draw_points(ax, points, labels, size=80)
     for c in (CAT, DOG):
         x, y = REGIONS[c].center
-        ax.text(x, y + (44 if c == CAT else -50), f"true {plot.NAMES[c]}s", ha="center",
+        ax.text(x, y + (44 if c == CAT else -50), f"true {CLASS_NAMES[c]}s", ha="center",
                 color=plot.COLOURS[c], fontsize=plot.FONT + 1, weight="bold")
     ax.text(225, 230, "neither", ha="center", color="0.35", fontsize=plot.FONT + 1, style="italic")
     ax.text(35, 25, "neither", ha="center", color="0.35", fontsize=plot.FONT + 1, style="italic")

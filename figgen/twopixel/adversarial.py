@@ -156,6 +156,7 @@ def apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def find_attacks(model: nn.Module) -> list[Attack]:
     """One attack of each kind (1, 2, 3), from starts SEPARATION apart, the best by rank()."""
+    # Every caller gets attacks that check() has verified from the regions and the model.
     starts, labels, is_train = candidates()
     runs, dist = run_pgd(model, starts, labels), edge_distances(model)
     (i1, e1, c1), (i2, e2, c2), (i3, e3, c3) = (
@@ -170,10 +171,12 @@ def find_attacks(model: nn.Module) -> list[Attack]:
         raise RuntimeError(f"no attacks of the three kinds start {SEPARATION:g} apart")
     a, b, d = rank(ok, (is_train[i1], is_train[i2], is_train[i3]), (c1, c2, c3))
     picks = ((1, i1[a], e1[a], c1[a]), (2, i2[b], e2[b], c2[b]), (3, i3[d], e3[d], c3[d]))
-    return [
+    attacks = [
         Attack(k, starts[i], e, int(labels[i]), bool(is_train[i]), float(cl))
         for k, i, e, cl in picks
     ]
+    check(model, attacks)
+    return attacks
 
 
 def rank(

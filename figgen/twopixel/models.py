@@ -93,7 +93,7 @@ def stacked_logits(
     weights: list[Tensor], biases: list[Tensor], act: nn.Module, x: Tensor
 ) -> Tensor:
     """Logits [M, N, 2] of M stacked MLPs (weights [M, in, out], biases [M, out]) at x [N, 2]."""
-    h = (2.0 * x - 1.0).expand(len(weights[0]), -1, -1)  # [M, N, 2], as Centre
+    h = Centre()(x).expand(len(weights[0]), -1, -1)  # [M, N, 2]
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         h = torch.baddbmm(b.unsqueeze(1), h, w)  # [M, N, out]
         h = act(h) if i < len(weights) - 1 else h

@@ -9,11 +9,10 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LinearSegmentedColormap, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from torch import nn
 
 from figgen.twopixel.models import cat_probability
-from figgen.twopixel.world import CAT, DOG, PIXEL_MAX, REGIONS, grid
+from figgen.twopixel.world import CAT, CLASS_NAMES, DOG, PIXEL_MAX, REGIONS, grid
 
 if TYPE_CHECKING:  # only for the hint: importing it would tie every figure to the attacks
     from figgen.twopixel.adversarial import Attack
@@ -21,9 +20,9 @@ if TYPE_CHECKING:  # only for the hint: importing it would tie every figure to t
 # Okabe-Ito vermillion and blue: a pair that colour-blind readers tell apart.
 COLOURS = {CAT: "#D55E00", DOG: "#0072B2"}
 MARKERS = {CAT: "o", DOG: "s"}
-NAMES = {CAT: "cat", DOG: "dog"}
 TINTS = {CAT: "#FBE3D6", DOG: "#DCEAF5"}  # very light versions, for a model's decision areas
 PANEL = (4.5, 4.5)  # inches; the harness saves at 200 dpi
+BOUNDARY = {"colors": "black", "linewidths": 1.6}  # a model's p(cat) = 0.5 line
 GRID = 256  # evaluation grid for boundaries and maps: one sample per grey level
 FONT = 11  # points; a 450-pixel panel shrinks to about 0.7 on a phone
 TICKS = (0, 64, 128, 192, 255)
@@ -72,8 +71,7 @@ def probability_map(model: nn.Module, n: int = GRID) -> tuple[np.ndarray, np.nda
 def draw_boundary(ax: Axes, model: nn.Module, **kw) -> None:
     """The model's decision boundary, the p(cat) = 0.5 contour."""
     axis, p = probability_map(model)
-    style = {"colors": "black", "linewidths": 1.6} | kw
-    ax.contour(axis, axis, p, levels=[0.5], **style)
+    ax.contour(axis, axis, p, levels=[0.5], **(BOUNDARY | kw))
 
 
 def draw_decision(ax: Axes, model: nn.Module) -> None:
@@ -82,7 +80,7 @@ def draw_decision(ax: Axes, model: nn.Module) -> None:
     tints = ListedColormap([TINTS[DOG], TINTS[CAT]])
     ax.pcolormesh(axis, axis, (p > 0.5).astype(float), cmap=tints, vmin=0, vmax=1,
                   shading="nearest", rasterized=True, zorder=0)
-    ax.contour(axis, axis, p, levels=[0.5], colors="black", linewidths=1.6)
+    ax.contour(axis, axis, p, levels=[0.5], **BOUNDARY)
 
 
 def cat_dog_cmap() -> LinearSegmentedColormap:
@@ -94,14 +92,9 @@ def point_handles(size: float = 7) -> list[Line2D]:
     """Legend entries for the cat and dog markers."""
     return [
         Line2D([], [], ls="none", marker=MARKERS[c], ms=size, mfc=COLOURS[c], mec="white",
-               label=f"{NAMES[c]} (training)")
+               label=f"{CLASS_NAMES[c]} (training)")
         for c in (CAT, DOG)
     ]
-
-
-def region_handles(alpha: float = 0.28) -> list[Patch]:
-    """Legend entries for the shaded true regions."""
-    return [Patch(fc=COLOURS[c], alpha=alpha, label=f"true {NAMES[c]}s") for c in (CAT, DOG)]
 
 
 def family_colours() -> tuple[str, ...]:
