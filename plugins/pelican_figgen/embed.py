@@ -20,6 +20,8 @@ from .errors import FigureError
 from .settings import FiggenSettings
 
 PARAGRAPH = re.compile(r"^<p>(.*)</p>$", re.S)
+DENSITY_IMG = re.compile(r'<img\b[^>]*?\sdata-figgen-density="(\d+)"[^>]*>')
+SRC = re.compile(r'\ssrc="([^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Published:
     source: str
     width: int
     height: int
+    code: str = ""  # the script, highlighted, for the "show the code" disclosure
+    density: int = 1  # image pixels per CSS pixel (figure scripts save PNGs at 2x)
 
 
 def publish(
@@ -62,7 +66,9 @@ def publish(
             _write_source_page(figure.script, script, output_path / page)
         static_content[page] = StaticLink(page)
         source = "{static}/" + page
-    return Published("{static}/" + image_url, source, image.width, image.height)
+    code = _highlighted(figure.script, record.inputs[script], settings.cache_dir / "code")
+    density = _pixel_width(output_path / image_url) // image.width or 1
+    return Published("{static}/" + image_url, source, image.width, image.height, code, density)
 
 
 def figure_html(ref: FigureRef, record: Record, where: Published, script: str, lazy: bool) -> str:
@@ -71,14 +77,18 @@ def figure_html(ref: FigureRef, record: Record, where: Published, script: str, l
     caption = render_caption(fill(ref.caption, record.fields, ref, "caption"))
     loading = ' loading="lazy"' if lazy else ""
     anchor = "fig-" + ref.name.replace("/", "-")
+    # Pelican resolves one link per tag, so srcset is added once the page is written.
+    density = f' data-figgen-density="{where.density}"' if where.density > 1 else ""
     return (
         f'<figure class="figgen" id="{anchor}">\n'
         f'  <img src="{where.image}" alt="{alt}" width="{where.width}" '
-        f'height="{where.height}"{loading} decoding="async">\n'
+        f'height="{where.height}"{loading} decoding="async"{density}>\n'
         f"  <figcaption>\n"
         f'    <span class="figgen-caption">{caption}</span>\n'
         f'    <a class="figgen-source" href="{html.escape(where.source, quote=True)}">'
         f"made by {html.escape(script)}</a>\n"
+        f'    <details class="figgen-code"><summary>Show the code</summary>\n{where.code}'
+        f"</details>\n"
         f"  </figcaption>\n"
         f"</figure>"
     )
@@ -111,6 +121,46 @@ def _copy_if_changed(source: Path, target: Path) -> None:
         return  # names carry the content hash, so same name and size means same bytes
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
+
+
+def add_srcset(path: str, context: Mapping[str, Any]) -> None:
+    """Give each figure image in a written page a srcset naming its pixel density."""
+    page = Path(path)
+    if page.suffix != ".html":
+        return
+    text = page.read_text(encoding="utf-8")
+    if "data-figgen-density=" not in text:
+        return
+    write_atomic(page, DENSITY_IMG.sub(_with_srcset, text))
+
+
+def _with_srcset(match: re.Match) -> str:
+    """One <img> with its density marker replaced by `srcset="<its src> <density>x"`."""
+    tag, density = match.group(0), match.group(1)
+    src = SRC.search(tag)
+    srcset = f' srcset="{src.group(1)} {density}x"' if src else ""
+    return tag.replace(f' data-figgen-density="{density}"', srcset, 1)
+
+
+def _pixel_width(image: Path) -> int:
+    """A PNG's width in pixels, from its header; 0 for any other format."""
+    with image.open("rb") as f:
+        head = f.read(24)
+    return int.from_bytes(head[16:20], "big") if head[12:16] == b"IHDR" else 0
+
+
+def _highlighted(script: Path, digest: str, cache_dir: Path) -> str:
+    """The script as highlighted HTML, kept by content hash: a no-op build highlights nothing."""
+    import pygments
+
+    cached = cache_dir / f"{digest}-pygments-{pygments.__version__}.html"
+    if cached.is_file():
+        return cached.read_text(encoding="utf-8")
+    from pygments.lexers.python import PythonLexer
+
+    code = highlight(script.read_text(encoding="utf-8"), PythonLexer(), HtmlFormatter())
+    write_atomic(cached, code)
+    return code
 
 
 def _write_source_page(script: Path, label: str, target: Path) -> None:
