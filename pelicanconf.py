@@ -1,5 +1,7 @@
 """Pelican settings for local builds (`make site`, `make serve`)."""
 
+from pathlib import Path
+
 AUTHOR = "Aleksey Nozdryn-Plotnicki"
 SITENAME = "Executable figures"
 SITESUBTITLE = "Posts whose figures are computed when the site is built"
@@ -17,12 +19,19 @@ PLUGINS = ["pelican_figgen", "tex_mathml"]
 # Figures: every key and its default is documented in plugins/pelican_figgen/settings.py.
 FIGGEN: dict = {}
 
-# Feeds are written by publishconf.py only; local previews do not need them.
-FEED_ALL_ATOM = None
-CATEGORY_FEED_ATOM = None
+# Atom feeds, locally too; entries link to `make serve`'s address (publishconf.py: SITEURL).
+FEED_DOMAIN = "http://127.0.0.1:8000"
+FEED_ALL_ATOM = "feeds/all.atom.xml"
+CATEGORY_FEED_ATOM = "feeds/{slug}.atom.xml"
 TRANSLATION_FEED_ATOM = None
 AUTHOR_FEED_ATOM = None
 AUTHOR_FEED_RSS = None
 
 DEFAULT_PAGINATION = False
 RELATIVE_URLS = True
+
+# Every stylesheet in the theme, linked by base.html in this order: style.css first.
+THEME_STYLESHEETS = sorted(
+    (p.name for p in (Path(__file__).parent / THEME / "static" / "css").glob("*.css")),
+    key=lambda name: (name != "style.css", name),
+)
