@@ -5,7 +5,9 @@ from pathlib import Path
 AUTHOR = "Aleksey Nozdryn-Plotnicki"
 SITENAME = "Executable figures"
 SITESUBTITLE = "Posts whose figures are computed when the site is built"
-SITEURL = ""
+# Pages link relatively (RELATIVE_URLS), so the site works from any folder or port; feeds,
+# which need absolute links, point at `make serve`'s address. publishconf.py sets the real one.
+SITEURL = "http://127.0.0.1:8000"
 
 PATH = "content"
 TIMEZONE = "UTC"
@@ -19,8 +21,7 @@ PLUGINS = ["pelican_figgen", "tex_mathml"]
 # Figures: every key and its default is documented in plugins/pelican_figgen/settings.py.
 FIGGEN: dict = {}
 
-# Atom feeds, locally too; entries link to `make serve`'s address (publishconf.py: SITEURL).
-FEED_DOMAIN = "http://127.0.0.1:8000"
+# Atom feeds, in local builds too.
 FEED_ALL_ATOM = "feeds/all.atom.xml"
 CATEGORY_FEED_ATOM = "feeds/{slug}.atom.xml"
 TRANSLATION_FEED_ATOM = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import markdown
+from pygments import __version__ as pygments_version
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 
@@ -66,7 +68,7 @@ def publish(
             _write_source_page(figure.script, script, output_path / page)
         static_content[page] = StaticLink(page)
         source = "{static}/" + page
-    code = _highlighted(figure.script, record.inputs[script], settings.cache_dir / "code")
+    code = _highlighted(figure.script, settings.cache_dir / "code")
     density = _pixel_width(output_path / image_url) // image.width or 1
     return Published("{static}/" + image_url, source, image.width, image.height, code, density)
 
@@ -149,16 +151,16 @@ def _pixel_width(image: Path) -> int:
     return int.from_bytes(head[16:20], "big") if head[12:16] == b"IHDR" else 0
 
 
-def _highlighted(script: Path, digest: str, cache_dir: Path) -> str:
+def _highlighted(script: Path, cache_dir: Path) -> str:
     """The script as highlighted HTML, kept by content hash: a no-op build highlights nothing."""
-    import pygments
-
-    cached = cache_dir / f"{digest}-pygments-{pygments.__version__}.html"
+    source = script.read_text(encoding="utf-8")
+    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
+    cached = cache_dir / f"{digest}-pygments-{pygments_version}.html"
     if cached.is_file():
         return cached.read_text(encoding="utf-8")
-    from pygments.lexers.python import PythonLexer
+    from pygments.lexers.python import PythonLexer  # here: a no-op build never needs it
 
-    code = highlight(script.read_text(encoding="utf-8"), PythonLexer(), HtmlFormatter())
+    code = highlight(source, PythonLexer(), HtmlFormatter())
     write_atomic(cached, code)
     return code
 
