@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from conftest import REPO
 from test_build import figures, png_size
 
 ARTICLE = "where-do-adversarial-images-come-from.html"
@@ -52,3 +53,12 @@ def test_atom_feeds_list_the_article(real_site: Path) -> None:
         xml = (real_site / "output" / "feeds" / f"{feed}.atom.xml").read_text()
         assert "<title>Where do adversarial images come from?</title>" in xml
         assert f"http://127.0.0.1:8000/{ARTICLE}" in xml  # make serve's address
+
+
+def test_every_theme_stylesheet_is_linked(real_site: Path) -> None:
+    html = (real_site / "output" / ARTICLE).read_text()
+    sheets = sorted(p.name for p in (REPO / "theme" / "static" / "css").glob("*.css"))
+    assert "style.css" in sheets and "pygments.css" in sheets
+    for name in sheets:
+        assert f'<link rel="stylesheet" href="./theme/css/{name}">' in html
+        assert (real_site / "output" / "theme" / "css" / name).is_file()
