@@ -53,6 +53,7 @@ def test_atom_feeds_list_the_article(real_site: Path) -> None:
         xml = (real_site / "output" / "feeds" / f"{feed}.atom.xml").read_text()
         assert "<title>Where do adversarial images come from?</title>" in xml
         assert f"http://127.0.0.1:8000/{ARTICLE}" in xml  # make serve's address
+        assert 'srcset="http://127.0.0.1:8000/figures/' in xml and "data-figgen" not in xml
 
 
 def test_every_theme_stylesheet_is_linked(real_site: Path) -> None:

@@ -22,7 +22,8 @@ from .errors import FigureError
 from .settings import FiggenSettings
 
 PARAGRAPH = re.compile(r"^<p>(.*)</p>$", re.S)
-DENSITY_IMG = re.compile(r'<img\b[^>]*?\sdata-figgen-density="(\d+)"[^>]*>')
+DENSITY_MARK = "data-figgen-density="  # on <img> until the page is written, then srcset
+DENSITY_IMG = re.compile(r'<img\b[^>]*?\s' + DENSITY_MARK + r'"(\d+)"[^>]*>')
 SRC = re.compile(r'\ssrc="([^"]*)"')
 
 
@@ -80,7 +81,7 @@ def figure_html(ref: FigureRef, record: Record, where: Published, script: str, l
     loading = ' loading="lazy"' if lazy else ""
     anchor = "fig-" + ref.name.replace("/", "-")
     # Pelican resolves one link per tag, so srcset is added once the page is written.
-    density = f' data-figgen-density="{where.density}"' if where.density > 1 else ""
+    density = f' {DENSITY_MARK}"{where.density}"' if where.density > 1 else ""
     return (
         f'<figure class="figgen" id="{anchor}">\n'
         f'  <img src="{where.image}" alt="{alt}" width="{where.width}" '
@@ -128,20 +129,31 @@ def _copy_if_changed(source: Path, target: Path) -> None:
 def add_srcset(path: str, context: Mapping[str, Any]) -> None:
     """Give each figure image in a written page a srcset naming its pixel density."""
     page = Path(path)
-    if page.suffix != ".html":
-        return
-    text = page.read_text(encoding="utf-8")
-    if "data-figgen-density=" not in text:
-        return
-    write_atomic(page, DENSITY_IMG.sub(_with_srcset, text))
+    if page.suffix == ".html":
+        text = page.read_text(encoding="utf-8")
+        if DENSITY_MARK in text:
+            write_atomic(page, with_srcset(text))
+
+
+def add_srcset_to_feed(context: Mapping[str, Any], feed: Any) -> None:
+    """The same for the entries of a feed, before it is written."""
+    for item in feed.items:
+        for key in ("content", "description"):
+            if DENSITY_MARK in (item.get(key) or ""):
+                item[key] = with_srcset(item[key])
+
+
+def with_srcset(html_text: str) -> str:
+    """Replace each <img>'s density marker by `srcset="<its resolved src> <density>x"`."""
+    return DENSITY_IMG.sub(_with_srcset, html_text)
 
 
 def _with_srcset(match: re.Match) -> str:
-    """One <img> with its density marker replaced by `srcset="<its src> <density>x"`."""
+    """One <img> with its density marker replaced by its srcset."""
     tag, density = match.group(0), match.group(1)
     src = SRC.search(tag)
     srcset = f' srcset="{src.group(1)} {density}x"' if src else ""
-    return tag.replace(f' data-figgen-density="{density}"', srcset, 1)
+    return tag.replace(f' {DENSITY_MARK}"{density}"', srcset, 1)
 
 
 def _pixel_width(image: Path) -> int:
