@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import pytest
 
 from conftest import REPO
-from test_site import ARTICLE
+from test_site import ARTICLE, NAMES
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -154,7 +154,7 @@ def test_every_image_loads_sharp_and_only_from_localhost(browser: object, server
     page = visit(browser, f"{server}/{ARTICLE}")
     assert page["pending"] > 0, "figures below the fold wait until scrolled to (loading=lazy)"
     images = page["images"]
-    assert len(images) == 9
+    assert len(images) == len(NAMES)
     for img in images:
         assert img["complete"] and min(img["natural"]) > 0, img
         assert img["srcset"] == f"{img['src']} 2x" and img["shown"]
@@ -164,7 +164,7 @@ def test_every_image_loads_sharp_and_only_from_localhost(browser: object, server
         assert img["box"] == img["attrs"][0]
     urls, errors = requests_and_errors(browser)
     assert errors == []
-    assert len(urls) >= 1 + 9  # the page and its figures at least, so the check below is real
+    assert len(urls) >= 1 + len(NAMES)  # the page and its figures at least: the check is real
     remote = [urlparse(u) for u in urls if urlparse(u).scheme not in IN_BROWSER]
     assert {u.hostname for u in remote} == {"127.0.0.1"}, urls
     screenshot(browser, "article-light.png")
