@@ -19,6 +19,9 @@ PLUGIN_PATHS = ["plugins"]
 PLUGINS = ["pelican_figgen", "tex_mathml"]
 
 # Figures: every key and its default is documented in plugins/pelican_figgen/settings.py.
+# The ImageNet figures use the bundled EfficientNet-Lite0; to use a torchvision model instead
+# (torchvision installed, its weights downloaded once into torch's hub cache), set e.g.
+#     "params": {"imagenet": {"model": "torchvision/inception_v3"}}
 FIGGEN: dict = {}
 
 # Atom feeds, in local builds too.

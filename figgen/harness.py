@@ -21,6 +21,8 @@ from typing import Any
 
 # Set before anything imports pyplot, so a script never opens a window.
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Read when cuBLAS starts, so set before any CUDA work: its deterministic workspace.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 ROOT_ENV = "FIGGEN_ROOT"  # the project root, set by the plugin; default: the current folder
 PNG_DPI = 200  # figures are drawn at 2x their CSS size, so they stay sharp on dense screens

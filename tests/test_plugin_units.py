@@ -75,6 +75,13 @@ def test_script_declarations_are_read_without_running_the_script(tmp_path: Path)
     assert discover.declarations(script, "post.md", "f") == {"timeout": 5}
 
 
+def test_a_folders_params_apply_to_its_figures_and_a_figures_own_win() -> None:
+    params = {"imagenet": {"model": "m", "eps": 1}, "imagenet/fgsm": {"eps": 2}, "other": {"x": 3}}
+    assert discover.figure_params("imagenet/fgsm", params) == {"model": "m", "eps": 2}
+    assert discover.figure_params("imagenet/jigsaw", params) == {"model": "m", "eps": 1}
+    assert discover.figure_params("imagenetx", params) == {}
+
+
 def _record(root: Path, store: Store) -> tuple[Record, Expected]:
     (root / "s.py").write_text("print(1)")
     (root / "m.py").write_text("X = 1")

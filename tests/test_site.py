@@ -10,8 +10,8 @@ from test_build import figures, png_size
 
 ARTICLE = "where-do-adversarial-images-come-from.html"
 NAMES = [
-    "two_dims", "training_data", "unknowable_truth", "decision_boundaries", "chaos",
-    "plausible", "attacks", "adversarial_training", "augmentation",
+    "opening", "two_dims", "training_data", "unknowable_truth", "decision_boundaries", "chaos",
+    "plausible", "attacks", "fgsm", "jigsaw", "adversarial_training", "augmentation",
 ]
 
 
@@ -25,6 +25,14 @@ def test_every_figure_of_the_article_is_computed_and_embedded(real_site: Path) -
         assert "{" not in fig["caption"] and "}" not in fig["caption"]  # every slot was filled
         width, height = png_size((real_site / "output" / img["src"]).read_bytes())
         assert (width, height) == (2 * int(img["width"]), 2 * int(img["height"]))
+
+
+def test_the_imagenet_captions_state_what_the_run_found(real_site: Path) -> None:
+    found = {re.sub(r"-[0-9a-f]{12}\.png$", "", Path(f["img"]["src"]).name): f["caption"]
+             for f in figures((real_site / "output" / ARTICLE).read_text())}
+    assert "EfficientNet-Lite0" in found["opening"] and "as espresso (94." in found["opening"]
+    assert "as daisy (" in found["fgsm"] and "Rachel Michetti" in found["opening"]
+    assert "as jigsaw puzzle (" in found["jigsaw"]
 
 
 def test_the_formula_renders_as_math_and_the_text_is_the_authors(real_site: Path) -> None:

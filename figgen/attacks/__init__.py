@@ -6,7 +6,8 @@ classes for an untargeted attack and the target classes for a targeted one; the 
 in [0, 1] and within eps of ``images`` in the L-infinity norm.
 """
 
+from figgen.attacks._common import input_gradient
 from figgen.attacks.fgsm import fgsm
 from figgen.attacks.pgd import pgd
 
-__all__ = ["fgsm", "pgd"]
+__all__ = ["fgsm", "input_gradient", "pgd"]

@@ -8,6 +8,8 @@ the natural image and onto the valid range [0, 1]; optionally from a random star
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -26,6 +28,7 @@ def pgd(
     early_stop: bool = False,
     generator: torch.Generator | None = None,
     check_every: int = 8,
+    on_step: Callable[[int], None] | None = None,
 ) -> Tensor:
     """Return PGD adversarial images within eps (L-infinity) of ``images``, in [0, 1].
 
@@ -47,6 +50,8 @@ def pgd(
             one); the same seeded generator gives the same result.
         check_every: with early_stop, how many steps between the checks whether every item
             has succeeded (default 8); the check is the loop's only host synchronisation.
+        on_step: called with the number of steps taken after each step (default None), e.g.
+            to advance a progress bar; it gets no tensor, so it forces no synchronisation.
 
     The images are detached; no parameter gradient is accumulated.
     """
@@ -75,4 +80,6 @@ def pgd(
                     adv = moved
                     break
             adv = moved
+            if on_step is not None:
+                on_step(step + 1)
     return adv

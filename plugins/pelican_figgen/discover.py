@@ -110,8 +110,17 @@ def resolve(ref: FigureRef, settings: FiggenSettings, names: list[str]) -> Figur
         script=script,
         data=data,
         timeout=float(declared.get("timeout", settings.timeout)),
-        params=settings.params.get(ref.name, {}),
+        params=figure_params(ref.name, settings.params),
     )
+
+
+def figure_params(name: str, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A figure's parameters: those of each folder it lies in, then its own, the last winning."""
+    parts = name.split("/")
+    merged: dict[str, Any] = {}
+    for depth in range(1, len(parts) + 1):  # "imagenet", then "imagenet/fgsm"
+        merged |= params.get("/".join(parts[:depth]), {})
+    return merged
 
 
 def declarations(script: Path, article: str, name: str) -> dict[str, Any]:

