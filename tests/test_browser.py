@@ -51,7 +51,7 @@ const pending = Array.from(document.images).filter((img) => !img.complete).lengt
     shown: img.currentSrc === img.src, complete: img.complete,
     natural: [img.naturalWidth, img.naturalHeight],
     attrs: [Number(img.getAttribute("width")), Number(img.getAttribute("height"))],
-    box: img.getBoundingClientRect().width,
+    box: img.getBoundingClientRect().width, drawn: parseFloat(getComputedStyle(img).width),
   }))});
 })();
 """
@@ -161,7 +161,8 @@ def test_every_image_loads_sharp_and_only_from_localhost(browser: object, server
         # On a 1x screen the browser may take src as the 1x candidate or the srcset's 2x one:
         # the same PNG, with twice the pixels of the box (test_build checks the file itself).
         assert img["natural"] in (img["attrs"], [2 * n for n in img["attrs"]]), img
-        assert img["box"] == img["attrs"][0]
+        # Drawn at exactly its CSS size, even when wider than the text: no resampling blur.
+        assert img["drawn"] == img["attrs"][0], img
     urls, errors = requests_and_errors(browser)
     assert errors == []
     assert len(urls) >= 1 + len(NAMES)  # the page and its figures at least: the check is real
