@@ -3,11 +3,16 @@
 Layout under the cache folder: `objects/<sha256><suffix>` holds every produced file under its
 own hash; `records/<name>.json` says which inputs (by hash) made which objects. A record is
 written last and atomically, so a record never points at a missing or partial object, and a
-failed run leaves the previous record alone.
+failed run leaves the previous record alone (`failures/<name>.json` says why it failed).
+Records carry their own hash and objects are named by theirs: a damaged entry reads as stale.
+`locks/<name>.lock` serialises concurrent builds of one figure; `tmp/<pid>-*` are scratch
+folders, dropped once their process is gone (a build killed with -9 leaves one behind).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -17,14 +22,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
-FORMAT = 1  # bump when the record layout changes: old records then read as "never run"
+FORMAT = 2  # bump when the record layout changes: old records then read as "never run"
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Record:
     images: tuple[Image, ...]
     fields: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    # How it was made, beyond the key: device, source commit, whether the tree was dirty.
+    provenance: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -96,36 +103,98 @@ class Store:
     def object_path(self, image: Image) -> Path:
         return self.path / "objects" / f"{image.sha256}{image.suffix}"
 
+    def failure_path(self, name: str) -> Path:
+        return self.path / "failures" / f"{name}.json"
+
     def load(self, name: str) -> Record | None:
-        """Read a figure's record; None when there is none or it is unreadable."""
+        """Read a figure's record; None when there is none, or it is unreadable or altered."""
         path = self.record_path(name)
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             if raw.pop("format") != FORMAT:
                 return None
+            if raw.pop("sha256") != _digest(raw):
+                raise ValueError("its content does not match its recorded hash")
             raw["images"] = tuple(Image(**i) for i in raw["images"])
             return Record(**raw)
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as err:
-            logger.warning("figgen: ignoring unreadable cache record %s (%s)", path, err)
+            logger.warning("figgen: ignoring damaged cache record %s (%s)", path, err)
             return None
 
     def save(self, record: Record) -> None:
-        """Write a record atomically."""
-        data = {"format": FORMAT, **asdict(record)}
+        """Write a record atomically, with the hash of its content."""
+        data = asdict(record)
+        data |= {"format": FORMAT, "sha256": _digest(data)}
         write_atomic(self.record_path(record.name), json.dumps(data, indent=1, sort_keys=True))
 
     def put(self, source: Path, width: int, height: int) -> Image:
         """Copy a produced file into the objects folder under its hash."""
         image = Image(hashlib.sha256(source.read_bytes()).hexdigest(), source.suffix, width, height)
         target = self.object_path(image)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+        if not target.is_file() or hashlib.sha256(target.read_bytes()).hexdigest() != image.sha256:
+            copy_atomic(source, target)  # new, or replacing a damaged copy
         return image
+
+    def save_failure(self, name: str, cause: str, detail: str) -> None:
+        """Remember why a figure's last run failed (`list` shows it); never a success."""
+        text = json.dumps({"cause": cause, "detail": detail}, indent=1)
+        write_atomic(self.failure_path(name), text)
+
+    def load_failure(self, name: str) -> dict[str, str] | None:
+        """Why the figure's last run failed; None when it did not."""
+        try:
+            return json.loads(self.failure_path(name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def clear_failure(self, name: str) -> None:
+        self.failure_path(name).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold a figure's lock: a concurrent build waits, then finds the fresh record."""
+        path = self.path / "locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:  # the kernel drops the lock when the process dies
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def scratch(self) -> Path:
+        """This process's scratch folder; drops the ones whose process is gone."""
+        folder = self.path / "tmp"
+        for old in folder.glob("*-*"):
+            pid = old.name.partition("-")[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        mine = folder / f"{os.getpid()}-build"
+        mine.mkdir(parents=True, exist_ok=True)
+        return mine
+
+
+def _digest(data: Mapping[str, Any]) -> str:
+    """Hash of a record's canonical JSON, to detect an altered record."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """Copy a file so that readers see no file or the whole file, never a part."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -216,6 +285,19 @@ def verdict(
         now = hashes(root / rel)
         if now != digest:
             return Verdict(False, f"{rel} {'deleted' if now is None else 'changed'}", record)
-    if not all(store.object_path(i).is_file() for i in record.images):
-        return Verdict(False, "cached image missing", record)
-    return Verdict(True, "up to date", record)
+    return _objects_verdict(record, store, hashes) or Verdict(True, "up to date", record)
+
+
+def intact(record: Record, store: Store, hashes: Hashes) -> bool:
+    """Whether every image of a record is in the store, undamaged."""
+    return _objects_verdict(record, store, hashes) is None
+
+
+def _objects_verdict(record: Record, store: Store, hashes: Hashes) -> Verdict | None:
+    """A stale verdict when an image of the record is missing or damaged; else None."""
+    for image in record.images:
+        found = hashes(store.object_path(image))
+        if found != image.sha256:
+            what = "missing" if found is None else "damaged (its hash changed)"
+            return Verdict(False, f"cached image {what}", record)
+    return None
