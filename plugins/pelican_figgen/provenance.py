@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import json
 import subprocess
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,9 @@ from .cache import Record
 HASH_SHOWN = 12  # hex digits of a hash the page shows; the JSON keeps all 64
 
 
-@cache
 def source_commit(root: Path) -> dict[str, Any]:
     """The commit checked out at root and whether the tree had uncommitted changes."""
+    # Asked at each run (a few ms), not once per process: the tree changes between builds.
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
