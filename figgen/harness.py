@@ -194,7 +194,13 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
     ctx = Context(script.stem, args.seed, json.loads(args.params), args.out)
     seed_everything(args.seed)
     start = time.perf_counter()
-    main(ctx)
+    try:
+        main(ctx)
+    except BaseException:
+        if args.manifest:  # what the failed run imported: the plugin retries when it changes
+            failed = {"failed": True, "modules": project_modules(root, script)}
+            args.manifest.write_text(json.dumps(failed, indent=1))
+        raise
     seconds = time.perf_counter() - start
     if not ctx.images:
         raise RuntimeError(f"{ctx.name}: main() returned without calling ctx.save(fig)")

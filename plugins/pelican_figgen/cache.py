@@ -58,6 +58,24 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """Why a figure's last run failed and, when the run could say, every input it read."""
+
+    name: str
+    cause: str
+    detail: str
+    inputs: Mapping[str, str | None] | None  # None: it crashed before listing its imports
+    params: str
+    environment: Mapping[str, str]
+
+    def as_record(self) -> Record | None:
+        """The failed run's inputs as a record without images, to test them like a record's."""
+        if self.inputs is None:
+            return None
+        return Record(self.name, self.inputs, self.params, self.environment, ())  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class Expected:
     """What a figure's record must match, known before running it."""
 
@@ -137,16 +155,16 @@ class Store:
             copy_atomic(source, target)  # new, or replacing a damaged copy
         return image
 
-    def save_failure(self, name: str, cause: str, detail: str) -> None:
-        """Remember why a figure's last run failed (`list` shows it); never a success."""
-        text = json.dumps({"cause": cause, "detail": detail}, indent=1)
-        write_atomic(self.failure_path(name), text)
+    def save_failure(self, failure: Failure) -> None:
+        """Remember why a figure's last run failed, apart from records: never a success."""
+        text = json.dumps(asdict(failure), indent=1, sort_keys=True)
+        write_atomic(self.failure_path(failure.name), text)
 
-    def load_failure(self, name: str) -> dict[str, str] | None:
-        """Why the figure's last run failed; None when it did not."""
+    def load_failure(self, name: str) -> Failure | None:
+        """Why the figure's last run failed; None when it did not (or it cannot be read)."""
         try:
-            return json.loads(self.failure_path(name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return Failure(**json.loads(self.failure_path(name).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
             return None
 
     def clear_failure(self, name: str) -> None:

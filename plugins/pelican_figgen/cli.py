@@ -120,7 +120,7 @@ def _state(figure: Figure | None, store: Store, hashes: Hashes, environment: dic
         return f"fresh{took}"
     failure = store.load_failure(figure.name)
     if failure:
-        return f"failed: {failure['cause']}; stale: {verdict.reason}"
+        return f"failed: {failure.cause}; stale: {verdict.reason}"
     return f"stale: {verdict.reason}{took}"
 
 

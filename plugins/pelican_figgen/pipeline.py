@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cache, discover, embed, progress, provenance
-from .cache import Expected, Hashes, Record, Store
+from .cache import Expected, Failure, Hashes, Record, Store
 from .discover import Figure, FigureRef
 from .errors import FigureBuildError, FigureError
 from .markdown_ext import FigureReferenceExtension
@@ -184,10 +184,27 @@ def make(
             if verdict.fresh and verdict.record and not force:
                 _cached(outcome, verdict.record)
                 continue
-            logger.info("figgen: running %s (%s)", name, "forced" if force else verdict.reason)
-            record, result = _run(figure, want, settings, store, hashes, verdict.record)
+            known = None if force else _known_failure(store, name, settings, want, hashes)
+            if known:
+                record, result = None, known
+            else:
+                logger.info("figgen: running %s (%s)", name, "forced" if force else verdict.reason)
+                record, result = _run(figure, want, settings, store, hashes, verdict.record)
         _account(outcome, name, record, result, verdict.record, articles.get(name, []), hashes)
     return outcome
+
+
+def _known_failure(
+    store: Store, name: str, settings: FiggenSettings, want: Expected, hashes: Hashes
+) -> RunResult | None:
+    """The last run's failure, when nothing that run read has changed since; else None."""
+    failure = store.load_failure(name)
+    past = failure.as_record() if failure else None
+    if not failure or not past or not cache.verdict(past, settings.root, want, store, hashes).fresh:
+        return None
+    cause = (f"{failure.cause} (in its last run; nothing it reads changed since, so it did "
+             f"not re-run: `python -m pelican_figgen run --force {name}` retries)")
+    return RunResult(False, 0.0, store.path, cause=cause, detail=failure.detail)
 
 
 def _cached(outcome: Outcome, record: Record) -> None:
@@ -214,7 +231,6 @@ def _account(
         return
     outcome.report.failed.append(name)
     outcome.report.causes[name] = result.cause
-    outcome.store.save_failure(name, result.cause, result.detail)
     outcome.errors.extend(FigureError(a, name, result.cause, result.detail) for a in articles)
     logger.info("figgen: %s failed after %.1f s: %s", name, result.seconds, result.cause)
     if previous and cache.intact(previous, outcome.store, hashes):
@@ -240,12 +256,18 @@ def _run(
     with tempfile.TemporaryDirectory(dir=store.scratch(), prefix=prefix) as tmp, \
             progress.bars(figure.name) as show:
         result = run_figure(figure, settings, Path(tmp), show)
-        if not result.ok or result.manifest is None:
-            return None, result
         try:
-            record = _record(figure, expected, settings, store, hashes, result, before)
+            record = _record(figure, expected, settings, store, hashes, result, before) \
+                if result.ok else None
         except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
-            return None, RunResult(False, result.seconds, result.out_dir, f"bad output: {err!r}")
+            record = None
+            result = RunResult(False, result.seconds, result.out_dir, f"bad output: {err!r}")
+    if record is None:
+        read = None if result.modules is None else \
+            {**{rel: hashes(settings.root / rel) for rel in result.modules}, **before}
+        store.save_failure(Failure(figure.name, result.cause, result.detail, read,
+                                   expected.params, expected.environment))
+        return None, result
     store.save(record)
     return record, result
 

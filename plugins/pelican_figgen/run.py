@@ -42,6 +42,7 @@ class RunResult:
     manifest: Mapping[str, Any] | None = None
     cause: str = ""
     detail: str = ""
+    modules: tuple[str, ...] | None = None  # what a failed run imported, if it could say
 
 
 def command(figure: Figure, settings: FiggenSettings, out_dir: Path) -> list[str]:
@@ -113,7 +114,7 @@ def run_figure(
         keep = _own_frames(settings.root, figure.script)
         return RunResult(
             False, seconds, out_dir, cause=_exit_cause(proc.returncode),
-            detail=trim_traceback(stderr, keep),
+            detail=trim_traceback(stderr, keep), modules=_failed_modules(out_dir),
         )
     return _check_outputs(out_dir, seconds)
 
@@ -143,6 +144,15 @@ def _read_progress(fd: int, progress: Progress | None) -> None:
                 continue  # a script's garbage on the pipe is not worth failing it for
             if progress and isinstance(report, dict):
                 progress(report)
+
+
+def _failed_modules(out_dir: Path) -> tuple[str, ...] | None:
+    """The project modules a failed run imported, from the manifest the harness left."""
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+        return tuple(manifest["modules"]) if manifest.get("failed") else None
+    except (OSError, ValueError, KeyError, TypeError):  # it crashed before saying
+        return None
 
 
 def _exit_cause(returncode: int) -> str:
