@@ -180,10 +180,14 @@ def test_a_build_killed_with_minus_9_leaves_a_cache_the_next_build_uses(site: Si
     build.send_signal(signal.SIGKILL)
     build.wait()
     assert _gone(int(pid_file.read_text())), "the figure script outlived the killed build"
+    # What a kill between writing aside and renaming leaves; the next build drops it.
+    half = site.root / f".figgen-cache/objects/.{'0' * 64}.png.{build.pid}.tmp"
+    half.write_bytes(b"\x89PNG half")
     assert set(site.build()["ran"]) == {"beta", "gamma"}
     assert len(figures(site.html())) == 3
     assert not [p for p in (site.root / ".figgen-cache/tmp").iterdir() if p.name.startswith(
         f"{build.pid}-")]  # the killed build's scratch folder was dropped
+    assert not half.exists()
 
 
 def test_two_concurrent_builds_share_the_cache_and_run_each_figure_once(site: Site) -> None:

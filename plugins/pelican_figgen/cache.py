@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -180,12 +179,14 @@ class Store:
             yield
 
     def scratch(self) -> Path:
-        """This process's scratch folder; drops the ones whose process is gone."""
+        """This process's scratch folder; drops what processes now gone left half-written."""
         folder = self.path / "tmp"
         for old in folder.glob("*-*"):
-            pid = old.name.partition("-")[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if _orphan(old.name.partition("-")[0]):
                 shutil.rmtree(old, ignore_errors=True)
+        for old in self.path.glob("*/.*.tmp"):  # from write_atomic and copy_atomic
+            if _orphan(old.name.rsplit(".", 2)[-2]):
+                old.unlink(missing_ok=True)
         mine = folder / f"{os.getpid()}-build"
         mine.mkdir(parents=True, exist_ok=True)
         return mine
@@ -196,33 +197,37 @@ def _digest(data: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process with this id exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def _orphan(pid: str) -> bool:
+    """Whether a scratch name's process id is another process that no longer exists."""
+    if not pid.isdigit() or int(pid) == os.getpid():
         return False
-    except PermissionError:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
         return True
-    return True
+    except PermissionError:
+        return False
+    return False
 
 
 def copy_atomic(source: Path, target: Path) -> None:
     """Copy a file so that readers see no file or the whole file, never a part."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = _aside(target)
     shutil.copyfile(source, tmp)
     os.replace(tmp, target)
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Write a file so that readers see the old or the new content, never a part."""
+    tmp = _aside(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _aside(path: Path) -> Path:
+    """Where to write a file before renaming it into place: named by this process's id."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
-    ) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def params_key(seed: int, params: Mapping[str, Any]) -> str:

@@ -121,6 +121,7 @@ def run_figure(
 
 def _die_with_parent() -> None:
     """In the child: ask Linux to kill the script when the build dies (kill -9 included)."""
+    # Strictly: when the forking thread ends. Builds run scripts from their main thread.
     if PRCTL is not None:
         PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
 
