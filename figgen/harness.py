@@ -65,10 +65,12 @@ class Context:
         """Yield the items of ``iterable``, reporting how many were done out of ``total``.
 
         ``for step in ctx.progress(range(steps), description="PGD steps"): ...``
-        ``total`` defaults to ``len(iterable)``. Run by the plugin, the report goes to the
-        build (a bar on a terminal, nothing in a log); run alone, to a plain line on stderr.
+        ``total`` defaults to ``len(iterable)`` when it has one (else the count is open-ended).
+        Run by the plugin, the report goes to the build (a bar on a terminal, nothing in a
+        log); run alone, to a plain line on stderr.
         """
-        total = total if total is not None else len(iterable)  # type: ignore[arg-type]
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
         report = _reporter(description or self.name, total)
         done, last = 0, 0.0
         for done, item in enumerate(iterable, 1):
