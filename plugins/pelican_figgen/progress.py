@@ -7,7 +7,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .run import Progress as Callback
 
@@ -28,6 +27,15 @@ def bars(name: str) -> Iterator[Callback | None]:
     if not screen.is_terminal:  # CI logs stay readable: only the per-figure lines
         yield None
         return
+    # Here, not at the top: importing rich.progress costs a no-op build ~10 ms.
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     display = Progress(
         TextColumn(f"[bold]{name}[/] {{task.description}}"), BarColumn(),
         MofNCompleteColumn(), TimeElapsedColumn(), console=screen, transient=True,
