@@ -79,6 +79,7 @@ def test_verify_reports_identical_close_and_drifted(site: Site) -> None:
     result = site.figgen("verify")
     assert result.returncode == 0, result.stdout
     assert "alpha: close (RMS difference 0.0" in result.stdout
+    assert "frozen before helpers/common.py changed" in result.stdout
     assert "beta: identical" in result.stdout
 
     site.write("helpers/common.py", helper.replace("color=color", "color='green'"))

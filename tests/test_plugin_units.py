@@ -9,7 +9,7 @@ from pathlib import Path
 import markdown
 import pytest
 
-from pelican_figgen import cache, discover
+from pelican_figgen import cache, discover, pipeline
 from pelican_figgen.cache import Expected, Hashes, Image, Record, Store
 from pelican_figgen.errors import FigureError, SettingsError
 from pelican_figgen.markdown_ext import FigureReferenceExtension
@@ -188,3 +188,15 @@ def test_png_check_accepts_a_real_png_and_names_what_is_wrong(tmp_path: Path) ->
 
 
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_lists_every_figure_slowest_first_cached_with_its_last_time() -> None:
+    outcome = pipeline.Outcome()
+    outcome.report.ran = {"fast": 1.0, "slow": 30.0}
+    outcome.records["old"] = Record("old", {}, "{}", {}, (), seconds=12.5)
+    outcome.report.cached = ["old"]
+    outcome.report.failed = ["broken"]
+    lines = pipeline.report_lines(outcome)
+    assert [line.split()[:2] for line in lines] == [
+        ["slow", "ran"], ["old", "cached"], ["fast", "ran"], ["broken", "FAILED"]]
+    assert lines[1].endswith("12.5 s")

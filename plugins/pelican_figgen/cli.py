@@ -24,7 +24,7 @@ import markdown
 from rich.logging import RichHandler
 
 from . import cache, discover, pipeline, progress, verify
-from .cache import Hashes, Store
+from .cache import Hashes, Record, Store
 from .discover import Figure, FigureRef
 from .errors import FigureError
 from .markdown_ext import FigureReferenceExtension
@@ -198,8 +198,17 @@ def cmd_verify(project: Project, args: argparse.Namespace) -> int:
             result = verify.compare(name, frozen, freeze, outcome.records[name], fresh,
                                     s.verify_tolerance)
         failures += not result.ok
-        print(f"{name}: {result.verdict} ({result.detail})")
+        print(f"{name}: {result.verdict} ({result.detail}){_freeze_age(found[name], frozen, s)}")
     return 1 if failures or errors else 0
+
+
+def _freeze_age(figure: Figure, frozen: Record | None, s: FiggenSettings) -> str:
+    """A note when the frozen figure predates an edit of its sources (drift is then expected)."""
+    if frozen is None:
+        return ""
+    want = pipeline.expected(figure, s, {})
+    verdict = cache.verdict(frozen, s.root, want, Store(s.freeze_dir), Hashes())
+    return "" if verdict.fresh else f"; frozen before {verdict.reason}: `make freeze` updates it"
 
 
 COMMANDS: dict[str, Callable[[Project, argparse.Namespace], int]] = {
