@@ -6,7 +6,9 @@ PELICAN_OPTS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: site test serve publish bench lint clean figures-clean
+FIGGEN := PYTHONPATH=plugins $(BIN)/python -m pelican_figgen
+
+.PHONY: site test serve publish bench lint clean figures-clean figures freeze verify
 
 # The venv is rebuilt when the dependency declaration or the pins change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -24,6 +26,15 @@ publish: $(BIN)/.installed  ## build output/ with the publishing settings
 serve: $(BIN)/.installed  ## preview at http://$(HOST):$(PORT), rebuilding on every edit
 	PYTHONPATH=plugins $(BIN)/python -m pelican_figgen.serve --host $(HOST) --port $(PORT)
 
+figures: $(BIN)/.installed  ## run every stale figure, without building the site
+	$(FIGGEN) run
+
+freeze: $(BIN)/.installed  ## copy every figure, up to date, into _freeze/ (to commit)
+	$(FIGGEN) freeze
+
+verify: $(BIN)/.installed  ## re-run every figure and compare it with its frozen image
+	$(FIGGEN) verify
+
 test: $(BIN)/.installed  ## the test suite
 	$(BIN)/python -m pytest -q
 
@@ -36,5 +47,5 @@ bench: $(BIN)/.installed  ## build times: cold, no-op, and plain Pelican for com
 clean:  ## drop output/ (the figure cache in .figgen-cache/ is kept)
 	rm -rf output
 
-figures-clean:  ## drop the figure cache too: the next build re-runs every figure
+figures-clean:  ## drop the figure cache too: the next build re-runs every figure (not _freeze/)
 	rm -rf output .figgen-cache

@@ -2,8 +2,8 @@
 
 A figure script defines ``main(ctx)`` and ends with ``if __name__ == "__main__": run(main)``.
 Run on its own it writes ``<script>.png`` into ``--out`` (default: the current folder); the
-Pelican plugin runs the same command with ``--manifest`` to learn what was made and which
-project modules the script imported.
+Pelican plugin runs the same command with ``--manifest`` to learn what was made, which
+project modules the script imported and on which device it ran.
 """
 
 from __future__ import annotations
@@ -11,22 +11,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, TypeVar
+
+T = TypeVar("T")
 
 # Set before anything imports pyplot, so a script never opens a window.
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Read when cuBLAS starts, so set before any CUDA work: its deterministic workspace.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+# Dates matplotlib writes into PDF/SVG files come from here (a user's value is honoured).
+os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
 
 ROOT_ENV = "FIGGEN_ROOT"  # the project root, set by the plugin; default: the current folder
 PNG_DPI = 200  # figures are drawn at 2x their CSS size, so they stay sharp on dense screens
 CSS_SCALE = 2
+PROGRESS_FD = "FIGGEN_PROGRESS_FD"  # set by the plugin: where progress goes, as JSON lines
+PROGRESS_EVERY = 0.1  # seconds between two progress reports
+SVG_SALT = "figgen"  # matplotlib's SVG ids derive from it instead of a random value
 
 
 @dataclass
@@ -53,6 +61,74 @@ class Context:
         )
         return path
 
+    def progress(
+        self, iterable: Iterable[T], total: int | None = None, description: str = ""
+    ) -> Iterator[T]:
+        """Yield the items of ``iterable``, reporting how many were done out of ``total``.
+
+        ``for step in ctx.progress(range(steps), description="PGD steps"): ...``
+        ``total`` defaults to ``len(iterable)`` when it has one (else the count is open-ended).
+        Run by the plugin, the report goes to the build (a bar on a terminal, nothing in a
+        log); run alone, to a plain line on stderr.
+        """
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        report = _reporter(description or self.name, total)
+        done, last = 0, 0.0
+        for done, item in enumerate(iterable, 1):
+            yield item
+            if time.monotonic() - last >= PROGRESS_EVERY:
+                report(done, final=False)
+                last = time.monotonic()
+        report(done, final=True)
+
+
+def _reporter(description: str, total: int | None) -> Callable[..., None]:
+    """A function that reports `done` items: to the plugin's pipe, or as a line on stderr."""
+    channel = _progress_channel()
+    if channel is not None:
+        def to_plugin(done: int, final: bool) -> None:
+            report = {"description": description, "completed": done, "total": total}
+            channel.write(json.dumps(report) + "\n")
+            channel.flush()
+
+        return to_plugin
+    live = sys.stderr.isatty()
+
+    def to_terminal(done: int, final: bool) -> None:
+        if live or final:  # a log gets the last line only
+            end = "\n" if final else ""
+            print(f"\r{description}: {done}/{total or '?'}", end=end, file=sys.stderr, flush=True)
+
+    return to_terminal
+
+
+_CHANNEL: list[TextIO] = []
+
+
+def _progress_channel() -> TextIO | None:
+    """The pipe the plugin reads progress from, opened once; None when run alone."""
+    fd = os.environ.get(PROGRESS_FD)
+    if fd is None:
+        return None
+    if not _CHANNEL:
+        _CHANNEL.append(os.fdopen(int(fd), "w", encoding="utf-8"))
+    return _CHANNEL[0]
+
+
+def device() -> str:
+    """The GPU the script used through torch, else the CPU model."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return f"GPU {torch.cuda.get_device_name()}"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU {line.partition(':')[2].strip()}"
+    except OSError:
+        pass
+    return f"CPU {platform.processor() or platform.machine()}"
+
 
 def png_size(path: Path) -> tuple[int, int]:
     """Read a PNG's pixel width and height from its header."""
@@ -67,10 +143,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed(seed)
+    if "matplotlib" in sys.modules:
+        sys.modules["matplotlib"].rcParams["svg.hashsalt"] = SVG_SALT
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing
+        torch.backends.cudnn.deterministic = True
 
 
 def project_modules(root: Path, script: Path) -> list[str]:
@@ -118,7 +198,13 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
     ctx = Context(script.stem, args.seed, json.loads(args.params), args.out)
     seed_everything(args.seed)
     start = time.perf_counter()
-    main(ctx)
+    try:
+        main(ctx)
+    except BaseException:
+        if args.manifest:  # what the failed run imported: the plugin retries when it changes
+            failed = {"failed": True, "modules": project_modules(root, script)}
+            args.manifest.write_text(json.dumps(failed, indent=1))
+        raise
     seconds = time.perf_counter() - start
     if not ctx.images:
         raise RuntimeError(f"{ctx.name}: main() returned without calling ctx.save(fig)")
@@ -128,6 +214,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
             "fields": ctx.fields,
             "modules": project_modules(root, script),
             "seconds": round(seconds, 3),
+            "device": device(),
         }
         args.manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=plain))
     else:

@@ -118,14 +118,24 @@ class Site:
         Pelican(settings).run()
         return self.report()
 
-    def build_cli(self) -> subprocess.CompletedProcess:
+    def build_cli(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         """Build with the pelican command, as a user does."""
         pelican = Path(sys.executable).parent / "pelican"
-        return subprocess.run(
-            [str(pelican), "content", "-s", "pelicanconf.py"],
-            cwd=self.root, capture_output=True, text=True,
-            env=os.environ | {"COLUMNS": "200"},  # rich wraps logs at 80 columns otherwise
-        )
+        return self.command([str(pelican), "content", "-s", "pelicanconf.py", *args], env)
+
+    def figgen(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        """Run the figure command line, `python -m pelican_figgen ARGS`."""
+        return self.command([sys.executable, "-m", "pelican_figgen", *args], env)
+
+    def command(self, argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+        """Run a command in the site's folder, the plugin importable, output captured."""
+        return subprocess.run(argv, cwd=self.root, capture_output=True, text=True,
+                              env=self.env(env))
+
+    def env(self, extra: dict | None = None) -> dict:
+        """The environment of a command run in the site's folder."""
+        # rich wraps logs at 80 columns otherwise
+        return os.environ | {"COLUMNS": "200", "PYTHONPATH": str(REPO / "plugins")} | (extra or {})
 
     def report(self) -> dict:
         return json.loads((self.root / ".figgen-cache" / "last-build.json").read_text())

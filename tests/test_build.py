@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from conftest import Site
+from conftest import Site, line_script
 from pelican_figgen.errors import FigureBuildError, SettingsError
 
 ALL = {"alpha", "beta", "gamma"}
@@ -189,6 +189,24 @@ def test_failed_figure_reruns_once_fixed(site: Site) -> None:
     assert "without calling ctx.save" in err.value.errors[0].detail
     site.write("figs/beta.py", (site.root / "figs/alpha.py").read_text())
     assert set(site.build()["ran"]) == {"beta"}
+
+
+def test_a_failed_figure_is_not_rerun_until_something_it_reads_changes(site: Site) -> None:
+    log = site.root / "runs.log"
+    failing = line_script("blue").replace(
+        "def main(ctx):\n", f"def main(ctx):\n    open({str(log)!r}, 'a').write('run\\n')\n"
+        "    raise ValueError('broken')\n")
+    site.write("figs/beta.py", failing)
+    for _ in range(2):
+        with pytest.raises(FigureBuildError) as err:
+            site.build()
+    assert log.read_text().count("run") == 1  # the second build did not run it again
+    assert "nothing it reads changed since" in err.value.errors[0].cause
+    assert "ValueError: broken" in err.value.errors[0].detail
+    site.append("helpers/common.py", "\n# an edit to a module the failed run imported\n")
+    with pytest.raises(FigureBuildError):
+        site.build()
+    assert log.read_text().count("run") == 2
 
 
 def test_images_declare_their_density_and_load_lazily_after_the_first(site: Site) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,11 +79,17 @@ def test_the_figures_attacks_succeed_at_their_budgets(model: models.Classifier) 
     assert (adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
 
 
-def test_pgd_reports_each_step_to_its_callback(model: models.Classifier) -> None:
+def test_pgd_runs_its_step_loop_through_the_progress_wrapper(model: models.Classifier) -> None:
     x = photos.load_photo("coffee", 32)  # [1, 3, 32, 32]: small and fast
     seen: list[int] = []
-    pgd(model, x, torch.tensor([611]), 8 / 255, 2 / 255, 3, targeted=True, on_step=seen.append)
-    assert seen == [1, 2, 3]
+
+    def spy(steps: Iterable[int]) -> Iterator[int]:
+        for step in steps:
+            seen.append(step)
+            yield step
+
+    pgd(model, x, torch.tensor([611]), 8 / 255, 2 / 255, 3, targeted=True, progress=spy)
+    assert seen == [0, 1, 2]
 
 
 def test_without_torchvision_the_error_says_what_to_install(

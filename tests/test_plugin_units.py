@@ -9,11 +9,11 @@ from pathlib import Path
 import markdown
 import pytest
 
-from pelican_figgen import cache, discover, embed
+from pelican_figgen import cache, discover, embed, pipeline
 from pelican_figgen.cache import Expected, Hashes, Image, Record, Store
 from pelican_figgen.errors import FigureError, SettingsError
 from pelican_figgen.markdown_ext import FigureReferenceExtension
-from pelican_figgen.run import trim_traceback
+from pelican_figgen.run import png_problem, trim_traceback
 from pelican_figgen.settings import DEFAULTS, merge
 
 
@@ -167,3 +167,56 @@ def test_srcset_is_made_from_each_images_own_resolved_src() -> None:
         '<img alt="b" src="https://x.org/b.png" srcset="https://x.org/b.png 3x">\n'
         '<img src="plain.png" alt="not a figure">'
     )
+
+
+def test_failure_policy_and_mode_are_checked_and_the_environment_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert merge({}, tmp_path).on_error == "strict" and merge({}, tmp_path).mode == "run"
+    with pytest.raises(SettingsError, match="on_error.*'strict', 'keep-going'"):
+        merge({"on_error": "ignore"}, tmp_path)
+    monkeypatch.setenv("FIGGEN_ON_ERROR", "keep-going")
+    monkeypatch.setenv("FIGGEN_MODE", "frozen")
+    s = merge({"on_error": "strict"}, tmp_path / "content")
+    assert (s.on_error, s.mode) == ("keep-going", "frozen")
+    assert s.freeze_dir == tmp_path.resolve() / "_freeze"
+
+
+def test_scripts_folder_outside_the_project_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="inside the project"):
+        merge({"scripts": "../elsewhere"}, tmp_path / "content")
+
+
+def test_png_check_accepts_a_real_png_and_names_what_is_wrong(tmp_path: Path) -> None:
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    header = (2).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])  # 2x1 grey
+    good = PNG + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0\1\2"))
+    path = tmp_path / "x.png"
+    for data, problem in [
+        (good + chunk(b"IEND", b""), ""),
+        (good, "end with IEND"),
+        (PNG + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0\1")) +
+         chunk(b"IEND", b""), "2 bytes of pixels for a 2x1 image"),
+    ]:
+        path.write_bytes(data)
+        assert (png_problem(path) == "") if not problem else problem in png_problem(path)
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_lists_every_figure_slowest_first_cached_with_its_last_time() -> None:
+    outcome = pipeline.Outcome()
+    outcome.report.ran = {"fast": 1.0, "slow": 30.0}
+    outcome.records["old"] = Record("old", {}, "{}", {}, (), seconds=12.5)
+    outcome.report.cached = ["old"]
+    outcome.report.failed = ["broken"]
+    lines = pipeline.report_lines(outcome)
+    assert [line.split()[:2] for line in lines] == [
+        ["slow", "ran"], ["old", "cached"], ["fast", "ran"], ["broken", "FAILED"]]
+    assert lines[1].endswith("12.5 s")

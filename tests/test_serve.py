@@ -54,12 +54,20 @@ def test_serve_rebuilds_after_an_edit_and_reruns_only_that_figure(site: Site) ->
     command = [sys.executable, "-m", "pelican_figgen.serve", "--port", str(port)]
     server = subprocess.Popen(command, cwd=site.root, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    version = f"http://127.0.0.1:{port}/__figgen_version"
     try:
         assert _wait_for(lambda: "Gamma plots 4 points" in _get(url))
+        assert "/__figgen_version" in _get(url)  # the page reloads itself after a rebuild
+        first = _get(version)
         time.sleep(1)  # let the watcher start before the edit
         site.write("data/points.txt", "1 2 3 4 5 6")
         assert _wait_for(lambda: "Gamma plots 6 points" in _get(url))
         assert set(site.report()["ran"]) == {"gamma"}
+        assert int(_get(version)) > int(first)
+        # A failing figure shows on the page; the server keeps serving and rebuilding.
+        site.append("figs/alpha.py", "\nraise RuntimeError('alpha is broken')\n")
+        assert _wait_for(lambda: "stale: last run failed" in _get(url))
+        assert "Gamma plots 6 points" in _get(url) and server.poll() is None
     finally:
         server.terminate()
         server.wait(timeout=10)

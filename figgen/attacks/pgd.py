@@ -8,7 +8,7 @@ the natural image and onto the valid range [0, 1]; optionally from a random star
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +28,7 @@ def pgd(
     early_stop: bool = False,
     generator: torch.Generator | None = None,
     check_every: int = 8,
-    on_step: Callable[[int], None] | None = None,
+    progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
 ) -> Tensor:
     """Return PGD adversarial images within eps (L-infinity) of ``images``, in [0, 1].
 
@@ -50,8 +50,8 @@ def pgd(
             one); the same seeded generator gives the same result.
         check_every: with early_stop, how many steps between the checks whether every item
             has succeeded (default 8); the check is the loop's only host synchronisation.
-        on_step: called with the number of steps taken after each step (default None), e.g.
-            to advance a progress bar; it gets no tensor, so it forces no synchronisation.
+        progress: wraps the loop over step numbers (default None: no wrapper), e.g. a figure's
+            ``ctx.progress`` to show a bar; it sees only integers, so it forces no host sync.
 
     The images are detached; no parameter gradient is accumulated.
     """
@@ -66,7 +66,7 @@ def pgd(
     sign = -1.0 if targeted else 1.0  # descend towards a target, ascend away from a label
     done = torch.zeros(len(images), dtype=torch.bool, device=images.device)  # [B]
     with eval_mode(model):
-        for step in range(steps):
+        for step in (progress or iter)(range(steps)):
             grad, logits = input_gradient(model, adv, labels)  # [B, ...], [B, C]
             moved = adv + sign * alpha * grad.sign()  # [B, ...]
             moved = torch.minimum(torch.maximum(moved, lo), hi).clamp(0.0, 1.0)  # [B, ...]
@@ -80,6 +80,4 @@ def pgd(
                     adv = moved
                     break
             adv = moved
-            if on_step is not None:
-                on_step(step + 1)
     return adv

@@ -3,11 +3,16 @@
 Layout under the cache folder: `objects/<sha256><suffix>` holds every produced file under its
 own hash; `records/<name>.json` says which inputs (by hash) made which objects. A record is
 written last and atomically, so a record never points at a missing or partial object, and a
-failed run leaves the previous record alone.
+failed run leaves the previous record alone (`failures/<name>.json` says why it failed).
+Records carry their own hash and objects are named by theirs: a damaged entry reads as stale.
+`locks/<name>.lock` serialises concurrent builds of one figure; `tmp/<pid>-*` are scratch
+folders, dropped once their process is gone (a build killed with -9 leaves one behind).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -16,15 +21,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
-FORMAT = 1  # bump when the record layout changes: old records then read as "never run"
+FORMAT = 2  # bump when the record layout changes: old records then read as "never run"
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,26 @@ class Record:
     images: tuple[Image, ...]
     fields: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    # How it was made, beyond the key: device, source commit, whether the tree was dirty.
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a figure's last run failed and, when the run could say, every input it read."""
+
+    name: str
+    cause: str
+    detail: str
+    inputs: Mapping[str, str | None] | None  # None: it crashed before listing its imports
+    params: str
+    environment: Mapping[str, str]
+
+    def as_record(self) -> Record | None:
+        """The failed run's inputs as a record without images, to test them like a record's."""
+        if self.inputs is None:
+            return None
+        return Record(self.name, self.inputs, self.params, self.environment, ())  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -96,46 +120,114 @@ class Store:
     def object_path(self, image: Image) -> Path:
         return self.path / "objects" / f"{image.sha256}{image.suffix}"
 
+    def failure_path(self, name: str) -> Path:
+        return self.path / "failures" / f"{name}.json"
+
     def load(self, name: str) -> Record | None:
-        """Read a figure's record; None when there is none or it is unreadable."""
+        """Read a figure's record; None when there is none, or it is unreadable or altered."""
         path = self.record_path(name)
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             if raw.pop("format") != FORMAT:
                 return None
+            if raw.pop("sha256") != _digest(raw):
+                raise ValueError("its content does not match its recorded hash")
             raw["images"] = tuple(Image(**i) for i in raw["images"])
             return Record(**raw)
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as err:
-            logger.warning("figgen: ignoring unreadable cache record %s (%s)", path, err)
+            logger.warning("figgen: ignoring damaged cache record %s (%s)", path, err)
             return None
 
     def save(self, record: Record) -> None:
-        """Write a record atomically."""
-        data = {"format": FORMAT, **asdict(record)}
+        """Write a record atomically, with the hash of its content."""
+        data = asdict(record)
+        data |= {"format": FORMAT, "sha256": _digest(data)}
         write_atomic(self.record_path(record.name), json.dumps(data, indent=1, sort_keys=True))
 
     def put(self, source: Path, width: int, height: int) -> Image:
         """Copy a produced file into the objects folder under its hash."""
         image = Image(hashlib.sha256(source.read_bytes()).hexdigest(), source.suffix, width, height)
         target = self.object_path(image)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+        if not target.is_file() or hashlib.sha256(target.read_bytes()).hexdigest() != image.sha256:
+            copy_atomic(source, target)  # new, or replacing a damaged copy
         return image
+
+    def save_failure(self, failure: Failure) -> None:
+        """Remember why a figure's last run failed, apart from records: never a success."""
+        text = json.dumps(asdict(failure), indent=1, sort_keys=True)
+        write_atomic(self.failure_path(failure.name), text)
+
+    def load_failure(self, name: str) -> Failure | None:
+        """Why the figure's last run failed; None when it did not (or it cannot be read)."""
+        try:
+            return Failure(**json.loads(self.failure_path(name).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def clear_failure(self, name: str) -> None:
+        self.failure_path(name).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold a figure's lock: a concurrent build waits, then finds the fresh record."""
+        path = self.path / "locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:  # the kernel drops the lock when the process dies
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def scratch(self) -> Path:
+        """This process's scratch folder; drops what processes now gone left half-written."""
+        folder = self.path / "tmp"
+        for old in folder.glob("*-*"):
+            if _orphan(old.name.partition("-")[0]):
+                shutil.rmtree(old, ignore_errors=True)
+        for old in self.path.glob("*/.*.tmp"):  # from write_atomic and copy_atomic
+            if _orphan(old.name.rsplit(".", 2)[-2]):
+                old.unlink(missing_ok=True)
+        mine = folder / f"{os.getpid()}-build"
+        mine.mkdir(parents=True, exist_ok=True)
+        return mine
+
+
+def _digest(data: Mapping[str, Any]) -> str:
+    """Hash of a record's canonical JSON, to detect an altered record."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _orphan(pid: str) -> bool:
+    """Whether a scratch name's process id is another process that no longer exists."""
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """Copy a file so that readers see no file or the whole file, never a part."""
+    tmp = _aside(target)
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Write a file so that readers see the old or the new content, never a part."""
+    tmp = _aside(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _aside(path: Path) -> Path:
+    """Where to write a file before renaming it into place: named by this process's id."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
-    ) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def params_key(seed: int, params: Mapping[str, Any]) -> str:
@@ -216,6 +308,19 @@ def verdict(
         now = hashes(root / rel)
         if now != digest:
             return Verdict(False, f"{rel} {'deleted' if now is None else 'changed'}", record)
-    if not all(store.object_path(i).is_file() for i in record.images):
-        return Verdict(False, "cached image missing", record)
-    return Verdict(True, "up to date", record)
+    return _objects_verdict(record, store, hashes) or Verdict(True, "up to date", record)
+
+
+def intact(record: Record, store: Store, hashes: Hashes) -> bool:
+    """Whether every image of a record is in the store, undamaged."""
+    return _objects_verdict(record, store, hashes) is None
+
+
+def _objects_verdict(record: Record, store: Store, hashes: Hashes) -> Verdict | None:
+    """A stale verdict when an image of the record is missing or damaged; else None."""
+    for image in record.images:
+        found = hashes(store.object_path(image))
+        if found != image.sha256:
+            what = "missing" if found is None else "damaged (its hash changed)"
+            return Verdict(False, f"cached image {what}", record)
+    return None

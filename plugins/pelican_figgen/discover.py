@@ -90,27 +90,31 @@ def resolve(ref: FigureRef, settings: FiggenSettings, names: list[str]) -> Figur
         raise FigureError(ref.article, ref.name, "alt text is empty: say what the figure shows")
     if not ref.caption.strip():
         raise FigureError(ref.article, ref.name, 'no caption: add one, ({figure}name "caption")')
-    if not NAME.fullmatch(ref.name):
-        raise FigureError(
-            ref.article, ref.name, f"not a figure name (letters, digits, _ - and /): {ref.name!r}"
-        )
-    script = (settings.scripts / f"{ref.name}.py").resolve()
+    return load_figure(ref.article, ref.name, settings, names)
+
+
+def load_figure(article: str, name: str, settings: FiggenSettings, names: list[str]) -> Figure:
+    """Find the script of a figure name, refusing any path out of the scripts folder."""
+    if not NAME.fullmatch(name):
+        cause = f"not a figure name (letters, digits, _ - and /): {name!r}"
+        raise FigureError(article, name, cause)
+    script = (settings.scripts / f"{name}.py").resolve()  # follows links: a link out is refused
     if not script.is_relative_to(settings.scripts):
-        raise FigureError(ref.article, ref.name, f"{script} is outside {settings.scripts}")
-    if ref.name not in names or not script.is_file():
-        close = difflib.get_close_matches(ref.name, names, n=3, cutoff=0.4)
-        hint = f"; closest: {', '.join(close)}" if close else ""
         raise FigureError(
-            ref.article, ref.name, f"no script {ref.name}.py in {settings.scripts}{hint}"
+            article, name, f"{name}.py leads to {script}, outside {settings.scripts}: refused"
         )
-    declared = declarations(script, ref.article, ref.name)
-    data = tuple(_data_path(settings.root, p, ref) for p in declared.get("data", []))
+    if name not in names or not script.is_file():
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise FigureError(article, name, f"no script {name}.py in {settings.scripts}{hint}")
+    declared = declarations(script, article, name)
+    data = tuple(_data_path(settings.root, p, article, name) for p in declared.get("data", []))
     return Figure(
-        name=ref.name,
+        name=name,
         script=script,
         data=data,
         timeout=float(declared.get("timeout", settings.timeout)),
-        params=figure_params(ref.name, settings.params),
+        params=figure_params(name, settings.params),
     )
 
 
@@ -146,11 +150,11 @@ def declarations(script: Path, article: str, name: str) -> dict[str, Any]:
     return {}
 
 
-def _data_path(root: Path, declared: str, ref: FigureRef) -> Path:
+def _data_path(root: Path, declared: str, article: str, name: str) -> Path:
     """Resolve a declared data file, refusing anything outside the project."""
-    path = (root / declared).resolve()
+    path = (root / declared).resolve()  # follows links: a link out of the project is refused
     if not path.is_relative_to(root):
-        raise FigureError(ref.article, ref.name, f"data file {declared} is outside {root}")
+        raise FigureError(article, name, f"data file {declared} is outside {root}: refused")
     if not path.is_file():
-        raise FigureError(ref.article, ref.name, f"declared data file {declared} does not exist")
+        raise FigureError(article, name, f"declared data file {declared} does not exist")
     return path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-import shutil
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,8 @@ from pygments import __version__ as pygments_version
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 
-from .cache import Record, Store, write_atomic
+from . import provenance
+from .cache import Record, Store, copy_atomic, write_atomic
 from .discover import Figure, FigureRef
 from .errors import FigureError
 from .settings import FiggenSettings
@@ -42,6 +42,7 @@ class Published:
     source: str
     width: int
     height: int
+    record: str  # the provenance JSON beside the image
     code: str = ""  # the script, highlighted, for the "show the code" disclosure
     density: int = 1  # image pixels per CSS pixel (figure scripts save PNGs at 2x)
 
@@ -57,9 +58,12 @@ def publish(
     """Copy a figure's image and source page into the output and register them with Pelican."""
     image = record.images[0]
     image_url = f"{settings.output_dir}/{figure.name}-{image.sha256[:12]}{image.suffix}"
-    _copy_if_changed(store.object_path(image), output_path / image_url)
+    _copy_if_changed(store.object_path(image), output_path / image_url, image.sha256)
     static_content[image_url] = StaticLink(image_url)
     script = figure.script.relative_to(settings.root).as_posix()
+    record_url = image_url.removesuffix(image.suffix) + ".json"
+    _write_if_changed(output_path / record_url, provenance.record_json(record, script))
+    static_content[record_url] = StaticLink(record_url)
     if settings.source_url:
         source = settings.source_url.format(path=script)
     else:
@@ -69,21 +73,27 @@ def publish(
             _write_source_page(figure.script, script, output_path / page)
         static_content[page] = StaticLink(page)
         source = "{static}/" + page
+    record_link = "{static}/" + record_url
     code = _highlighted(figure.script, settings.cache_dir / "code")
     density = _pixel_width(output_path / image_url) // image.width or 1
-    return Published("{static}/" + image_url, source, image.width, image.height, code, density)
+    return Published(
+        "{static}/" + image_url, source, image.width, image.height, record_link, code, density
+    )
 
 
-def figure_html(ref: FigureRef, record: Record, where: Published, script: str, lazy: bool) -> str:
-    """The <figure> that replaces one reference."""
+def figure_html(
+    ref: FigureRef, record: Record, where: Published, script: str, lazy: bool, stale: str = ""
+) -> str:
+    """The <figure> that replaces one reference; `stale` says why it is not fresh, if not."""
     alt = html.escape(fill(ref.alt, record.fields, ref, "alt text"), quote=True)
     caption = render_caption(fill(ref.caption, record.fields, ref, "caption"))
     loading = ' loading="lazy"' if lazy else ""
     anchor = "fig-" + ref.name.replace("/", "-")
+    mark = f'  <p class="figgen-stale-mark">stale: {html.escape(stale)}</p>\n' if stale else ""
     # Pelican resolves one link per tag, so srcset is added once the page is written.
     density = f' {DENSITY_MARK}"{where.density}"' if where.density > 1 else ""
     return (
-        f'<figure class="figgen" id="{anchor}">\n'
+        f'<figure class="figgen{" figgen-stale" if stale else ""}" id="{anchor}">\n{mark}'
         f'  <img src="{where.image}" alt="{alt}" width="{where.width}" '
         f'height="{where.height}"{loading} decoding="async"{density}>\n'
         f"  <figcaption>\n"
@@ -93,6 +103,20 @@ def figure_html(ref: FigureRef, record: Record, where: Published, script: str, l
         f'    <details class="figgen-code"><summary>Show the code</summary>\n{where.code}'
         f"</details>\n"
         f"  </figcaption>\n"
+        f"{provenance.disclosure_html(record, script, where.record)}"
+        f"</figure>"
+    )
+
+
+def error_html(ref: FigureRef, errors: list[FigureError]) -> str:
+    """The box that stands in for a figure that could not be made (keep-going builds)."""
+    anchor = "fig-" + ref.name.replace("/", "-")
+    text = "\n\n".join(e.describe() for e in errors)
+    return (
+        f'<figure class="figgen figgen-error" id="{anchor}" role="alert">\n'
+        f"  <figcaption>Figure <code>{html.escape(ref.name)}</code> failed; "
+        f"the build went on (keep-going).</figcaption>\n"
+        f"  <pre>{html.escape(text)}</pre>\n"
         f"</figure>"
     )
 
@@ -118,12 +142,21 @@ def render_caption(text: str) -> str:
     return match.group(1) if match else rendered
 
 
-def _copy_if_changed(source: Path, target: Path) -> None:
-    """Copy a file unless an identical one is already there."""
-    if target.is_file() and target.stat().st_size == source.stat().st_size:
-        return  # names carry the content hash, so same name and size means same bytes
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+def _copy_if_changed(source: Path, target: Path, sha256: str) -> None:
+    """Copy a file unless an identical one (by hash) is already there."""
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
+        return
+    copy_atomic(source, target)
+
+
+def _write_if_changed(target: Path, text: str) -> None:
+    """Write a text file unless it already holds exactly this text."""
+    try:
+        if target.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, ValueError):
+        pass
+    write_atomic(target, text)
 
 
 def add_srcset(path: str, context: Mapping[str, Any]) -> None:

@@ -20,11 +20,18 @@ class FigureError(Exception):
         return f"{text}\n{self.detail.rstrip()}" if self.detail else text
 
 
-class FigureBuildError(Exception):
-    """One or more figures failed; the build stops with a non-zero exit."""
+class FigureBuildError(SystemExit):
+    """One or more figures failed in strict mode: the build exits non-zero with this summary.
+
+    A SystemExit, not an Exception: Pelican then exits with status 1 and prints no traceback
+    of the plugin under the summary (the details were logged just before).
+    """
 
     def __init__(self, errors: list[FigureError]) -> None:
         self.errors = errors
-        # One line each: the details (tracebacks) were logged as errors just before.
         lines = "\n".join(f"  {e.article}: figure '{e.reference}': {e.cause}" for e in errors)
-        super().__init__(f"{len(errors)} figure error(s), details above:\n{lines}")
+        self.summary = f"{len(errors)} figure error(s), details above:\n{lines}"
+        super().__init__(1)
+
+    def __str__(self) -> str:
+        return self.summary

@@ -1,7 +1,9 @@
 """The build: discover references, run what is out of date, cache it, embed every figure.
 
-A failing figure never stops the others: every error is collected, the figures that worked
-are embedded, and the build then fails once with a summary of all that went wrong.
+A failing figure never stops the others: every error is collected and the figures that worked
+are embedded. Then, with on_error "strict", the build fails once with a summary of all that
+went wrong; with "keep-going", each failed figure shows its last good image marked stale, or
+a box with its error, and the build succeeds.
 """
 
 from __future__ import annotations
@@ -9,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import cache, discover, embed
-from .cache import Expected, Hashes, Record, Store
+from . import cache, discover, embed, progress, provenance
+from .cache import Expected, Failure, Hashes, Record, Store
 from .discover import Figure, FigureRef
 from .errors import FigureBuildError, FigureError
 from .markdown_ext import FigureReferenceExtension
@@ -36,6 +38,18 @@ class Report:
     ran: dict[str, float] = field(default_factory=dict)
     cached: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    causes: dict[str, str] = field(default_factory=dict)  # failed figure -> why
+
+
+@dataclass
+class Outcome:
+    """The records to embed (fresh, or the last good one), and what happened to each figure."""
+
+    records: dict[str, Record] = field(default_factory=dict)
+    stale: dict[str, str] = field(default_factory=dict)  # shown although stale -> why
+    errors: list[FigureError] = field(default_factory=list)
+    report: Report = field(default_factory=Report)
+    store: Store | None = None  # where the records' images are
 
 
 def add_markdown_extension(pelican: Any) -> None:
@@ -50,20 +64,34 @@ def add_markdown_extension(pelican: Any) -> None:
 
 
 def build_figures(generators: list[Any]) -> None:
-    """Make every referenced figure and embed it; raise once if any figure failed."""
+    """Make every referenced figure and embed it; in strict mode, exit once if any failed."""
     settings = merge(generators[0].settings.get("FIGGEN"), generators[0].settings["PATH"])
     contents = list(_contents(generators))
     errors: list[FigureError] = []
     refs = _discover(contents, settings, errors)
     figures = _resolve(refs, settings, errors)
-    report = Report()
-    records = _make(figures, refs, settings, report, errors)
-    _embed(contents, refs, figures, records, generators[0], settings, errors)
-    _save_report(settings, report)
+    articles = articles_of(refs.values())
+    if settings.mode == "frozen":
+        outcome = thaw(figures, settings, articles)
+    else:
+        outcome = make(figures, settings, articles)
+    errors.extend(outcome.errors)
+    _embed(contents, refs, figures, outcome, generators[0], settings, errors)
+    save_report(settings, outcome)
+    finish(errors, settings)
+
+
+def finish(errors: list[FigureError], settings: FiggenSettings) -> None:
+    """Log every error; in strict mode, end the build non-zero with a summary."""
+    strict = settings.on_error == "strict"
     for error in errors:
-        logger.error("figgen: %s", error.describe())
+        logger.log(logging.ERROR if strict else logging.WARNING, "figgen: %s", error.describe())
+    if errors and strict:
+        failure = FigureBuildError(errors)
+        logger.error("figgen: %s", failure.summary)
+        raise failure
     if errors:
-        raise FigureBuildError(errors)
+        logger.warning("figgen: %d figure error(s) shown on the pages (keep-going)", len(errors))
 
 
 def _contents(generators: Iterable[Any]) -> Iterator[Any]:
@@ -101,9 +129,16 @@ def _resolve(
     refs: dict[int, list[FigureRef]], settings: FiggenSettings, errors: list[FigureError]
 ) -> dict[str, Figure]:
     """Resolve every distinct figure name to its script."""
+    return resolve_all((r for rs in refs.values() for r in rs), settings, errors)
+
+
+def resolve_all(
+    refs: Iterable[FigureRef], settings: FiggenSettings, errors: list[FigureError]
+) -> dict[str, Figure]:
+    """Resolve each distinct name among the references, collecting errors."""
     names = discover.script_names(settings.scripts)
     figures: dict[str, Figure] = {}
-    for ref in (r for rs in refs.values() for r in rs):
+    for ref in refs:
         try:
             figures.setdefault(ref.name, discover.resolve(ref, settings, names))
         except FigureError as err:
@@ -111,42 +146,96 @@ def _resolve(
     return figures
 
 
-def _make(
-    figures: dict[str, Figure],
-    refs: dict[int, list[FigureRef]],
+def articles_of(refs: Iterable[list[FigureRef]]) -> dict[str, list[str]]:
+    """The articles that reference each figure name, sorted."""
+    found: dict[str, set[str]] = {}
+    for ref in (r for rs in refs for r in rs):
+        found.setdefault(ref.name, set()).add(ref.article)
+    return {name: sorted(articles) for name, articles in found.items()}
+
+
+def expected(figure: Figure, settings: FiggenSettings, environment: Mapping[str, str]) -> Expected:
+    """What a figure's record must match to be fresh."""
+    return Expected(
+        cache.params_key(settings.seed, figure.params),
+        environment,
+        tuple(_rel(p, settings) for p in (figure.script, *figure.data)),
+    )
+
+
+def make(
+    figures: Mapping[str, Figure],
     settings: FiggenSettings,
-    report: Report,
-    errors: list[FigureError],
-) -> dict[str, Record]:
-    """Bring every figure up to date: reuse its record or run its script."""
+    articles: Mapping[str, list[str]],
+    force: bool = False,
+) -> Outcome:
+    """Bring every figure up to date: reuse its record or run its script (always if force)."""
     store, hashes = Store(settings.cache_dir), Hashes()
     environment = cache.environment(settings.python, settings.versions)
-    records = {}
+    outcome = Outcome(store=store)
     for name, figure in figures.items():
-        expected = Expected(
-            cache.params_key(settings.seed, figure.params),
-            environment,
-            tuple(_rel(p, settings) for p in (figure.script, *figure.data)),
-        )
-        verdict = cache.verdict(store.load(name), settings.root, expected, store, hashes)
-        if verdict.fresh and verdict.record:
-            report.cached.append(name)
-            records[name] = verdict.record
+        want = expected(figure, settings, environment)
+        verdict = cache.verdict(store.load(name), settings.root, want, store, hashes)
+        if verdict.fresh and verdict.record and not force:
+            _cached(outcome, verdict.record)
             continue
-        logger.info("figgen: running %s (%s)", name, verdict.reason)
-        try:
-            record, error = _run(figure, expected, settings, store, hashes, verdict.record)
-        except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
-            record = None
-            error = RunResult(False, 0.0, settings.cache_dir, cause=f"bad output: {err!r}")
-        if record:
-            report.ran[name] = record.seconds
-            records[name] = record
-            logger.info("figgen: %s done in %.1f s", name, record.seconds)
-        else:
-            report.failed.append(name)
-            errors.extend(_blame(error, name, refs))
-    return records
+        with store.lock(name):  # a concurrent build may be making it: wait, then look again
+            verdict = cache.verdict(store.load(name), settings.root, want, store, hashes)
+            if verdict.fresh and verdict.record and not force:
+                _cached(outcome, verdict.record)
+                continue
+            known = None if force else _known_failure(store, name, settings, want, hashes)
+            if known:
+                record, result = None, known
+            else:
+                logger.info("figgen: running %s (%s)", name, "forced" if force else verdict.reason)
+                record, result = _run(figure, want, settings, store, hashes, verdict.record)
+        _account(outcome, name, record, result, verdict.record, articles.get(name, []), hashes)
+    return outcome
+
+
+def _known_failure(
+    store: Store, name: str, settings: FiggenSettings, want: Expected, hashes: Hashes
+) -> RunResult | None:
+    """The last run's failure, when nothing that run read has changed since; else None."""
+    failure = store.load_failure(name)
+    past = failure.as_record() if failure else None
+    if not failure or not past or not cache.verdict(past, settings.root, want, store, hashes).fresh:
+        return None
+    cause = (f"{failure.cause} (in its last run; nothing it reads changed since, so it did "
+             f"not re-run: `python -m pelican_figgen run --force {name}` retries)")
+    return RunResult(False, 0.0, store.path, cause=cause, detail=failure.detail)
+
+
+def _cached(outcome: Outcome, record: Record) -> None:
+    outcome.report.cached.append(record.name)
+    outcome.records[record.name] = record
+
+
+def _account(
+    outcome: Outcome,
+    name: str,
+    record: Record | None,
+    result: RunResult,
+    previous: Record | None,
+    articles: list[str],
+    hashes: Hashes,
+) -> None:
+    """Note a run's result: its record, or its errors and the last good record to show."""
+    assert outcome.store is not None
+    if record:
+        outcome.report.ran[name] = record.seconds
+        outcome.records[name] = record
+        outcome.store.clear_failure(name)
+        logger.info("figgen: %s ran in %.1f s", name, record.seconds)
+        return
+    outcome.report.failed.append(name)
+    outcome.report.causes[name] = result.cause
+    outcome.errors.extend(FigureError(a, name, result.cause, result.detail) for a in articles)
+    logger.info("figgen: %s failed after %.1f s: %s", name, result.seconds, result.cause)
+    if previous and cache.intact(previous, outcome.store, hashes):
+        outcome.records[name] = previous
+        outcome.stale[name] = f"last run failed ({result.cause})"
 
 
 def _run(
@@ -163,19 +252,45 @@ def _run(
     # script runs is then recorded as it was read, and the next build sees the edit.
     for rel in previous.inputs if previous else ():
         hashes(settings.root / rel)
-    scratch = settings.cache_dir / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=figure.name.replace("/", "-")) as tmp:
-        result = run_figure(figure, settings, Path(tmp))
-        if not result.ok or result.manifest is None:
-            return None, result
-        manifest = result.manifest
-        images = tuple(
-            store.put(result.out_dir / i["file"], int(i["width"]), int(i["height"]))
-            for i in manifest["images"]
-        )
+    prefix = figure.name.replace("/", "-")
+    with tempfile.TemporaryDirectory(dir=store.scratch(), prefix=prefix) as tmp, \
+            progress.bars(figure.name) as show:
+        result = run_figure(figure, settings, Path(tmp), show)
+        try:
+            record = _record(figure, expected, settings, store, hashes, result, before) \
+                if result.ok else None
+        except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
+            record = None
+            result = RunResult(False, result.seconds, result.out_dir, f"bad output: {err!r}")
+    if record is None:
+        read = None if result.modules is None else \
+            {**{rel: hashes(settings.root / rel) for rel in result.modules}, **before}
+        store.save_failure(Failure(figure.name, result.cause, result.detail, read,
+                                   expected.params, expected.environment))
+        return None, result
+    store.save(record)
+    return record, result
+
+
+def _record(
+    figure: Figure,
+    expected: Expected,
+    settings: FiggenSettings,
+    store: Store,
+    hashes: Hashes,
+    result: RunResult,
+    before: dict[str, str | None],
+) -> Record:
+    """Put a successful run's images in the store and describe it as a record."""
+    manifest = result.manifest or {}
+    images = tuple(
+        store.put(result.out_dir / i["file"], int(i["width"]), int(i["height"]))
+        for i in manifest["images"]
+    )
     modules = {rel: hashes(settings.root / rel) for rel in manifest.get("modules", [])}
-    record = Record(
+    made = {"device": str(manifest.get("device", "unknown")),
+            **provenance.source_commit(settings.root)}
+    return Record(
         name=figure.name,
         inputs={**modules, **before},
         params=expected.params,
@@ -183,47 +298,88 @@ def _run(
         images=images,
         fields=manifest.get("fields", {}),
         seconds=result.seconds,
+        provenance=made,
     )
-    store.save(record)
-    return record, result
 
 
-def _blame(result: RunResult, name: str, refs: dict[int, list[FigureRef]]) -> list[FigureError]:
-    """One error per article that references a failed figure."""
-    articles = sorted({r.article for rs in refs.values() for r in rs if r.name == name})
-    return [FigureError(a, name, result.cause, result.detail) for a in articles]
+def thaw(
+    figures: Mapping[str, Figure], settings: FiggenSettings, articles: Mapping[str, list[str]]
+) -> Outcome:
+    """Frozen mode: take every figure from the freeze and run nothing."""
+    store, hashes = Store(settings.freeze_dir), Hashes()
+    outcome = Outcome(store=store)
+    for name, figure in figures.items():
+        record = store.load(name)
+        problem = "" if record else f"missing from the frozen cache {settings.freeze_dir}"
+        if record and not cache.intact(record, store, hashes):
+            problem = "its frozen image is missing or damaged"
+        if problem:
+            cause = f"{problem} (frozen mode runs no script: freeze it where scripts can run)"
+            outcome.report.failed.append(name)
+            outcome.report.causes[name] = cause
+            outcome.errors.extend(FigureError(a, name, cause) for a in articles.get(name, []))
+            continue
+        assert record is not None
+        # Library versions may differ here (no torch at all): only the sources must match.
+        verdict = cache.verdict(record, settings.root, expected(figure, settings, {}), store,
+                                hashes)
+        if not verdict.fresh:
+            outcome.stale[name] = f"frozen before {verdict.reason}"
+            logger.warning("figgen: frozen figure %s is stale: %s", name, verdict.reason)
+        _cached(outcome, record)
+    return outcome
 
 
 def _embed(
     contents: list[Any],
     refs: dict[int, list[FigureRef]],
     figures: dict[str, Figure],
-    records: dict[str, Record],
+    outcome: Outcome,
     generator: Any,
     settings: FiggenSettings,
     errors: list[FigureError],
 ) -> None:
-    """Replace each reference marker with its figure's HTML."""
-    store, published = Store(settings.cache_dir), {}
+    """Replace each reference marker with its figure's HTML, or with its error box."""
+    published: dict[str, embed.Published] = {}
     static_content = generator.context["static_content"]
     for content in contents:
         html = content._content
         for index, ref in enumerate(refs.get(id(content), [])):
-            if ref.name not in records:
-                continue  # its failure is already among the errors
-            figure, record = figures[ref.name], records[ref.name]
-            if ref.name not in published:
-                published[ref.name] = embed.publish(
-                    figure, record, store, settings, Path(generator.output_path), static_content
-                )
-            script = _rel(figure.script, settings)
             try:
-                tag = embed.figure_html(ref, record, published[ref.name], script, index > 0)
+                tag = _figure_tag(ref, index, figures, outcome, published, generator, settings,
+                                  static_content)
             except FigureError as err:
                 errors.append(err)
-                continue
+                tag = None
+            if tag is None:
+                mine = [e for e in errors if (e.article, e.reference) == (ref.article, ref.name)]
+                tag = embed.error_html(ref, mine)
             html = html.replace(ref.marker, tag, 1)
         content._content = html
+
+
+def _figure_tag(
+    ref: FigureRef,
+    index: int,
+    figures: dict[str, Figure],
+    outcome: Outcome,
+    published: dict[str, embed.Published],
+    generator: Any,
+    settings: FiggenSettings,
+    static_content: Any,
+) -> str | None:
+    """The <figure> of one reference; None when its figure has no record to show."""
+    record = outcome.records.get(ref.name)
+    if record is None or outcome.store is None:
+        return None
+    figure = figures[ref.name]
+    if ref.name not in published:
+        published[ref.name] = embed.publish(
+            figure, record, outcome.store, settings, Path(generator.output_path), static_content
+        )
+    script = _rel(figure.script, settings)
+    stale = outcome.stale.get(ref.name, "")
+    return embed.figure_html(ref, record, published[ref.name], script, index > 0, stale)
 
 
 def _rel(path: Path, settings: FiggenSettings) -> str:
@@ -231,12 +387,29 @@ def _rel(path: Path, settings: FiggenSettings) -> str:
     return path.relative_to(settings.root).as_posix()
 
 
-def _save_report(settings: FiggenSettings, report: Report) -> None:
-    """Log a one-line summary and keep the report beside the cache."""
+def save_report(settings: FiggenSettings, outcome: Outcome) -> None:
+    """Log what each figure cost, slowest first, and keep the report beside the cache."""
+    report = outcome.report
     logger.info(
         "figgen: %d ran, %d cached, %d failed",
         len(report.ran), len(report.cached), len(report.failed),
     )
+    if report.ran or report.failed:  # a no-op build needs no table
+        logger.info("figgen: time per figure, slowest first:\n%s", "\n".join(report_lines(outcome)))
     cache.write_atomic(
         settings.cache_dir / "last-build.json", json.dumps(report.__dict__, indent=1)
     )
+
+
+def report_lines(outcome: Outcome) -> list[str]:
+    """One line per figure, slowest first: name, what happened, seconds (cached: last run)."""
+    report, rows = outcome.report, []
+    for name, seconds in report.ran.items():
+        rows.append((seconds, name, "ran"))
+    for name in report.cached:
+        rows.append((outcome.records[name].seconds, name, "cached"))
+    for name in report.failed:
+        rows.append((0.0, name, "FAILED"))
+    width = max((len(name) for _, name, _ in rows), default=0)
+    return [f"  {name:<{width}}  {state:<6} {seconds:7.1f} s"
+            for seconds, name, state in sorted(rows, key=lambda r: (-r[0], r[1]))]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
 import signal
 import subprocess
+import sys
+import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,12 @@ FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
 TRACEBACK_START = "Traceback (most recent call last):"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HARNESS = ("figgen", "harness.py")  # the runner's own frames are noise in a script's traceback
+PROGRESS_FD = "FIGGEN_PROGRESS_FD"  # the harness writes JSON lines of progress to this fd
+CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
+PR_SET_PDEATHSIG = 1
+# Looked up now, not in the forked child, where loading a library could deadlock.
+PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+Progress = Callable[[Mapping[str, Any]], None]  # called with each progress report of a run
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,7 @@ class RunResult:
     manifest: Mapping[str, Any] | None = None
     cause: str = ""
     detail: str = ""
+    modules: tuple[str, ...] | None = None  # what a failed run imported, if it could say
 
 
 def command(figure: Figure, settings: FiggenSettings, out_dir: Path) -> list[str]:
@@ -51,7 +62,7 @@ def command(figure: Figure, settings: FiggenSettings, out_dir: Path) -> list[str
 
 
 def script_env(root: Path) -> dict[str, str]:
-    """Environment of a figure run: project importable, no display, stable hashing."""
+    """Environment of a figure run: project importable, no display, reproducible output."""
     path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
     return os.environ | {
         "PYTHONPATH": path,
@@ -59,42 +70,96 @@ def script_env(root: Path) -> dict[str, str]:
         "MPLBACKEND": "Agg",
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONFAULTHANDLER": "1",  # a segfault prints the script's Python stack
+        # Dates matplotlib writes into PDF/SVG/PS files; a fixed one unless the user set it.
+        "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0"),
+        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # deterministic cuBLAS on a GPU
     }
 
 
-def run_figure(figure: Figure, settings: FiggenSettings, out_dir: Path) -> RunResult:
+def run_figure(
+    figure: Figure, settings: FiggenSettings, out_dir: Path, progress: Progress | None = None
+) -> RunResult:
     """Run a figure script with a time-out; never raises for anything the script does."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    read_fd, write_fd = os.pipe()
     start = time.perf_counter()
     # A session of its own, so a time-out can kill the script and all its children.
     proc = subprocess.Popen(
         command(figure, settings, out_dir),
         cwd=settings.root,
-        env=script_env(settings.root),
+        env=script_env(settings.root) | {PROGRESS_FD: str(write_fd)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        pass_fds=(write_fd,),
+        preexec_fn=_die_with_parent,
     )
+    os.close(write_fd)  # the script holds the only write end: the reader ends when it exits
+    reader = threading.Thread(target=_read_progress, args=(read_fd, progress), daemon=True)
+    reader.start()
     try:
         _, stderr = proc.communicate(timeout=figure.timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        cause = f"timed out after {figure.timeout:g} s and was killed"
-        return RunResult(False, time.perf_counter() - start, out_dir, cause=cause)
+        stderr = _drain(proc)
+        cause = f"timed out after {figure.timeout:g} s and was killed with its child processes"
+        return RunResult(False, time.perf_counter() - start, out_dir, cause=cause,
+                         detail=trim_traceback(stderr, lambda _: True))
+    finally:
+        reader.join(timeout=1)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         keep = _own_frames(settings.root, figure.script)
         return RunResult(
             False, seconds, out_dir, cause=_exit_cause(proc.returncode),
-            detail=trim_traceback(stderr, keep),
+            detail=trim_traceback(stderr, keep), modules=_failed_modules(out_dir),
         )
     return _check_outputs(out_dir, seconds)
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to kill the script when the build dies (kill -9 included)."""
+    # Strictly: when the forking thread ends. Builds run scripts from their main thread.
+    if PRCTL is not None:
+        PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _drain(proc: subprocess.Popen) -> str:
+    """Collect a killed script's stderr; give up if a detached grandchild keeps it open."""
+    try:
+        return proc.communicate(timeout=5)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return ""
+
+
+def _read_progress(fd: int, progress: Progress | None) -> None:
+    """Pass each JSON line the script writes on the progress pipe to `progress`."""
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as pipe:
+        for line in pipe:
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue  # a script's garbage on the pipe is not worth failing it for
+            if progress and isinstance(report, dict):
+                progress(report)
+
+
+def _failed_modules(out_dir: Path) -> tuple[str, ...] | None:
+    """The project modules a failed run imported, from the manifest the harness left."""
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+        return tuple(manifest["modules"]) if manifest.get("failed") else None
+    except (OSError, ValueError, KeyError, TypeError):  # it crashed before saying
+        return None
+
+
 def _exit_cause(returncode: int) -> str:
     """Describe a non-zero exit, naming the signal when the script was killed by one."""
+    if returncode == -signal.SIGKILL:
+        return "killed by SIGKILL (the kernel's out-of-memory killer does this)"
     if returncode < 0:
         try:
             return f"killed by {signal.Signals(-returncode).name}"
@@ -113,10 +178,49 @@ def _check_outputs(out_dir: Path, seconds: float) -> RunResult:
     if not manifest.get("images"):
         return RunResult(False, seconds, out_dir, cause="produced no image")
     for image in manifest["images"]:
-        path = out_dir / image["file"]
-        if not path.is_file() or path.read_bytes()[:8] != PNG_SIGNATURE:
-            return RunResult(False, seconds, out_dir, cause=f"{image['file']} is not a PNG image")
+        problem = png_problem(out_dir / image["file"])
+        if problem:
+            cause = f"{image['file']} is not a readable PNG image: {problem}"
+            return RunResult(False, seconds, out_dir, cause=cause)
     return RunResult(True, seconds, out_dir, manifest=manifest)
+
+
+def png_problem(path: Path) -> str:
+    """Check a PNG's structure, checksums and pixel data size; say what is wrong, or ''."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return f"cannot read it ({err.strerror})"
+    if data[:8] != PNG_SIGNATURE:
+        return "no PNG signature"
+    chunks, pos = [], 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        crc = data[pos + 8 + length : pos + 12 + length]
+        if len(body) < length or zlib.crc32(kind + body).to_bytes(4, "big") != crc:
+            return f"chunk {kind.decode('latin-1')!r} is truncated or damaged"
+        chunks.append((kind, body))
+        pos += 12 + length
+    if not chunks or chunks[0][0] != b"IHDR" or chunks[-1][0] != b"IEND":
+        return "it does not start with IHDR and end with IEND"
+    return _pixel_problem(chunks[0][1], b"".join(b for k, b in chunks if k == b"IDAT"))
+
+
+def _pixel_problem(header: bytes, idat: bytes) -> str:
+    """Check that the compressed pixels inflate to the size the header announces."""
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    depth, colour, interlaced = header[8], header[9], header[12]
+    try:
+        pixels = zlib.decompress(idat)
+    except zlib.error as err:
+        return f"its pixel data does not inflate ({err})"
+    if colour not in CHANNELS:
+        return f"unknown colour type {colour}"
+    row = (width * CHANNELS[colour] * depth + 7) // 8
+    if not interlaced and len(pixels) != height * (row + 1):
+        return f"{len(pixels)} bytes of pixels for a {width}x{height} image"
+    return ""
 
 
 def _own_frames(root: Path, script: Path) -> Callable[[str], bool]:

@@ -2,14 +2,19 @@
 
 Pelican's own `--autoreload` watches only content, theme and settings; figures also depend on
 `figgen/` and the plugin. Each rebuild runs Pelican in a fresh process, so edits to the plugin
-take effect too, and the figure cache re-runs only the figures whose inputs changed.
+take effect too, and the figure cache re-runs only the figures whose inputs changed. Builds run
+with on_error "keep-going": a failing figure shows its error on the page, the server stays up.
+Pages are served with a small script that reloads them after each rebuild (it polls this
+server only; nothing is written into output/).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -21,6 +26,16 @@ import watchfiles
 logger = logging.getLogger(__name__)
 # Never watched: what builds write, and folders too big to watch that no figure reads.
 IGNORED = {"output", ".figgen-cache", ".git", "node_modules", "__pycache__"}
+VERSION_PATH = "/__figgen_version"  # the build counter the pages poll
+RELOAD = (
+    "<script>/* figgen serve: reload after a rebuild */(function(){var seen=null;"
+    f'setInterval(function(){{fetch("{VERSION_PATH}",{{cache:"no-store"}})'
+    ".then(function(r){return r.text()}).then(function(v){"
+    "if(seen!==null&&v!==seen)location.reload();seen=v}).catch(function(){})},1000)})();"
+    "</script>"
+)
+BUILDS = itertools.count(1)
+VERSION = [0]  # the number of the last finished build, read by the server threads
 
 
 def watched_paths(root: Path) -> list[Path]:
@@ -33,17 +48,44 @@ def watched_paths(root: Path) -> list[Path]:
 
 
 def build(settings: str) -> bool:
-    """Run one Pelican build; True when it succeeded."""
+    """Run one Pelican build (keep-going unless the user said otherwise); True if it worked."""
     command = [sys.executable, "-m", "pelican", "content", "-s", settings]
-    ok = subprocess.run(command).returncode == 0
+    env = os.environ | {"FIGGEN_ON_ERROR": os.environ.get("FIGGEN_ON_ERROR", "keep-going")}
+    ok = subprocess.run(command, env=env).returncode == 0
     if not ok:
         logger.error("build failed (see above); still serving the last good output")
+    VERSION[0] = next(BUILDS)  # open pages reload, to the new site or the same one
     return ok
+
+
+class ReloadingHandler(SimpleHTTPRequestHandler):
+    """Serve files, answer the build counter, and add the reload script to every page."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's API name)
+        if self.path == VERSION_PATH:
+            return self._send(str(VERSION[0]).encode(), "text/plain")
+        path = Path(self.translate_path(self.path))
+        page = path / "index.html" if path.is_dir() else path
+        if page.suffix != ".html" or not page.is_file() or (path.is_dir() and
+                                                              not self.path.endswith("/")):
+            return super().do_GET()
+        html = page.read_text(encoding="utf-8")
+        where = html.rfind("</body>")
+        html = html[:where] + RELOAD + html[where:] if where >= 0 else html + RELOAD
+        return self._send(html.encode(), "text/html; charset=utf-8")
+
+    def _send(self, body: bytes, kind: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
 
 
 def serve(output: Path, host: str, port: int) -> ThreadingHTTPServer:
     """Serve the output folder in a background thread."""
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(output))
+    handler = functools.partial(ReloadingHandler, directory=str(output))
     server = ThreadingHTTPServer((host, port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

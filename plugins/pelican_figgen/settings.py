@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,7 +39,24 @@ DEFAULTS: dict[str, Any] = {
     ),
     # Link target for "made by": a URL template with {path}, or None for a page in the site.
     "source_url": None,
+    # What a failing figure does to the build. "strict": the build exits non-zero once every
+    # other figure was tried, with a summary of each failure. "keep-going": the page still
+    # builds, showing the last good figure marked stale, or a box with the error.
+    # The environment variable FIGGEN_ON_ERROR overrides it (`make serve` sets keep-going).
+    "on_error": "strict",
+    # "run": run the scripts whose inputs changed. "frozen": run no script; take every figure
+    # from the freeze (see freeze_dir), and fail when one is missing there. FIGGEN_MODE
+    # overrides it, so CI or a machine without torch can build from the freeze.
+    "mode": "run",
+    # The frozen cache, relative to root: records and images meant to be committed (like
+    # Quarto's _freeze), written by `python -m pelican_figgen freeze`.
+    "freeze_dir": "_freeze",
+    # `verify`: largest root-mean-square difference of RGBA values in [0, 1] between a re-run
+    # image and its frozen one that still counts as "numerically close" (CPU/GPU differences).
+    "verify_tolerance": 0.01,
 }
+CHOICES = {"on_error": ("strict", "keep-going"), "mode": ("run", "frozen")}
+ENVIRONMENT = {"on_error": "FIGGEN_ON_ERROR", "mode": "FIGGEN_MODE"}  # overrides, by key
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,10 @@ class FiggenSettings:
     timeout: float
     versions: tuple[str, ...]
     source_url: str | None
+    on_error: str = "strict"
+    mode: str = "run"
+    freeze_dir: Path = Path("_freeze")
+    verify_tolerance: float = 0.01
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -65,8 +87,14 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
             close = difflib.get_close_matches(key, DEFAULTS, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise SettingsError(f"FIGGEN: unknown key '{key}'{hint} (known: {', '.join(DEFAULTS)})")
-    merged = DEFAULTS | user
+    overrides = {key: os.environ[var] for key, var in ENVIRONMENT.items() if var in os.environ}
+    merged = DEFAULTS | user | overrides
+    for key, allowed in CHOICES.items():
+        if merged[key] not in allowed:
+            raise SettingsError(f"FIGGEN['{key}'] is {merged[key]!r}; expected one of {allowed}")
     root = Path(merged["root"] or Path(content_path).parent).resolve()
+    if not (root / merged["scripts"]).resolve().is_relative_to(root):
+        raise SettingsError(f"FIGGEN['scripts'] must be a folder inside the project {root}")
     if not isinstance(merged["params"], Mapping):
         raise SettingsError("FIGGEN['params'] must map figure names to dicts of parameters")
     return FiggenSettings(
@@ -79,5 +107,9 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
         timeout=float(merged["timeout"]),
         versions=tuple(merged["versions"]),
         source_url=merged["source_url"],
+        on_error=merged["on_error"],
+        mode=merged["mode"],
+        freeze_dir=(root / merged["freeze_dir"]).resolve(),
+        verify_tolerance=float(merged["verify_tolerance"]),
         params={str(k): dict(v) for k, v in merged["params"].items()},
     )

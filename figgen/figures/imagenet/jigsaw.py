@@ -1,5 +1,7 @@
 """Figure 12: targeted PGD with a large budget turns a landscape into a "jigsaw puzzle"."""
 
+from functools import partial
+
 import torch
 
 from figgen.attacks import pgd
@@ -18,7 +20,8 @@ def main(ctx: Context) -> None:
     eps = ctx.params.get("eps_255", EPS_255) / 255
     x = photos.load_photo(PHOTO, model.size).to(model.device)  # [1, 3, S, S]
     target = torch.tensor([class_index(TARGET)], device=x.device)  # [1]
-    adv = pgd(model, x, target, eps, ALPHA_255 / 255, STEPS, targeted=True)  # [1, 3, S, S]
+    steps = partial(ctx.progress, description=f"PGD towards {TARGET}")  # a bar while it runs
+    adv = pgd(model, x, target, eps, ALPHA_255 / 255, STEPS, targeted=True, progress=steps)
     clean, attacked = models.classify(model, torch.cat([x, adv]))  # [2] images at once
     if attacked.label != target.item():
         raise RuntimeError(f"PGD did not reach {TARGET!r} ({attacked} instead): raise eps_255")

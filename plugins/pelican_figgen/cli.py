@@ -1,0 +1,234 @@
+"""The figures without a site build: list their state, run them, drop the cache, freeze, verify.
+
+    PYTHONPATH=plugins python -m pelican_figgen [-s pelicanconf.py] COMMAND
+      list                      every figure script: fresh, stale and why, or failed
+      run [NAME ...] [--force]  bring figures up to date (default: every referenced one)
+      clean                     drop the figure cache: every figure re-runs next time
+      freeze                    bring every referenced figure up to date and copy it into the
+                                freeze (FIGGEN["freeze_dir"]), which `mode: frozen` builds from
+      verify                    re-run every frozen figure; compare: identical, close, drifted
+
+Settings and the content folder come from the Pelican settings file, as for a build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import markdown
+from rich.logging import RichHandler
+
+from . import cache, discover, pipeline, progress, verify
+from .cache import Hashes, Record, Store
+from .discover import Figure, FigureRef
+from .errors import FigureError
+from .markdown_ext import FigureReferenceExtension
+from .settings import FiggenSettings, merge
+
+logger = logging.getLogger(__name__)
+MARKDOWN_SUFFIXES = {".md", ".markdown", ".mkd", ".mdown"}  # what Pelican's reader reads
+COMMAND_LINE = "(command line)"  # the "article" of a figure named on the command line
+
+
+@dataclass(frozen=True)
+class Project:
+    """The settings and every figure reference in the content."""
+
+    settings: FiggenSettings
+    refs: tuple[FigureRef, ...]
+    errors: tuple[FigureError, ...]  # references that are wrong in themselves
+
+    @property
+    def articles(self) -> dict[str, list[str]]:
+        return pipeline.articles_of([list(self.refs)])
+
+
+def load(settings_file: Path) -> Project:
+    """Read the Pelican settings and find the figure references of every Markdown file."""
+    from pelican.settings import read_settings
+
+    conf = read_settings(str(settings_file))
+    settings = merge(conf.get("FIGGEN"), conf["PATH"])
+    md = _markdown(conf["MARKDOWN"])
+    refs: list[FigureRef] = []
+    errors: list[FigureError] = []
+    for path in sorted(Path(conf["PATH"]).rglob("*")):
+        if path.suffix in MARKDOWN_SUFFIXES and path.is_file():
+            article = path.resolve().relative_to(settings.root).as_posix()
+            try:
+                refs += discover.find_refs(article, md.reset().convert(path.read_text("utf-8")))
+            except FigureError as err:
+                errors.append(err)
+    return Project(settings, tuple(refs), tuple(errors))
+
+
+def _markdown(config: dict) -> markdown.Markdown:
+    """A Markdown converter configured as Pelican's reader, plus the reference syntax."""
+    configs = config.get("extension_configs", {})
+    extensions = [*config.get("extensions", []), *configs, FigureReferenceExtension()]
+    return markdown.Markdown(extensions=extensions, extension_configs=configs)
+
+
+def figures(project: Project, names: list[str], errors: list[FigureError]) -> dict[str, Figure]:
+    """The figures to act on: the named ones, or every referenced one."""
+    s = project.settings
+    if not names:
+        errors += project.errors
+        return pipeline.resolve_all(project.refs, s, errors)
+    known = discover.script_names(s.scripts)
+    found = {}
+    for name in names:
+        try:
+            found[name] = discover.load_figure(COMMAND_LINE, name, s, known)
+        except FigureError as err:
+            errors.append(err)
+    return found
+
+
+def cmd_list(project: Project, args: argparse.Namespace) -> int:
+    """Print every figure script with its state and the articles that use it."""
+    s, articles = project.settings, project.articles
+    errors: list[FigureError] = []
+    names = sorted(set(discover.script_names(s.scripts)) | set(articles))
+    found = figures(project, names, errors)
+    store, hashes = Store(s.cache_dir), Hashes()
+    environment = cache.environment(s.python, s.versions)
+    width = max(map(len, names), default=0)
+    for name in names:
+        used = ", ".join(articles.get(name, [])) or "not referenced"
+        print(f"{name:<{width}}  {_state(found.get(name), store, hashes, environment, s)}"
+              f"  [{used}]")
+    for error in errors:
+        print(f"error: {error.describe()}")
+    return 1 if errors else 0
+
+
+def _state(figure: Figure | None, store: Store, hashes: Hashes, environment: dict,
+           s: FiggenSettings) -> str:
+    """fresh, stale (and why), or failed (and why), with the last run's time."""
+    if figure is None:
+        return "error (see below)"
+    want = pipeline.expected(figure, s, environment)
+    verdict = cache.verdict(store.load(figure.name), s.root, want, store, hashes)
+    took = f" (ran in {verdict.record.seconds:.1f} s)" if verdict.record else ""
+    if verdict.fresh:
+        return f"fresh{took}"
+    failure = store.load_failure(figure.name)
+    if failure:
+        return f"failed: {failure.cause}; stale: {verdict.reason}"
+    return f"stale: {verdict.reason}{took}"
+
+
+def cmd_run(project: Project, args: argparse.Namespace) -> int:
+    """Bring the named (or every referenced) figure up to date."""
+    errors: list[FigureError] = []
+    found = figures(project, args.names, errors)
+    articles = {n: project.articles.get(n) or [COMMAND_LINE] for n in found}
+    outcome = pipeline.make(found, project.settings, articles, force=args.force)
+    pipeline.save_report(project.settings, outcome)
+    return _finish(errors + outcome.errors)
+
+
+def _finish(errors: list[FigureError]) -> int:
+    for error in errors:
+        logger.error("figgen: %s", error.describe())
+    return 1 if errors else 0
+
+
+def cmd_clean(project: Project, args: argparse.Namespace) -> int:
+    """Drop the figure cache."""
+    shutil.rmtree(project.settings.cache_dir, ignore_errors=True)
+    print(f"removed {project.settings.cache_dir}")
+    return 0
+
+
+def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
+    """Bring every referenced figure up to date and copy it into the freeze."""
+    s, errors = project.settings, []
+    outcome = pipeline.make(figures(project, [], errors), s, project.articles)
+    pipeline.save_report(s, outcome)
+    source, freeze = Store(s.cache_dir), Store(s.freeze_dir)
+    for name, record in outcome.records.items():
+        if name in outcome.stale:  # its run failed: keep what was frozen before
+            continue
+        for image in record.images:
+            if not freeze.object_path(image).is_file():
+                cache.copy_atomic(source.object_path(image), freeze.object_path(image))
+        freeze.save(record)
+    _prune(freeze, set(project.articles))
+    print(f"froze {len(outcome.records) - len(outcome.stale)} figure(s) into {s.freeze_dir}")
+    return _finish(errors + outcome.errors)
+
+
+def _prune(freeze: Store, keep: set[str]) -> None:
+    """Drop frozen records of figures no article uses, and images no record uses."""
+    used = set()
+    for path in sorted((freeze.path / "records").rglob("*.json")):
+        name = path.relative_to(freeze.path / "records").with_suffix("").as_posix()
+        record = freeze.load(name) if name in keep else None
+        if record is None:
+            path.unlink()
+            continue
+        used |= {freeze.object_path(i) for i in record.images}
+    for path in (freeze.path / "objects").glob("*"):
+        if path not in used:
+            path.unlink()
+
+
+def cmd_verify(project: Project, args: argparse.Namespace) -> int:
+    """Re-run every referenced figure and compare it with its frozen image."""
+    s, errors = project.settings, []
+    found = figures(project, [], errors)
+    outcome = pipeline.make(found, s, project.articles, force=True)
+    pipeline.save_report(s, outcome)
+    fresh, freeze = Store(s.cache_dir), Store(s.freeze_dir)
+    failures = 0
+    for name in sorted(found):
+        frozen = freeze.load(name)
+        if frozen is None:
+            result = verify.Comparison(name, "missing", f"not in the freeze {s.freeze_dir}")
+        elif name not in outcome.report.ran:
+            result = verify.Comparison(name, "failed", outcome.report.causes.get(name, ""))
+        else:
+            result = verify.compare(name, frozen, freeze, outcome.records[name], fresh,
+                                    s.verify_tolerance)
+        failures += not result.ok
+        print(f"{name}: {result.verdict} ({result.detail}){_freeze_age(found[name], frozen, s)}")
+    return 1 if failures or errors else 0
+
+
+def _freeze_age(figure: Figure, frozen: Record | None, s: FiggenSettings) -> str:
+    """A note when the frozen figure predates an edit of its sources (drift is then expected)."""
+    if frozen is None:
+        return ""
+    want = pipeline.expected(figure, s, {})
+    verdict = cache.verdict(frozen, s.root, want, Store(s.freeze_dir), Hashes())
+    return "" if verdict.fresh else f"; frozen before {verdict.reason}: `make freeze` updates it"
+
+
+COMMANDS: dict[str, Callable[[Project, argparse.Namespace], int]] = {
+    "list": cmd_list, "run": cmd_run, "clean": cmd_clean, "freeze": cmd_freeze,
+    "verify": cmd_verify,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command; return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m pelican_figgen", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-s", "--settings", type=Path, default=Path("pelicanconf.py"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, function in COMMANDS.items():
+        sub = commands.add_parser(name, help=(function.__doc__ or "").strip())
+        if name == "run":
+            sub.add_argument("names", nargs="*", metavar="NAME")
+            sub.add_argument("--force", action="store_true", help="run even if fresh")
+    args = parser.parse_args(argv)
+    handler = RichHandler(console=progress.console(), show_time=False, show_path=False)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
+    return COMMANDS[args.command](load(args.settings), args)

@@ -1,0 +1,263 @@
+"""Fault injection: scripts that misbehave, builds killed or run twice at once, a damaged cache.
+
+Every script here is tiny (no torch): the point is what the build does, not what is drawn.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Site
+from pelican_figgen.errors import FigureBuildError
+from test_build import ALL, figures
+
+
+def script(body: str, header: str = "") -> str:
+    """A figure script whose main(ctx) runs `body`, then draws a line as alpha does."""
+    indented = textwrap.indent(textwrap.dedent(body), "    ")
+    return (
+        "import os, signal, subprocess, sys, time\n"
+        "from figgen.harness import run\n"
+        "from helpers.common import draw\n"
+        f"{textwrap.dedent(header)}\n\n"
+        f"def main(ctx):\n{indented}\n"
+        '    draw(ctx, "green")\n\n\n'
+        'if __name__ == "__main__":\n'
+        "    run(main)\n"
+    )
+
+
+def failed_cause(site: Site, body: str, header: str = "") -> str:
+    """Make beta run `body`; build; return why beta failed (the others must have been made)."""
+    site.write("figs/beta.py", script(body, header))
+    with pytest.raises(FigureBuildError) as err:
+        site.build()
+    report = site.report()
+    assert report["failed"] == ["beta"]
+    assert set(report["ran"]) | set(report["cached"]) == ALL - {"beta"}  # the others were made
+    (error,) = err.value.errors
+    assert (error.article, error.reference) == ("content/post.md", "beta")
+    return error.cause + "\n" + error.detail
+
+
+def test_strict_failure_exits_non_zero_with_a_summary_and_no_plugin_traceback(site: Site) -> None:
+    site.write("figs/beta.py", script("raise ValueError('no beta today')"))
+    result = site.build_cli()
+    out = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "1 figure error(s)" in out and "content/post.md: figure 'beta'" in out
+    assert "ValueError: no beta today" in out
+    assert out.count("Traceback") == 1  # the script's own, trimmed; none of the plugin's
+    assert not re.search(r'File "[^"]*(pelican|site-packages)', out) and "CRITICAL" not in out
+
+
+def test_hanging_script_is_killed_with_its_children(site: Site, tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    body = f"""\
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        time.sleep(300)
+    """
+    cause = failed_cause(site, body, '__figure__ = {"timeout": 2}')
+    assert "timed out after 2 s" in cause
+    child = int(pid_file.read_text())
+    assert _gone(child), "the script's child process survived the time-out"
+
+
+def _gone(pid: int, seconds: float = 5) -> bool:
+    """Whether a process has ended (or is a zombie about to be reaped) within a few seconds."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_segfault_is_reported_with_the_scripts_python_stack(site: Site) -> None:
+    cause = failed_cause(site, "import ctypes\nctypes.string_at(0)")
+    assert "killed by SIGSEGV" in cause and "Segmentation fault" in cause
+    assert "beta.py" in cause  # faulthandler names the line that crashed
+
+
+def test_os_exit_without_output_and_with_a_status(site: Site) -> None:
+    assert "without writing its manifest" in failed_cause(site, "os._exit(0)")
+    assert "exit status 3" in failed_cause(site, "os._exit(3)")
+
+
+def test_killed_script_is_reported_as_killed(site: Site) -> None:
+    # What the kernel's OOM killer does: SIGKILL, no traceback, no output.
+    cause = failed_cause(site, "os.kill(os.getpid(), signal.SIGKILL)")
+    assert "killed by SIGKILL" in cause and "out-of-memory" in cause
+
+
+def test_no_image_is_a_failure(site: Site) -> None:
+    site.write("figs/beta.py", script("pass").replace('    draw(ctx, "green")\n', ""))
+    with pytest.raises(FigureBuildError) as err:
+        site.build()
+    assert "without calling ctx.save" in err.value.errors[0].detail
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("data[:len(data) // 2]", "truncated or damaged"),
+    ("data[:60] + bytes([data[60] ^ 1]) + data[61:]", "truncated or damaged"),
+    ("b'GIF89a' + data", "no PNG signature"),
+])
+def test_unreadable_image_is_a_failure(site: Site, damage: str, expected: str) -> None:
+    header = textwrap.dedent(f"""\
+        import figgen.harness as h
+        _save = h.Context.save
+        def save(ctx, fig):
+            path = _save(ctx, fig)
+            data = path.read_bytes()
+            path.write_bytes({damage})
+            return path
+        h.Context.save = save
+    """)
+    cause = failed_cause(site, "pass", header)
+    assert "beta.png is not a readable PNG image" in cause and expected in cause
+
+
+def test_keep_going_shows_the_last_good_figure_marked_stale(site: Site) -> None:
+    site.build()
+    good = _img(site, "A blue line")
+    site.write("figs/beta.py", script("raise ValueError('broken beta')"))
+    result = site.build_cli(env={"FIGGEN_ON_ERROR": "keep-going"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "broken beta" in result.stdout + result.stderr  # still told in the terminal
+    beta = next(f for f in figures(site.html()) if f["img"]["alt"] == "A blue line")
+    assert "figgen-stale" in beta["class"] and _img(site, "A blue line") == good
+    assert "stale: last run failed (the script failed (exit status 1))" in site.html()
+    assert len(figures(site.html())) == 3
+    assert "broken beta" in (site.root / ".figgen-cache/failures/beta.json").read_text()
+
+
+def test_keep_going_without_a_last_good_figure_shows_the_error(site: Site) -> None:
+    site.write("figs/beta.py", script("raise ValueError('broken beta')"))
+    site.build(FIGGEN={"scripts": "figs", "on_error": "keep-going"})
+    html = site.html()
+    assert '<figure class="figgen figgen-error" id="fig-beta"' in html
+    assert "ValueError: broken beta" in html and "content/post.md: figure &#x27;beta&#x27;" in html
+    assert {f["img"]["alt"] for f in figures(html) if "img" in f} == {"A red line",
+                                                                      "Points from a file"}
+
+
+def _img(site: Site, alt: str) -> bytes:
+    img = next(f["img"] for f in figures(site.html()) if f.get("img", {}).get("alt") == alt)
+    return (site.root / "output" / img["src"].lstrip("/")).read_bytes()
+
+
+def test_a_build_killed_with_minus_9_leaves_a_cache_the_next_build_uses(site: Site) -> None:
+    site.build()
+    started, pid_file = site.root / "started", site.root / "script.pid"
+    body = f"""\
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        if not os.path.exists({str(started)!r}):
+            open({str(started)!r}, "w").close()
+            time.sleep(300)
+    """
+    site.write("figs/beta.py", script(body))
+    site.append("figs/gamma.py", "\n# edited\n")
+    build = subprocess.Popen([str(Path(os.sys.executable).parent / "pelican"), "content", "-s",
+                              "pelicanconf.py"], cwd=site.root, env=site.env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.exists()
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    assert _gone(int(pid_file.read_text())), "the figure script outlived the killed build"
+    # What a kill between writing aside and renaming leaves; the next build drops it.
+    half = site.root / f".figgen-cache/objects/.{'0' * 64}.png.{build.pid}.tmp"
+    half.write_bytes(b"\x89PNG half")
+    assert set(site.build()["ran"]) == {"beta", "gamma"}
+    assert len(figures(site.html())) == 3
+    assert not [p for p in (site.root / ".figgen-cache/tmp").iterdir() if p.name.startswith(
+        f"{build.pid}-")]  # the killed build's scratch folder was dropped
+    assert not half.exists()
+
+
+def test_two_concurrent_builds_share_the_cache_and_run_each_figure_once(site: Site) -> None:
+    log = site.root / "runs.log"
+    for name, color in (("alpha", "red"), ("beta", "blue")):
+        site.write(f"figs/{name}.py", script(
+            f"open({str(log)!r}, 'a').write({name!r} + '\\n')\ntime.sleep(1)"
+        ).replace('"green"', repr(color)))
+    pelican = str(Path(os.sys.executable).parent / "pelican")
+    builds = [
+        subprocess.Popen([pelican, "content", "-s", "pelicanconf.py", "-o", out], cwd=site.root,
+                         env=site.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for out in ("out1", "out2")
+    ]
+    for build in builds:
+        assert build.wait(timeout=120) == 0, build.stdout.read().decode()
+    assert sorted(log.read_text().split()) == ["alpha", "beta"]  # each ran once, not twice
+    one, two = (site.root / "out1", site.root / "out2")
+    assert (one / "a-tiny-post.html").read_text() == (two / "a-tiny-post.html").read_text()
+    for path in (one / "figures").glob("*.png"):
+        assert path.read_bytes() == (two / "figures" / path.name).read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_cached_image_is_detected_and_rerun(site: Site, damage: str) -> None:
+    site.build()
+    record = (site.root / ".figgen-cache/records/alpha.json").read_text()
+    digest = record.split('"sha256": "')[1][:64]
+    (obj,) = (site.root / ".figgen-cache/objects").glob(f"{digest}*")
+    data = obj.read_bytes()
+    obj.write_bytes(data[:100] if damage == "truncate" else data[:-20] + bytes(20))
+    assert set(site.build()["ran"]) == {"alpha"}
+    assert obj.read_bytes() == data  # re-made, byte for byte
+
+
+def test_an_altered_record_is_detected_and_rerun(site: Site) -> None:
+    site.build()
+    path = site.root / ".figgen-cache/records/gamma.json"
+    path.write_text(path.read_text().replace('"n": 4', '"n": 5'))
+    assert set(site.build()["ran"]) == {"gamma"}
+    assert "Gamma plots 4 points" in site.html()
+
+
+def test_a_damaged_published_image_is_replaced(site: Site) -> None:
+    site.build()
+    img = next(f["img"] for f in figures(site.html()))
+    path = site.root / "output" / img["src"].lstrip("/")
+    good = path.read_bytes()
+    path.write_bytes(bytes(len(good)))  # same size, other bytes
+    site.build()
+    assert path.read_bytes() == good
+
+
+def test_a_script_linked_from_outside_the_scripts_folder_is_refused(site: Site,
+                                                                   tmp_path: Path) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.py"
+    outside.write_text((site.root / "figs/alpha.py").read_text())
+    (site.root / "figs/alpha.py").unlink()
+    (site.root / "figs/alpha.py").symlink_to(outside)
+    with pytest.raises(FigureBuildError) as err:
+        site.build()
+    (error,) = err.value.errors
+    assert error.reference == "alpha" and "outside" in error.cause and "refused" in error.cause
+    assert not (site.root / ".figgen-cache/records/alpha.json").exists()
+
+
+def test_data_linked_from_outside_the_project_is_refused(site: Site, tmp_path: Path) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-points.txt"
+    outside.write_text("1 2")
+    (site.root / "data/points.txt").unlink()
+    (site.root / "data/points.txt").symlink_to(outside)
+    with pytest.raises(FigureBuildError, match="data file data/points.txt is outside"):
+        site.build()

@@ -1,0 +1,87 @@
+"""Byte-identical builds, the freeze (a build that runs no script) and verify."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from conftest import Site
+from test_build import figures
+
+HIDE_TORCH = {  # importing either fails, as on a machine without them
+    "torch.py": "raise ImportError('torch is not installed here')\n",
+    "matplotlib/__init__.py": "raise ImportError('matplotlib is not installed here')\n",
+}
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file below a folder, by relative path."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_two_clean_builds_are_byte_identical(site: Site) -> None:
+    site.build()
+    first = snapshot(site.root / "output")
+    shutil.rmtree(site.root / "output")
+    shutil.rmtree(site.root / ".figgen-cache")
+    assert len(site.build()["ran"]) == 3
+    second = snapshot(site.root / "output")
+    assert first.keys() == second.keys()
+    # The provenance JSON records each run's time: the one file allowed to differ.
+    differ = sorted(k for k in first if first[k] != second[k])
+    assert all(k.startswith("figures/") and k.endswith(".json") for k in differ), differ
+    assert any(k.endswith(".png") for k in first) and any(k.endswith(".html") for k in first)
+
+
+def test_a_frozen_build_runs_no_script_and_needs_no_torch(site: Site) -> None:
+    frozen = site.figgen("freeze")
+    assert frozen.returncode == 0, frozen.stderr
+    images = {p.name for p in (site.root / "_freeze/objects").iterdir()}
+    shutil.rmtree(site.root / ".figgen-cache")
+    fake = site.root / "no-torch"
+    for rel, text in HIDE_TORCH.items():
+        (fake / rel).parent.mkdir(parents=True, exist_ok=True)
+        (fake / rel).write_text(text)
+    env = {"FIGGEN_MODE": "frozen", "PYTHONPATH": f"{fake}:{site.env()['PYTHONPATH']}"}
+    check = site.command([sys.executable, "-c", "import torch"], env)
+    assert "torch is not installed here" in check.stderr  # the fake really hides torch
+    result = site.build_cli(env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (site.root / ".figgen-cache/records").exists()  # nothing ran
+    found = figures(site.html())
+    assert len(found) == 3 and "Alpha is drawn in red" in site.html()
+    published = {Path(f["img"]["src"]).name.rpartition("-")[2] for f in found}
+    assert {name[:12] + ".png" for name in images} == published
+
+    site.append("figs/alpha.py", "\n# edited after the freeze\n")
+    result = site.build_cli(env=env)
+    assert result.returncode == 0
+    assert "stale: frozen before figs/alpha.py changed" in site.html()
+
+    (site.root / "_freeze/records/gamma.json").unlink()
+    result = site.build_cli(env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "figure 'gamma': missing from the frozen cache" in out
+
+
+def test_verify_reports_identical_close_and_drifted(site: Site) -> None:
+    assert site.figgen("freeze").returncode == 0
+    result = site.figgen("verify")
+    assert result.returncode == 0, result.stderr
+    assert "alpha: identical" in result.stdout and "gamma: identical" in result.stdout
+
+    helper = (site.root / "helpers/common.py").read_text()
+    nearly = "color=('#fe0000' if color == 'red' else color)"  # one step less red
+    site.write("helpers/common.py", helper.replace("color=color", nearly))
+    result = site.figgen("verify")
+    assert result.returncode == 0, result.stdout
+    assert "alpha: close (RMS difference 0.0" in result.stdout
+    assert "frozen before helpers/common.py changed" in result.stdout
+    assert "beta: identical" in result.stdout
+
+    site.write("helpers/common.py", helper.replace("color=color", "color='green'"))
+    result = site.figgen("verify")
+    assert result.returncode == 1 and "alpha: drifted (RMS difference" in result.stdout
