@@ -54,6 +54,7 @@ def test_the_workflow_regenerates_every_figure_and_deploys_only_from_main() -> N
     text = SITE.read_text()
     assert "runs-on: ${{ inputs.runner || vars.FIGGEN_RUNNER || 'ubuntu-latest' }}" in text
     assert "make figures-clean\n" in text  # the cache is dropped: every script runs again
+    assert "FIGGEN_MODE: run\n" in text and "FIGGEN_ON_ERROR: strict\n" in text  # not frozen
     assert 'make publish PELICAN_OPTS="--fatal errors"' in text
     assert "actions/upload-pages-artifact@" in text and "actions/deploy-pages@" in text
     deploy = text[text.index("\n  deploy:"):]
