@@ -1,9 +1,13 @@
 """Pelican settings for local builds (`make site`, `make serve`)."""
 
+from pathlib import Path
+
 AUTHOR = "Aleksey Nozdryn-Plotnicki"
 SITENAME = "Executable figures"
 SITESUBTITLE = "Posts whose figures are computed when the site is built"
-SITEURL = ""
+# Pages link relatively (RELATIVE_URLS), so the site works from any folder or port; feeds,
+# which need absolute links, point at `make serve`'s address. publishconf.py sets the real one.
+SITEURL = "http://127.0.0.1:8000"
 
 PATH = "content"
 TIMEZONE = "UTC"
@@ -20,12 +24,18 @@ PLUGINS = ["pelican_figgen", "tex_mathml"]
 #     "params": {"imagenet": {"model": "torchvision/inception_v3"}}
 FIGGEN: dict = {}
 
-# Feeds are written by publishconf.py only; local previews do not need them.
-FEED_ALL_ATOM = None
-CATEGORY_FEED_ATOM = None
+# Atom feeds, in local builds too.
+FEED_ALL_ATOM = "feeds/all.atom.xml"
+CATEGORY_FEED_ATOM = "feeds/{slug}.atom.xml"
 TRANSLATION_FEED_ATOM = None
 AUTHOR_FEED_ATOM = None
 AUTHOR_FEED_RSS = None
 
 DEFAULT_PAGINATION = False
 RELATIVE_URLS = True
+
+# Every stylesheet in the theme, linked by base.html in this order: style.css first.
+THEME_STYLESHEETS = sorted(
+    (p.name for p in (Path(__file__).parent / THEME / "static" / "css").glob("*.css")),
+    key=lambda name: (name != "style.css", name),
+)

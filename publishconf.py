@@ -1,4 +1,4 @@
-"""Pelican settings for publishing: pelicanconf.py plus absolute URLs and feeds."""
+"""Pelican settings for publishing: pelicanconf.py plus absolute URLs (feeds link to SITEURL)."""
 
 import os
 import sys
@@ -8,6 +8,4 @@ from pelicanconf import *  # noqa: E402,F403
 
 SITEURL = os.environ.get("SITEURL", "")
 RELATIVE_URLS = False
-FEED_ALL_ATOM = "feeds/all.atom.xml"
-CATEGORY_FEED_ATOM = "feeds/{slug}.atom.xml"
 DELETE_OUTPUT_DIRECTORY = True

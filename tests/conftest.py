@@ -1,4 +1,5 @@
-"""A tiny site in a temporary folder: three figure scripts, a shared helper, a data file."""
+"""Sites to test: a tiny one in a temporary folder (three figure scripts, a shared helper, a data
+file), and the real one, built once per session."""
 
 from __future__ import annotations
 
@@ -156,3 +157,18 @@ def site(tmp_path: Path) -> Site:
     s.write("figs/gamma.py", GAMMA)
     s.write("data/points.txt", "1 3 2 5")
     return s
+
+
+@pytest.fixture(scope="session")
+def real_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the real site once per session, with a fresh cache, so every figure really runs."""
+    from pelican import Pelican
+    from pelican.settings import read_settings
+
+    tmp = tmp_path_factory.mktemp("site")
+    settings = read_settings(
+        str(REPO / "pelicanconf.py"),
+        override={"OUTPUT_PATH": str(tmp / "output"), "FIGGEN": {"cache_dir": str(tmp / "cache")}},
+    )
+    Pelican(settings).run()
+    return tmp

@@ -207,3 +207,34 @@ def test_a_failed_figure_is_not_rerun_until_something_it_reads_changes(site: Sit
     with pytest.raises(FigureBuildError):
         site.build()
     assert log.read_text().count("run") == 2
+
+
+def test_images_declare_their_density_and_load_lazily_after_the_first(site: Site) -> None:
+    site.build(RELATIVE_URLS=True)
+    found = figures(site.html())
+    assert "loading" not in found[0]["img"]
+    assert [f["img"].get("loading") for f in found[1:]] == ["lazy", "lazy"]
+    for fig in found:
+        assert fig["img"]["srcset"] == fig["img"]["src"] + " 2x"  # the PNG is at twice its size
+        assert "data-figgen-density" not in fig["img"]
+    # The summary on a page one folder down: srcset follows src's relative path there too.
+    for fig in figures((site.root / "output" / "category" / "tests.html").read_text()):
+        assert fig["img"]["src"].startswith("../") and fig["img"]["srcset"].startswith("../")
+        assert fig["img"]["srcset"] == fig["img"]["src"] + " 2x"
+
+
+CODE = re.compile(
+    r'<details class="figgen-code"><summary>Show the code</summary>\n(.*?)</details>', re.S
+)
+
+
+def test_show_the_code_holds_the_highlighted_script_as_it_is_now(site: Site) -> None:
+    site.build()
+    blocks = CODE.findall(site.html())
+    assert len(blocks) == 3
+    definition = '<span class="k">def</span><span class="w"> </span><span class="nf">main</span>'
+    assert definition in blocks[0]  # highlighted by Pygments, classes styled by pygments.css
+    assert "points.txt" in blocks[2] and "points.txt" not in blocks[0]
+    site.append("figs/gamma.py", "\n# gamma, edited\n")
+    site.build()
+    assert "gamma, edited" in CODE.findall(site.html())[2]

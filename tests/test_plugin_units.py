@@ -9,7 +9,7 @@ from pathlib import Path
 import markdown
 import pytest
 
-from pelican_figgen import cache, discover, pipeline
+from pelican_figgen import cache, discover, embed, pipeline
 from pelican_figgen.cache import Expected, Hashes, Image, Record, Store
 from pelican_figgen.errors import FigureError, SettingsError
 from pelican_figgen.markdown_ext import FigureReferenceExtension
@@ -154,6 +154,19 @@ def test_traceback_keeps_project_frames_and_the_message() -> None:
     assert 'File "/proj/figs/f.py", line 5, in main' in trimmed and "helper()" in trimmed
     assert trimmed.endswith("ValueError: bad") and "some output" not in trimmed
     assert trimmed.count("frame(s) of library code hidden") == 2
+
+
+def test_srcset_is_made_from_each_images_own_resolved_src() -> None:
+    page = (
+        '<p><img src="../a.png" alt="a" data-figgen-density="2" width="4"></p>\n'
+        '<img alt="b" src="https://x.org/b.png" data-figgen-density="3">\n'
+        '<img src="plain.png" alt="not a figure">'
+    )
+    assert embed.with_srcset(page) == (
+        '<p><img src="../a.png" alt="a" srcset="../a.png 2x" width="4"></p>\n'
+        '<img alt="b" src="https://x.org/b.png" srcset="https://x.org/b.png 3x">\n'
+        '<img src="plain.png" alt="not a figure">'
+    )
 
 
 def test_failure_policy_and_mode_are_checked_and_the_environment_overrides(

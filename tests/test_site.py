@@ -1,13 +1,9 @@
-"""The real site: build the article with all its figures into a temporary folder."""
+"""The real site (built once per session by conftest.real_site): figures, math, index, feeds."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-
-import pytest
-from pelican import Pelican
-from pelican.settings import read_settings
 
 from conftest import REPO
 from test_build import figures, png_size
@@ -19,44 +15,59 @@ NAMES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the site once, with a fresh cache, so every figure script really runs."""
-    tmp = tmp_path_factory.mktemp("site")
-    settings = read_settings(
-        str(REPO / "pelicanconf.py"),
-        override={"OUTPUT_PATH": str(tmp / "output"), "FIGGEN": {"cache_dir": str(tmp / "cache")}},
-    )
-    Pelican(settings).run()
-    return tmp
-
-
-def test_every_figure_of_the_article_is_computed_and_embedded(built: Path) -> None:
-    html = (built / "output" / ARTICLE).read_text()
+def test_every_figure_of_the_article_is_computed_and_embedded(real_site: Path) -> None:
+    html = (real_site / "output" / ARTICLE).read_text()
     found = figures(html)
     assert [re.sub(r"-[0-9a-f]{12}\.png$", "", Path(f["img"]["src"]).name) for f in found] == NAMES
     for fig in found:
         img = fig["img"]
         assert img["alt"].strip() and fig["caption"].strip()
         assert "{" not in fig["caption"] and "}" not in fig["caption"]  # every slot was filled
-        width, height = png_size((built / "output" / img["src"]).read_bytes())
+        width, height = png_size((real_site / "output" / img["src"]).read_bytes())
         assert (width, height) == (2 * int(img["width"]), 2 * int(img["height"]))
 
 
-def test_the_imagenet_captions_state_what_the_run_found(built: Path) -> None:
+def test_the_imagenet_captions_state_what_the_run_found(real_site: Path) -> None:
     found = {re.sub(r"-[0-9a-f]{12}\.png$", "", Path(f["img"]["src"]).name): f["caption"]
-             for f in figures((built / "output" / ARTICLE).read_text())}
+             for f in figures((real_site / "output" / ARTICLE).read_text())}
     assert "EfficientNet-Lite0" in found["opening"] and "as espresso (94." in found["opening"]
     assert "as daisy (" in found["fgsm"] and "Rachel Michetti" in found["opening"]
     assert "as jigsaw puzzle (" in found["jigsaw"]
 
 
-def test_the_formula_renders_as_math_and_the_text_is_the_authors(built: Path) -> None:
-    html = (built / "output" / ARTICLE).read_text()
+def test_the_formula_renders_as_math_and_the_text_is_the_authors(real_site: Path) -> None:
+    html = (real_site / "output" / ARTICLE).read_text()
     assert re.search(r'<math [^>]*display="block"', html)
     assert "Where do adversarial images come from?" in html
     assert "adversarial training" in html and "{filename}" not in html
 
 
-def test_the_index_lists_the_article(built: Path) -> None:
-    assert ARTICLE in (built / "output" / "index.html").read_text()
+def test_the_index_lists_the_article(real_site: Path) -> None:
+    assert ARTICLE in (real_site / "output" / "index.html").read_text()
+
+
+def test_the_article_shows_its_front_matter(real_site: Path) -> None:
+    html = (real_site / "output" / ARTICLE).read_text()
+    assert "<h1>Where do adversarial images come from?</h1>" in html
+    assert '<time datetime="2017-10-29T20:00:00+00:00">29 October 2017</time>' in html
+    assert '<a href="./category/adversarial-images.html">Adversarial Images</a>' in html
+    assert '<meta property="article:section" content="Adversarial Images">' in html
+
+
+def test_atom_feeds_list_the_article(real_site: Path) -> None:
+    html = (real_site / "output" / ARTICLE).read_text()
+    assert '<link href="./feeds/all.atom.xml" type="application/atom+xml"' in html
+    for feed in ("all", "adversarial-images"):
+        xml = (real_site / "output" / "feeds" / f"{feed}.atom.xml").read_text()
+        assert "<title>Where do adversarial images come from?</title>" in xml
+        assert f"http://127.0.0.1:8000/{ARTICLE}" in xml  # make serve's address
+        assert 'srcset="http://127.0.0.1:8000/figures/' in xml and "data-figgen" not in xml
+
+
+def test_every_theme_stylesheet_is_linked(real_site: Path) -> None:
+    html = (real_site / "output" / ARTICLE).read_text()
+    sheets = sorted(p.name for p in (REPO / "theme" / "static" / "css").glob("*.css"))
+    assert "style.css" in sheets and "pygments.css" in sheets
+    for name in sheets:
+        assert f'<link rel="stylesheet" href="./theme/css/{name}">' in html
+        assert (real_site / "output" / "theme" / "css" / name).is_file()

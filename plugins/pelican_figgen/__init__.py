@@ -8,6 +8,7 @@ import logging
 
 from pelican import signals
 
+from .embed import add_srcset, add_srcset_to_feed
 from .pipeline import add_markdown_extension, build_figures
 
 
@@ -16,6 +17,8 @@ def register() -> None:
     _follow_pelican_verbosity()
     signals.initialized.connect(add_markdown_extension)
     signals.all_generators_finalized.connect(build_figures)
+    signals.content_written.connect(add_srcset)
+    signals.feed_generated.connect(add_srcset_to_feed)
 
 
 def _follow_pelican_verbosity() -> None:

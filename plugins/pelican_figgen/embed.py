@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import markdown
+from pygments import __version__ as pygments_version
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 
@@ -21,6 +22,9 @@ from .errors import FigureError
 from .settings import FiggenSettings
 
 PARAGRAPH = re.compile(r"^<p>(.*)</p>$", re.S)
+DENSITY_MARK = "data-figgen-density="  # on <img> until the page is written, then srcset
+DENSITY_IMG = re.compile(r'<img\b[^>]*?\s' + DENSITY_MARK + r'"(\d+)"[^>]*>')
+SRC = re.compile(r'\ssrc="([^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class Published:
     width: int
     height: int
     record: str  # the provenance JSON beside the image
+    code: str = ""  # the script, highlighted, for the "show the code" disclosure
+    density: int = 1  # image pixels per CSS pixel (figure scripts save PNGs at 2x)
 
 
 def publish(
@@ -68,7 +74,11 @@ def publish(
         static_content[page] = StaticLink(page)
         source = "{static}/" + page
     record_link = "{static}/" + record_url
-    return Published("{static}/" + image_url, source, image.width, image.height, record_link)
+    code = _highlighted(figure.script, settings.cache_dir / "code")
+    density = _pixel_width(output_path / image_url) // image.width or 1
+    return Published(
+        "{static}/" + image_url, source, image.width, image.height, record_link, code, density
+    )
 
 
 def figure_html(
@@ -80,14 +90,18 @@ def figure_html(
     loading = ' loading="lazy"' if lazy else ""
     anchor = "fig-" + ref.name.replace("/", "-")
     mark = f'  <p class="figgen-stale-mark">stale: {html.escape(stale)}</p>\n' if stale else ""
+    # Pelican resolves one link per tag, so srcset is added once the page is written.
+    density = f' {DENSITY_MARK}"{where.density}"' if where.density > 1 else ""
     return (
         f'<figure class="figgen{" figgen-stale" if stale else ""}" id="{anchor}">\n{mark}'
         f'  <img src="{where.image}" alt="{alt}" width="{where.width}" '
-        f'height="{where.height}"{loading} decoding="async">\n'
+        f'height="{where.height}"{loading} decoding="async"{density}>\n'
         f"  <figcaption>\n"
         f'    <span class="figgen-caption">{caption}</span>\n'
         f'    <a class="figgen-source" href="{html.escape(where.source, quote=True)}">'
         f"made by {html.escape(script)}</a>\n"
+        f'    <details class="figgen-code"><summary>Show the code</summary>\n{where.code}'
+        f"</details>\n"
         f"  </figcaption>\n"
         f"{provenance.disclosure_html(record, script, where.record)}"
         f"</figure>"
@@ -143,6 +157,57 @@ def _write_if_changed(target: Path, text: str) -> None:
     except (OSError, ValueError):
         pass
     write_atomic(target, text)
+
+
+def add_srcset(path: str, context: Mapping[str, Any]) -> None:
+    """Give each figure image in a written page a srcset naming its pixel density."""
+    page = Path(path)
+    if page.suffix == ".html":
+        text = page.read_text(encoding="utf-8")
+        if DENSITY_MARK in text:
+            write_atomic(page, with_srcset(text))
+
+
+def add_srcset_to_feed(context: Mapping[str, Any], feed: Any) -> None:
+    """The same for the entries of a feed, before it is written."""
+    for item in feed.items:
+        for key in ("content", "description"):
+            if DENSITY_MARK in (item.get(key) or ""):
+                item[key] = with_srcset(item[key])
+
+
+def with_srcset(html_text: str) -> str:
+    """Replace each <img>'s density marker by `srcset="<its resolved src> <density>x"`."""
+    return DENSITY_IMG.sub(_with_srcset, html_text)
+
+
+def _with_srcset(match: re.Match) -> str:
+    """One <img> with its density marker replaced by its srcset."""
+    tag, density = match.group(0), match.group(1)
+    src = SRC.search(tag)
+    srcset = f' srcset="{src.group(1)} {density}x"' if src else ""
+    return tag.replace(f' {DENSITY_MARK}"{density}"', srcset, 1)
+
+
+def _pixel_width(image: Path) -> int:
+    """A PNG's width in pixels, from its header; 0 for any other format."""
+    with image.open("rb") as f:
+        head = f.read(24)
+    return int.from_bytes(head[16:20], "big") if head[12:16] == b"IHDR" else 0
+
+
+def _highlighted(script: Path, cache_dir: Path) -> str:
+    """The script as highlighted HTML, kept by content hash: a no-op build highlights nothing."""
+    source = script.read_text(encoding="utf-8")
+    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
+    cached = cache_dir / f"{digest}-pygments-{pygments_version}.html"
+    if cached.is_file():
+        return cached.read_text(encoding="utf-8")
+    from pygments.lexers.python import PythonLexer  # here: a no-op build never needs it
+
+    code = highlight(source, PythonLexer(), HtmlFormatter())
+    write_atomic(cached, code)
+    return code
 
 
 def _write_source_page(script: Path, label: str, target: Path) -> None:

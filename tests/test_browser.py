@@ -1,0 +1,243 @@
+"""The built article in headless Chromium, served from 127.0.0.1: images, math, no console
+errors, no request off localhost, the code disclosure, dark mode and a phone-sized screen.
+
+Screenshots go to test-output/ at the repository root. Needs Debian's chromium and
+chromium-driver (`.ci/run` installs them); without them the tests skip, unless
+FIGGEN_REQUIRE_BROWSER is set (CI sets it), in which case they fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from conftest import REPO
+from test_site import ARTICLE, NAMES
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SCREENSHOTS = REPO / "test-output"
+# No background traffic: this machine's network is closed, and none of it is the page's.
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1280,900", "--hide-scrollbars",
+]
+IN_BROWSER = {"data", "blob", "about", "chrome"}  # schemes no request leaves the browser for
+PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+
+# Count the images not loaded yet (lazy, below the fold), then scroll each into view, wait
+# until it is decoded, and report on all.
+LOAD_IMAGES = """
+const done = arguments[arguments.length - 1];
+const pending = Array.from(document.images).filter((img) => !img.complete).length;
+(async () => {
+  for (const img of document.images) {
+    img.scrollIntoView({block: "center"});
+    try { await img.decode(); } catch (e) {}
+  }
+  window.scrollTo(0, 0);
+  done({pending, images: Array.from(document.images, (img) => ({
+    src: img.getAttribute("src"), srcset: img.getAttribute("srcset"),
+    shown: img.currentSrc === img.src, complete: img.complete,
+    natural: [img.naturalWidth, img.naturalHeight],
+    attrs: [Number(img.getAttribute("width")), Number(img.getAttribute("height"))],
+    box: img.getBoundingClientRect().width, drawn: parseFloat(getComputedStyle(img).width),
+  }))});
+})();
+"""
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serve files without logging every request to stderr."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (base class name)
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(real_site: Path) -> Iterator[str]:
+    """The built site on an ephemeral port of 127.0.0.1; yields its base URL."""
+    handler = functools.partial(QuietHandler, directory=str(real_site / "output"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Debian's headless Chromium through its chromedriver (never Selenium Manager)."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+    if missing:
+        message = f"no {' or '.join(missing)} (apt-get install chromium chromium-driver)"
+        if os.environ.get("FIGGEN_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver.set_script_timeout(60)
+    # Every visit fetches again, so each one's requests are all in its log.
+    driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
+    yield driver
+    driver.quit()
+
+
+def visit(driver: object, url: str) -> dict:
+    """Open a page and load every image: {"pending": not loaded at first, "images": [...]}."""
+    driver.get_log("browser"), driver.get_log("performance")  # drop what came before
+    driver.get(url)
+    return driver.execute_async_script(LOAD_IMAGES)
+
+
+def requests_and_errors(driver: object) -> tuple[list[str], list[str]]:
+    """URLs the page requested, and its console errors, since the last call."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    return urls, errors
+
+
+def screenshot(driver: object, name: str) -> Path:
+    """Save a full-page PNG under test-output/, the first code disclosure open, and say where."""
+    driver.execute_script("document.querySelector('details.figgen-code').open = true")
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
+    SCREENSHOTS.mkdir(exist_ok=True)
+    path = SCREENSHOTS / name
+    path.write_bytes(base64.b64decode(shot["data"]))
+    print(f"screenshot: {path}")
+    return path
+
+
+def color_scheme(driver: object, scheme: str) -> None:
+    """Emulate the system's light or dark setting."""
+    feature = {"name": "prefers-color-scheme", "value": scheme}
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [feature]})
+
+
+def luminance(driver: object, selector: str, prop: str = "background-color") -> float:
+    """Mean of the R, G, B channels (0 to 1) of an element's computed colour."""
+    rgb = driver.execute_script(
+        "return getComputedStyle(document.querySelector(arguments[0]))[arguments[1]]",
+        selector, prop,
+    )
+    channels = [float(c) for c in rgb[rgb.index("(") + 1:-1].split(",")[:3]]
+    return sum(channels) / 3 / 255
+
+
+def test_every_image_loads_sharp_and_only_from_localhost(browser: object, server: str) -> None:
+    page = visit(browser, f"{server}/{ARTICLE}")
+    assert page["pending"] > 0, "figures below the fold wait until scrolled to (loading=lazy)"
+    images = page["images"]
+    assert len(images) == len(NAMES)
+    for img in images:
+        assert img["complete"] and min(img["natural"]) > 0, img
+        assert img["srcset"] == f"{img['src']} 2x" and img["shown"]
+        # On a 1x screen the browser may take src as the 1x candidate or the srcset's 2x one:
+        # the same PNG, with twice the pixels of the box (test_build checks the file itself).
+        assert img["natural"] in (img["attrs"], [2 * n for n in img["attrs"]]), img
+        # Drawn at exactly its CSS size, even when wider than the text: no resampling blur.
+        assert img["drawn"] == img["attrs"][0], img
+    urls, errors = requests_and_errors(browser)
+    assert errors == []
+    assert len(urls) >= 1 + len(NAMES)  # the page and its figures at least: the check is real
+    remote = [urlparse(u) for u in urls if urlparse(u).scheme not in IN_BROWSER]
+    assert {u.hostname for u in remote} == {"127.0.0.1"}, urls
+    screenshot(browser, "article-light.png")
+
+
+def test_math_is_rendered_as_mathml(browser: object, server: str) -> None:
+    visit(browser, f"{server}/{ARTICLE}")
+    found = browser.execute_script("""
+        return Array.from(document.querySelectorAll("math"), (m) => ({
+            mathml: m instanceof MathMLElement, display: m.getAttribute("display"),
+            height: m.getBoundingClientRect().height,
+        }));
+    """)
+    assert found and all(m["mathml"] and m["height"] > 0 for m in found), found
+    assert any(m["display"] == "block" and m["height"] > 20 for m in found), found
+    assert browser.execute_script("return document.querySelectorAll('.math-error').length") == 0
+    assert requests_and_errors(browser)[1] == []
+
+
+def test_show_the_code_opens_the_highlighted_script(browser: object, server: str) -> None:
+    visit(browser, f"{server}/{ARTICLE}")
+    state = """
+        const d = document.querySelector("figure.figgen details.figgen-code");
+        const pre = d.querySelector("pre");
+        return {open: d.open, visible: pre.checkVisibility(), text: pre.textContent,
+                height: pre.getBoundingClientRect().height,
+                keyword: getComputedStyle(d.querySelector(".k")).color,
+                plain: getComputedStyle(pre).color};
+    """
+    closed = browser.execute_script(state)
+    assert not closed["open"] and not closed["visible"]
+    browser.execute_script("document.querySelector('details.figgen-code summary').click()")
+    opened = browser.execute_script(state)
+    assert opened["open"] and opened["visible"] and opened["height"] > 100
+    assert "def main(ctx" in opened["text"] and opened["keyword"] != opened["plain"]
+
+
+def test_dark_mode_follows_the_system_and_figures_stay_on_a_light_card(
+    browser: object, server: str
+) -> None:
+    visit(browser, f"{server}/{ARTICLE}")
+    light = luminance(browser, "body"), luminance(browser, ".highlight")
+    color_scheme(browser, "dark")
+    try:
+        assert luminance(browser, "body") < 0.2 < 0.8 < light[0]
+        assert luminance(browser, "body", "color") > 0.8  # light text on the dark page
+        assert luminance(browser, "figure.figgen img") > 0.95  # white PNGs keep a white card
+        assert luminance(browser, ".highlight") < 0.3 < light[1]  # code follows the scheme
+        screenshot(browser, "article-dark.png")
+    finally:
+        color_scheme(browser, "light")
+    assert requests_and_errors(browser)[1] == []
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_phone_layout_fits_the_screen(browser: object, server: str, scheme: str) -> None:
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
+    color_scheme(browser, scheme)
+    try:
+        images = visit(browser, f"{server}/{ARTICLE}")["images"]
+        browser.execute_script("document.querySelectorAll('details').forEach((d) => d.open = true)")
+        overflow = browser.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, "the page scrolls sideways on a phone (code scrolls in its box)"
+        assert all(0 < img["box"] <= PHONE["width"] for img in images)
+        # A 2x screen takes the srcset's 2x candidate: its natural size is then its CSS size.
+        assert all(img["shown"] and img["natural"] == img["attrs"] for img in images), images
+        font = browser.execute_script("return parseFloat(getComputedStyle(document.body).fontSize)")
+        assert font >= 16  # readable without zooming
+        screenshot(browser, f"article-phone-{scheme}.png")
+    finally:
+        color_scheme(browser, "light")
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert requests_and_errors(browser)[1] == []
