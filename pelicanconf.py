@@ -1,7 +1,5 @@
 """Pelican settings for local builds (`make site`, `make serve`)."""
 
-from pathlib import Path
-
 AUTHOR = "Aleksey Nozdryn-Plotnicki"
 SITENAME = "Executable figures"
 SITESUBTITLE = "Posts whose figures are computed when the site is built"
@@ -34,8 +32,3 @@ AUTHOR_FEED_RSS = None
 DEFAULT_PAGINATION = False
 RELATIVE_URLS = True
 
-# Every stylesheet in the theme, linked by base.html in this order: style.css first.
-THEME_STYLESHEETS = sorted(
-    (p.name for p in (Path(__file__).parent / THEME / "static" / "css").glob("*.css")),
-    key=lambda name: (name != "style.css", name),
-)

@@ -52,6 +52,8 @@ def test_the_article_shows_its_front_matter(real_site: Path) -> None:
     assert '<time datetime="2017-10-29T20:00:00+00:00">29 October 2017</time>' in html
     assert '<a href="./category/adversarial-images.html">Adversarial Images</a>' in html
     assert '<meta property="article:section" content="Adversarial Images">' in html
+    descriptions = re.findall(r'<meta name="description" content="([^"]*)"', html)
+    assert len(descriptions) == 1 and "adversarial" in descriptions[0]
 
 
 def test_atom_feeds_list_the_article(real_site: Path) -> None:

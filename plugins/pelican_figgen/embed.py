@@ -102,8 +102,9 @@ def figure_html(
         f"made by {html.escape(script)}</a>\n"
         f'    <details class="figgen-code"><summary>Show the code</summary>\n{where.code}'
         f"</details>\n"
-        f"  </figcaption>\n"
+        # Inside the caption: a <figure> may hold only one, as its first or last child.
         f"{provenance.disclosure_html(record, script, where.record)}"
+        f"  </figcaption>\n"
         f"</figure>"
     )
 
