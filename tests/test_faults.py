@@ -11,11 +11,13 @@ import signal
 import subprocess
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 
 from conftest import Site
+from pelican_figgen import run
 from pelican_figgen.errors import FigureBuildError
 from test_build import ALL, figures
 
@@ -61,15 +63,48 @@ def test_strict_failure_exits_non_zero_with_a_summary_and_no_plugin_traceback(si
 
 def test_hanging_script_is_killed_with_its_children(site: Site, tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
-    body = f"""\
+    # No heavy import: the child's pid is written long before the time-out.
+    site.write("figs/beta.py", textwrap.dedent(f"""\
+        import subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
         open({str(pid_file)!r}, "w").write(str(child.pid))
+        __figure__ = {{"timeout": 5}}
         time.sleep(300)
-    """
-    cause = failed_cause(site, body, '__figure__ = {"timeout": 2}')
-    assert "timed out after 2 s" in cause
+    """))
+    with pytest.raises(FigureBuildError) as err:
+        site.build()
+    (error,) = err.value.errors
+    assert "timed out after 5 s" in error.cause
     child = int(pid_file.read_text())
     assert _gone(child), "the script's child process survived the time-out"
+
+
+LINGER = """\
+sleeper = subprocess.Popen(["sleep", "30"])  # holds the script's stdout and stderr
+open({pid!r}, "w").write(str(sleeper.pid))
+"""
+
+
+def test_a_child_left_running_by_a_good_script_neither_delays_nor_survives_it(
+    site: Site, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "sleep.pid"
+    # Shorter than the sleep: a build that waited for the child's pipes would time out.
+    site.write("figs/beta.py", script(LINGER.format(pid=str(pid_file)),
+                                      '__figure__ = {"timeout": 20}'))
+    assert set(site.build()["ran"]) == ALL
+    assert _gone(int(pid_file.read_text())), "the script's child outlived it"
+
+
+def test_a_raising_script_with_a_child_left_running_reports_its_exception(
+    site: Site, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "sleep.pid"
+    body = LINGER.format(pid=str(pid_file)) + "raise ValueError('beta broke')\n"
+    cause = failed_cause(site, body, '__figure__ = {"timeout": 20}')
+    assert "exit status 1" in cause and "ValueError: beta broke" in cause
+    assert "timed out" not in cause
+    assert _gone(int(pid_file.read_text()))
 
 
 def _gone(pid: int, seconds: float = 5) -> bool:
@@ -128,6 +163,42 @@ def test_unreadable_image_is_a_failure(site: Site, damage: str, expected: str) -
     """)
     cause = failed_cause(site, "pass", header)
     assert "beta.png is not a readable PNG image" in cause and expected in cause
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    """A PNG chunk with a correct checksum."""
+    crc = zlib.crc32(kind + body).to_bytes(4, "big")
+    return len(body).to_bytes(4, "big") + kind + body + crc
+
+
+EMPTY_IHDR = run.PNG_SIGNATURE + _chunk(b"IHDR", b"") + _chunk(b"IEND", b"")
+WRITES_MANIFEST = """\
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+(out / "beta.png").write_bytes({png!r})
+(out / "manifest.json").write_text({manifest!r})
+"""
+
+
+@pytest.mark.parametrize("png, manifest, expected", [
+    (EMPTY_IHDR, '{"images": [{"file": "beta.png", "width": 1, "height": 1}]}',
+     "beta.png is not a readable PNG image: its IHDR chunk holds 0 bytes, not 13"),
+    (b"", '[{"file": "beta.png"}]', "a manifest that is a JSON list, not an object"),
+    (b"", '{"images": [{"width": 1, "height": 1}]}', "entry without a file name"),
+    (b"", '{"images": [{"file": "../beta.png"}]}', "entry without a file name"),
+    (b"", '{"images": {"file": "beta.png"}}', "images are not a list"),
+], ids=["empty-IHDR", "list", "no-file", "file-outside", "images-not-a-list"])
+def test_malformed_output_is_a_failure_not_a_crash(
+    site: Site, png: bytes, manifest: str, expected: str
+) -> None:
+    site.write("figs/beta.py", WRITES_MANIFEST.format(png=png, manifest=manifest))
+    with pytest.raises(FigureBuildError) as err:
+        site.build()
+    (error,) = err.value.errors
+    assert expected in error.cause
+    assert site.report()["failed"] == ["beta"]
 
 
 def test_keep_going_shows_the_last_good_figure_marked_stale(site: Site) -> None:
