@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import subprocess
@@ -64,8 +65,12 @@ def test_run_names_force_and_clean(site: Site) -> None:
     assert "time per figure, slowest first" in site.figgen("run", "--force").stdout
     result = site.figgen("run", "betta")
     assert result.returncode == 1 and "closest: beta" in result.stdout + result.stderr
-    assert site.figgen("clean").returncode == 0
-    assert not (site.root / ".figgen-cache").exists()
+    lock = site.root / ".figgen-cache/locks/beta.lock"
+    with lock.open("a") as held:  # as a running build holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert site.figgen("clean").returncode == 0
+    assert [p.name for p in (site.root / ".figgen-cache").iterdir()] == ["locks"]
+    assert lock.exists()
 
 
 def test_provenance_json_and_disclosure_name_inputs_versions_device_and_commit(

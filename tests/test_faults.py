@@ -12,6 +12,7 @@ import subprocess
 import textwrap
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -233,9 +234,12 @@ def _img(site: Site, alt: str) -> bytes:
 def test_a_build_killed_with_minus_9_leaves_a_cache_the_next_build_uses(site: Site) -> None:
     site.build()
     started, pid_file = site.root / "started", site.root / "script.pid"
+    child_pid = site.root / "child.pid"
     body = f"""\
         open({str(pid_file)!r}, "w").write(str(os.getpid()))
         if not os.path.exists({str(started)!r}):
+            child = subprocess.Popen(["sleep", "300"])
+            open({str(child_pid)!r}, "w").write(str(child.pid))
             open({str(started)!r}, "w").close()
             time.sleep(300)
     """
@@ -251,35 +255,66 @@ def test_a_build_killed_with_minus_9_leaves_a_cache_the_next_build_uses(site: Si
     build.send_signal(signal.SIGKILL)
     build.wait()
     assert _gone(int(pid_file.read_text())), "the figure script outlived the killed build"
+    child = int(child_pid.read_text())
+    assert not _gone(child, seconds=0.5)  # the script's own child outlived the build: for now
     # What a kill between writing aside and renaming leaves; the next build drops it.
-    half = site.root / f".figgen-cache/objects/.{'0' * 64}.png.{build.pid}.tmp"
-    half.write_bytes(b"\x89PNG half")
+    halves = [site.root / f".figgen-cache/objects/.{'0' * 64}.png.{build.pid}.tmp",
+              site.root / f".figgen-cache/records/sub/.fig.json.{build.pid}.tmp",
+              site.root / f"output/figures/.alpha-{'0' * 12}.png.{build.pid}.tmp"]
+    for half in halves:
+        half.parent.mkdir(parents=True, exist_ok=True)
+        half.write_bytes(b"\x89PNG half")
     assert set(site.build()["ran"]) == {"beta", "gamma"}
+    assert _gone(child), "the next build did not kill what the killed build's script left"
     assert len(figures(site.html())) == 3
     assert not [p for p in (site.root / ".figgen-cache/tmp").iterdir() if p.name.startswith(
         f"{build.pid}-")]  # the killed build's scratch folder was dropped
-    assert not half.exists()
+    assert not [half for half in halves if half.exists()]
 
 
 def test_two_concurrent_builds_share_the_cache_and_run_each_figure_once(site: Site) -> None:
-    log = site.root / "runs.log"
+    log, release = site.root / "runs.log", site.root / "release"
     for name, color in (("alpha", "red"), ("beta", "blue")):
-        site.write(f"figs/{name}.py", script(
-            f"open({str(log)!r}, 'a').write({name!r} + '\\n')\ntime.sleep(1)"
-        ).replace('"green"', repr(color)))
-    pelican = str(Path(os.sys.executable).parent / "pelican")
-    builds = [
-        subprocess.Popen([pelican, "content", "-s", "pelicanconf.py", "-o", out], cwd=site.root,
-                         env=site.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for out in ("out1", "out2")
-    ]
-    for build in builds:
-        assert build.wait(timeout=120) == 0, build.stdout.read().decode()
+        site.write(f"figs/{name}.py", script(f"""\
+            open({str(log)!r}, 'a').write({name!r} + '\\n')
+            while not os.path.exists({str(release)!r}):  # the test lets it finish
+                time.sleep(0.05)
+        """).replace('"green"', repr(color)))
+    first = _pelican(site, "out1")
+    _wait_for(lambda: log.exists(), "the first build to start alpha")
+    second = _pelican(site, "out2")
+    _wait_for(lambda: "waiting for another build that is making alpha" in _log(site, "out2"),
+              "the second build to wait for alpha's lock")
+    assert log.read_text().split() == ["alpha"]  # the second build has not run it
+    release.touch()
+    for out, build in (("out1", first), ("out2", second)):
+        assert build.wait(timeout=120) == 0, _log(site, out)
     assert sorted(log.read_text().split()) == ["alpha", "beta"]  # each ran once, not twice
     one, two = (site.root / "out1", site.root / "out2")
     assert (one / "a-tiny-post.html").read_text() == (two / "a-tiny-post.html").read_text()
+    assert len(figures((one / "a-tiny-post.html").read_text())) == 3
     for path in (one / "figures").glob("*.png"):
         assert path.read_bytes() == (two / "figures" / path.name).read_bytes()
+
+
+def _pelican(site: Site, out: str) -> subprocess.Popen:
+    """Start a build into `out`, its output going to `out`.log."""
+    with (site.root / f"{out}.log").open("w") as log:
+        return subprocess.Popen(
+            [str(Path(os.sys.executable).parent / "pelican"), "content", "-s", "pelicanconf.py",
+             "-o", out], cwd=site.root, env=site.env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def _log(site: Site, out: str) -> str:
+    return (site.root / f"{out}.log").read_text()
+
+
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    """Poll until `condition` holds; fail naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])

@@ -141,8 +141,14 @@ def _finish(errors: list[FigureError]) -> int:
 
 
 def cmd_clean(project: Project, args: argparse.Namespace) -> int:
-    """Drop the figure cache."""
-    shutil.rmtree(project.settings.cache_dir, ignore_errors=True)
+    """Drop the figure cache (not its locks, which a running build may hold)."""
+    folder = project.settings.cache_dir
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            if entry.name != "locks":
+                shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
     print(f"removed {project.settings.cache_dir}")
     return 0
 

@@ -342,6 +342,8 @@ def _embed(
     """Replace each reference marker with its figure's HTML, or with its error box."""
     published: dict[str, embed.Published] = {}
     static_content = generator.context["static_content"]
+    # A build killed while copying leaves a half image aside, which would be published.
+    cache.drop_orphans(Path(generator.output_path) / settings.output_dir)
     for content in contents:
         html = content._content
         for index, ref in enumerate(refs.get(id(content), [])):

@@ -31,6 +31,7 @@ PROGRESS_FD = "FIGGEN_PROGRESS_FD"  # the harness writes JSON lines of progress 
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 PR_SET_PDEATHSIG = 1
 STDERR = ".figgen-stderr.txt"  # the script's stderr, in its output folder
+RUN_ENV = "FIGGEN_RUN"  # the run's output folder: marks the script and every child it starts
 # Looked up now, not in the forked child, where loading a library could deadlock.
 PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 Progress = Callable[[Mapping[str, Any]], None]  # called with each progress report of a run
@@ -132,7 +133,7 @@ def _spawn(figure: Figure, settings: FiggenSettings, out_dir: Path, write_fd: in
         return subprocess.Popen(
             command(figure, settings, out_dir),
             cwd=settings.root,
-            env=script_env(settings.root) | {PROGRESS_FD: str(write_fd)},
+            env=script_env(settings.root) | {PROGRESS_FD: str(write_fd), RUN_ENV: str(out_dir)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -146,6 +147,20 @@ def kill_group(pgid: int) -> None:
     """Kill a process group, if any of it is left."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def kill_strays(scratch: Path) -> None:
+    """Kill what runs started from `scratch` left running (their build was killed with -9)."""
+    # The script itself died with the build (PDEATHSIG); its children carry RUN_ENV.
+    marker = f"{RUN_ENV}={scratch}{os.sep}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:  # gone, or another user's
+            continue
+        if any(v.startswith(marker) for v in environ.split(b"\0")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def _die_with_parent() -> None:
