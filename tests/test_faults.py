@@ -216,6 +216,24 @@ def test_keep_going_shows_the_last_good_figure_marked_stale(site: Site) -> None:
     assert "broken beta" in (site.root / ".figgen-cache/failures/beta.json").read_text()
 
 
+def test_a_known_failure_is_retried_by_strict_builds_and_replayed_by_keep_going(
+    site: Site,
+) -> None:
+    log = site.root / "runs.log"
+    site.write("figs/beta.py", script(f"""\
+        open({str(log)!r}, 'a').write('beta\\n')
+        raise ValueError('broken beta')
+    """))
+    for _ in range(2):
+        with pytest.raises(FigureBuildError):
+            site.build()
+    assert log.read_text().split() == ["beta", "beta"]  # strict: tried each time
+    site.build(FIGGEN={"scripts": "figs", "on_error": "keep-going"})
+    assert log.read_text().split() == ["beta", "beta"]  # nothing changed: not run again
+    assert "in its last run; nothing it reads changed since" in site.report()["causes"]["beta"]
+    assert "ValueError: broken beta" in site.html()
+
+
 def test_keep_going_without_a_last_good_figure_shows_the_error(site: Site) -> None:
     site.write("figs/beta.py", script("raise ValueError('broken beta')"))
     site.build(FIGGEN={"scripts": "figs", "on_error": "keep-going"})
