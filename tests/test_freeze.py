@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -63,6 +64,30 @@ def test_a_frozen_build_runs_no_script_and_needs_no_torch(site: Site) -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 1
     assert "figure 'gamma': missing from the frozen cache" in out
+
+
+def test_a_damaged_freeze_is_reported_by_verify_and_repaired_by_freeze(site: Site) -> None:
+    assert site.figgen("freeze").returncode == 0
+    objects = {p: p.read_bytes() for p in (site.root / "_freeze/objects").iterdir()}
+    alpha, beta = (_frozen_image(site, name) for name in ("alpha", "beta"))
+    alpha.unlink()
+    beta.write_bytes(objects[beta][:-20] + bytes(20))
+    result = site.figgen("verify")
+    assert result.returncode == 1
+    assert "alpha: damaged (its frozen image" in result.stdout
+    assert "beta: damaged (its frozen image" in result.stdout
+    assert "gamma: identical" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert site.figgen("freeze").returncode == 0
+    assert {p: p.read_bytes() for p in (site.root / "_freeze/objects").iterdir()} == objects
+    assert site.build_cli(env={"FIGGEN_MODE": "frozen"}).returncode == 0
+
+
+def _frozen_image(site: Site, name: str) -> Path:
+    """The frozen image of a figure, from its frozen record."""
+    record = json.loads((site.root / f"_freeze/records/{name}.json").read_text())
+    image = record["images"][0]
+    return site.root / "_freeze/objects" / f"{image['sha256']}{image['suffix']}"
 
 
 def test_verify_reports_identical_close_and_drifted(site: Site) -> None:

@@ -162,9 +162,8 @@ def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
     for name, record in outcome.records.items():
         if name in outcome.stale:  # its run failed: keep what was frozen before
             continue
-        for image in record.images:
-            if not freeze.object_path(image).is_file():
-                cache.copy_atomic(source.object_path(image), freeze.object_path(image))
+        for image in record.images:  # put re-copies a frozen image that is missing or damaged
+            freeze.put(source.object_path(image), image.width, image.height)
         freeze.save(record)
     _prune(freeze, set(project.articles))
     print(f"froze {len(outcome.records) - len(outcome.stale)} figure(s) into {s.freeze_dir}")
@@ -204,7 +203,8 @@ def cmd_verify(project: Project, args: argparse.Namespace) -> int:
             result = verify.compare(name, frozen, freeze, outcome.records[name], fresh,
                                     s.verify_tolerance)
         failures += not result.ok
-        print(f"{name}: {result.verdict} ({result.detail}){_freeze_age(found[name], frozen, s)}")
+        age = "" if result.verdict == "damaged" else _freeze_age(found[name], frozen, s)
+        print(f"{name}: {result.verdict} ({result.detail}){age}")
     return 1 if failures or errors else 0
 
 
