@@ -52,6 +52,22 @@ def test_list_says_fresh_stale_and_why_failed_and_unreferenced(site: Site) -> No
     assert site.figgen("run", "gamma").returncode == 1
     state = lines(site.figgen("list"))
     assert state["gamma"].startswith("failed: the script failed (exit status 4); stale: figs/gamma")
+    site.write("figs/beta.py", "__figure__ = {\n")
+    result = site.figgen("list")
+    assert result.returncode == 1 and state.keys() == lines(result).keys()
+    assert "error: content/post.md: figure 'beta': beta.py does not parse" in result.stdout
+
+
+def test_list_into_a_closed_pipe_exits_quietly(site: Site) -> None:
+    for n in range(1000):  # more lines than a pipe holds: `list` is still writing at the close
+        site.write(f"figs/unused_{n:04d}_{'x' * 60}.py", "")
+    figgen = subprocess.Popen([sys.executable, "-m", "pelican_figgen", "list"], cwd=site.root,
+                              env=site.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    figgen.stdout.readline()
+    figgen.stdout.close()  # as `| head` does once it has its lines
+    stderr = figgen.stderr.read().decode()
+    assert figgen.wait() == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
 
 
 def test_run_names_force_and_clean(site: Site) -> None:

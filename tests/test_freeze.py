@@ -90,6 +90,22 @@ def _frozen_image(site: Site, name: str) -> Path:
     return site.root / "_freeze/objects" / f"{image['sha256']}{image['suffix']}"
 
 
+def test_verify_names_the_article_cause_and_traceback_of_a_failure_and_a_bad_reference(
+    site: Site,
+) -> None:
+    assert site.figgen("freeze").returncode == 0
+    site.append("figs/beta.py", "\nraise ValueError('no beta today')\n")
+    result = site.figgen("verify")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1 and "beta: failed (the script failed (exit status 1))" in out
+    assert "content/post.md: figure 'beta'" in out and "ValueError: no beta today" in out
+    site.write("figs/beta.py", (site.root / "figs/alpha.py").read_text())
+    site.append("content/post.md", "\n![Typo]({figure}betta \"A typo\")\n")
+    result = site.figgen("verify")
+    assert result.returncode == 1
+    assert "content/post.md: figure 'betta': no script betta.py" in result.stdout + result.stderr
+
+
 def test_verify_reports_identical_close_and_drifted(site: Site) -> None:
     assert site.figgen("freeze").returncode == 0
     result = site.figgen("verify")

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +85,11 @@ def figures(project: Project, names: list[str], errors: list[FigureError]) -> di
     known = discover.script_names(s.scripts)
     found = {}
     for name in names:
+        where = project.articles.get(name) or [COMMAND_LINE]
         try:
-            found[name] = discover.load_figure(COMMAND_LINE, name, s, known)
+            found[name] = discover.load_figure(where[0], name, s, known)
         except FigureError as err:
-            errors.append(err)
+            errors += [FigureError(article, name, err.cause, err.detail) for article in where]
     return found
 
 
@@ -135,6 +138,7 @@ def cmd_run(project: Project, args: argparse.Namespace) -> int:
 
 
 def _finish(errors: list[FigureError]) -> int:
+    """Log every error, naming article, figure, cause and traceback; the exit status."""
     for error in errors:
         logger.error("figgen: %s", error.describe())
     return 1 if errors else 0
@@ -205,7 +209,7 @@ def cmd_verify(project: Project, args: argparse.Namespace) -> int:
         failures += not result.ok
         age = "" if result.verdict == "damaged" else _freeze_age(found[name], frozen, s)
         print(f"{name}: {result.verdict} ({result.detail}){age}")
-    return 1 if failures or errors else 0
+    return max(_finish(errors + outcome.errors), int(failures > 0))
 
 
 def _freeze_age(figure: Figure, frozen: Record | None, s: FiggenSettings) -> str:
@@ -237,4 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = RichHandler(console=progress.console(), show_time=False, show_path=False)
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
-    return COMMANDS[args.command](load(args.settings), args)
+    try:
+        status = COMMANDS[args.command](load(args.settings), args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+    except BrokenPipeError:  # `list | head`: the reader has all it wanted
+        # Python flushes stdout again at exit: point it at /dev/null so that is quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return status
