@@ -296,6 +296,7 @@ def installed() -> dict[str, str]:
 
 
 def _version(dist: str) -> str:
+    """A distribution's version from its metadata, or "absent"."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:

@@ -211,6 +211,7 @@ def _known_failure(
 
 
 def _cached(outcome: Outcome, record: Record) -> None:
+    """Note a figure taken, fresh, from the cache."""
     outcome.report.cached.append(record.name)
     outcome.records[record.name] = record
 

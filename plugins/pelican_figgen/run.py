@@ -16,7 +16,6 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from subprocess import Popen
 from typing import Any
 
 from .discover import Figure
@@ -126,7 +125,9 @@ def _execute(
         reader.join(timeout=1)
 
 
-def _spawn(figure: Figure, settings: FiggenSettings, out_dir: Path, write_fd: int) -> Popen:
+def _spawn(
+    figure: Figure, settings: FiggenSettings, out_dir: Path, write_fd: int
+) -> subprocess.Popen:
     """Start the script in a session of its own, stderr to a file, progress to `write_fd`."""
     # A file, not a pipe: a child the script leaves running cannot keep the build waiting.
     with (out_dir / STDERR).open("wb") as stderr:
