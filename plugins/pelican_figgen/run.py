@@ -211,12 +211,7 @@ def _check_outputs(out_dir: Path, seconds: float) -> RunResult:
     except (FileNotFoundError, ValueError):
         cause = "exited without writing its manifest (does it end with run(main)?)"
         return RunResult(False, seconds, out_dir, cause=cause)
-    cause = _manifest_problem(manifest)
-    for image in [] if cause else manifest["images"]:
-        problem = png_problem(out_dir / image["file"])
-        if problem:
-            cause = f"{image['file']} is not a readable PNG image: {problem}"
-            break
+    cause = _manifest_problem(manifest) or _images_problem(out_dir, manifest["images"])
     if cause:
         return RunResult(False, seconds, out_dir, cause=cause)
     return RunResult(True, seconds, out_dir, manifest=manifest)
@@ -235,6 +230,15 @@ def _manifest_problem(manifest: Any) -> str:
         name = image.get("file") if isinstance(image, dict) else None
         if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
             return f"wrote a manifest image entry without a file name in its folder: {image!r}"
+    return ""
+
+
+def _images_problem(out_dir: Path, images: list[dict[str, Any]]) -> str:
+    """Say which listed image is not a readable PNG, and why; or ''."""
+    for image in images:
+        problem = png_problem(out_dir / image["file"])
+        if problem:
+            return f"{image['file']} is not a readable PNG image: {problem}"
     return ""
 
 
