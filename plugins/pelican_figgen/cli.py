@@ -153,7 +153,7 @@ def cmd_clean(project: Project, args: argparse.Namespace) -> int:
                 shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-    print(f"removed {project.settings.cache_dir}")
+    print(f"removed {folder}, but its locks (a running build may hold one)")
     return 0
 
 
