@@ -11,11 +11,14 @@ import signal
 import subprocess
 import textwrap
 import time
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from conftest import Site
+from pelican_figgen import run
 from pelican_figgen.errors import FigureBuildError
 from test_build import ALL, figures
 
@@ -61,15 +64,48 @@ def test_strict_failure_exits_non_zero_with_a_summary_and_no_plugin_traceback(si
 
 def test_hanging_script_is_killed_with_its_children(site: Site, tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
-    body = f"""\
+    # No heavy import: the child's pid is written long before the time-out.
+    site.write("figs/beta.py", textwrap.dedent(f"""\
+        import subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
         open({str(pid_file)!r}, "w").write(str(child.pid))
+        __figure__ = {{"timeout": 5}}
         time.sleep(300)
-    """
-    cause = failed_cause(site, body, '__figure__ = {"timeout": 2}')
-    assert "timed out after 2 s" in cause
+    """))
+    with pytest.raises(FigureBuildError) as err:
+        site.build()
+    (error,) = err.value.errors
+    assert "timed out after 5 s" in error.cause
     child = int(pid_file.read_text())
     assert _gone(child), "the script's child process survived the time-out"
+
+
+LINGER = """\
+sleeper = subprocess.Popen(["sleep", "30"])  # holds the script's stdout and stderr
+open({pid!r}, "w").write(str(sleeper.pid))
+"""
+
+
+def test_a_child_left_running_by_a_good_script_neither_delays_nor_survives_it(
+    site: Site, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "sleep.pid"
+    # Shorter than the sleep: a build that waited for the child's pipes would time out.
+    site.write("figs/beta.py", script(LINGER.format(pid=str(pid_file)),
+                                      '__figure__ = {"timeout": 20}'))
+    assert set(site.build()["ran"]) == ALL
+    assert _gone(int(pid_file.read_text())), "the script's child outlived it"
+
+
+def test_a_raising_script_with_a_child_left_running_reports_its_exception(
+    site: Site, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "sleep.pid"
+    body = LINGER.format(pid=str(pid_file)) + "raise ValueError('beta broke')\n"
+    cause = failed_cause(site, body, '__figure__ = {"timeout": 20}')
+    assert "exit status 1" in cause and "ValueError: beta broke" in cause
+    assert "timed out" not in cause
+    assert _gone(int(pid_file.read_text()))
 
 
 def _gone(pid: int, seconds: float = 5) -> bool:
@@ -130,6 +166,42 @@ def test_unreadable_image_is_a_failure(site: Site, damage: str, expected: str) -
     assert "beta.png is not a readable PNG image" in cause and expected in cause
 
 
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    """A PNG chunk with a correct checksum."""
+    crc = zlib.crc32(kind + body).to_bytes(4, "big")
+    return len(body).to_bytes(4, "big") + kind + body + crc
+
+
+EMPTY_IHDR = run.PNG_SIGNATURE + _chunk(b"IHDR", b"") + _chunk(b"IEND", b"")
+WRITES_MANIFEST = """\
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+(out / "beta.png").write_bytes({png!r})
+(out / "manifest.json").write_text({manifest!r})
+"""
+
+
+@pytest.mark.parametrize("png, manifest, expected", [
+    (EMPTY_IHDR, '{"images": [{"file": "beta.png", "width": 1, "height": 1}]}',
+     "beta.png is not a readable PNG image: its IHDR chunk holds 0 bytes, not 13"),
+    (b"", '[{"file": "beta.png"}]', "a manifest that is a JSON list, not an object"),
+    (b"", '{"images": [{"width": 1, "height": 1}]}', "entry without a file name"),
+    (b"", '{"images": [{"file": "../beta.png"}]}', "entry without a file name"),
+    (b"", '{"images": {"file": "beta.png"}}', "images are not a list"),
+], ids=["empty-IHDR", "list", "no-file", "file-outside", "images-not-a-list"])
+def test_malformed_output_is_a_failure_not_a_crash(
+    site: Site, png: bytes, manifest: str, expected: str
+) -> None:
+    site.write("figs/beta.py", WRITES_MANIFEST.format(png=png, manifest=manifest))
+    with pytest.raises(FigureBuildError) as err:
+        site.build()
+    (error,) = err.value.errors
+    assert expected in error.cause
+    assert site.report()["failed"] == ["beta"]
+
+
 def test_keep_going_shows_the_last_good_figure_marked_stale(site: Site) -> None:
     site.build()
     good = _img(site, "A blue line")
@@ -142,6 +214,24 @@ def test_keep_going_shows_the_last_good_figure_marked_stale(site: Site) -> None:
     assert "stale: last run failed (the script failed (exit status 1))" in site.html()
     assert len(figures(site.html())) == 3
     assert "broken beta" in (site.root / ".figgen-cache/failures/beta.json").read_text()
+
+
+def test_a_known_failure_is_retried_by_strict_builds_and_replayed_by_keep_going(
+    site: Site,
+) -> None:
+    log = site.root / "runs.log"
+    site.write("figs/beta.py", script(f"""\
+        open({str(log)!r}, 'a').write('beta\\n')
+        raise ValueError('broken beta')
+    """))
+    for _ in range(2):
+        with pytest.raises(FigureBuildError):
+            site.build()
+    assert log.read_text().split() == ["beta", "beta"]  # strict: tried each time
+    site.build(FIGGEN={"scripts": "figs", "on_error": "keep-going"})
+    assert log.read_text().split() == ["beta", "beta"]  # nothing changed: not run again
+    assert "in its last run; nothing it reads changed since" in site.report()["causes"]["beta"]
+    assert "ValueError: broken beta" in site.html()
 
 
 def test_keep_going_without_a_last_good_figure_shows_the_error(site: Site) -> None:
@@ -162,9 +252,12 @@ def _img(site: Site, alt: str) -> bytes:
 def test_a_build_killed_with_minus_9_leaves_a_cache_the_next_build_uses(site: Site) -> None:
     site.build()
     started, pid_file = site.root / "started", site.root / "script.pid"
+    child_pid = site.root / "child.pid"
     body = f"""\
         open({str(pid_file)!r}, "w").write(str(os.getpid()))
         if not os.path.exists({str(started)!r}):
+            child = subprocess.Popen(["sleep", "300"])
+            open({str(child_pid)!r}, "w").write(str(child.pid))
             open({str(started)!r}, "w").close()
             time.sleep(300)
     """
@@ -180,35 +273,66 @@ def test_a_build_killed_with_minus_9_leaves_a_cache_the_next_build_uses(site: Si
     build.send_signal(signal.SIGKILL)
     build.wait()
     assert _gone(int(pid_file.read_text())), "the figure script outlived the killed build"
+    child = int(child_pid.read_text())
+    assert not _gone(child, seconds=0.5)  # the script's own child outlived the build: for now
     # What a kill between writing aside and renaming leaves; the next build drops it.
-    half = site.root / f".figgen-cache/objects/.{'0' * 64}.png.{build.pid}.tmp"
-    half.write_bytes(b"\x89PNG half")
+    halves = [site.root / f".figgen-cache/objects/.{'0' * 64}.png.{build.pid}.tmp",
+              site.root / f".figgen-cache/records/sub/.fig.json.{build.pid}.tmp",
+              site.root / f"output/figures/.alpha-{'0' * 12}.png.{build.pid}.tmp"]
+    for half in halves:
+        half.parent.mkdir(parents=True, exist_ok=True)
+        half.write_bytes(b"\x89PNG half")
     assert set(site.build()["ran"]) == {"beta", "gamma"}
+    assert _gone(child), "the next build did not kill what the killed build's script left"
     assert len(figures(site.html())) == 3
     assert not [p for p in (site.root / ".figgen-cache/tmp").iterdir() if p.name.startswith(
         f"{build.pid}-")]  # the killed build's scratch folder was dropped
-    assert not half.exists()
+    assert not [half for half in halves if half.exists()]
 
 
 def test_two_concurrent_builds_share_the_cache_and_run_each_figure_once(site: Site) -> None:
-    log = site.root / "runs.log"
+    log, release = site.root / "runs.log", site.root / "release"
     for name, color in (("alpha", "red"), ("beta", "blue")):
-        site.write(f"figs/{name}.py", script(
-            f"open({str(log)!r}, 'a').write({name!r} + '\\n')\ntime.sleep(1)"
-        ).replace('"green"', repr(color)))
-    pelican = str(Path(os.sys.executable).parent / "pelican")
-    builds = [
-        subprocess.Popen([pelican, "content", "-s", "pelicanconf.py", "-o", out], cwd=site.root,
-                         env=site.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for out in ("out1", "out2")
-    ]
-    for build in builds:
-        assert build.wait(timeout=120) == 0, build.stdout.read().decode()
+        site.write(f"figs/{name}.py", script(f"""\
+            open({str(log)!r}, 'a').write({name!r} + '\\n')
+            while not os.path.exists({str(release)!r}):  # the test lets it finish
+                time.sleep(0.05)
+        """).replace('"green"', repr(color)))
+    first = _pelican(site, "out1")
+    _wait_for(lambda: log.exists(), "the first build to start alpha")
+    second = _pelican(site, "out2")
+    _wait_for(lambda: "waiting for another build that is making alpha" in _log(site, "out2"),
+              "the second build to wait for alpha's lock")
+    assert log.read_text().split() == ["alpha"]  # the second build has not run it
+    release.touch()
+    for out, build in (("out1", first), ("out2", second)):
+        assert build.wait(timeout=120) == 0, _log(site, out)
     assert sorted(log.read_text().split()) == ["alpha", "beta"]  # each ran once, not twice
     one, two = (site.root / "out1", site.root / "out2")
     assert (one / "a-tiny-post.html").read_text() == (two / "a-tiny-post.html").read_text()
+    assert len(figures((one / "a-tiny-post.html").read_text())) == 3
     for path in (one / "figures").glob("*.png"):
         assert path.read_bytes() == (two / "figures" / path.name).read_bytes()
+
+
+def _pelican(site: Site, out: str) -> subprocess.Popen:
+    """Start a build into `out`, its output going to `out`.log."""
+    with (site.root / f"{out}.log").open("w") as log:
+        return subprocess.Popen(
+            [str(Path(os.sys.executable).parent / "pelican"), "content", "-s", "pelicanconf.py",
+             "-o", out], cwd=site.root, env=site.env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def _log(site: Site, out: str) -> str:
+    return (site.root / f"{out}.log").read_text()
+
+
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    """Poll until `condition` holds; fail naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])

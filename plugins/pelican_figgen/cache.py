@@ -27,6 +27,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .run import kill_strays
+
 logger = logging.getLogger(__name__)
 FORMAT = 2  # bump when the record layout changes: old records then read as "never run"
 
@@ -115,12 +117,15 @@ class Store:
     path: Path
 
     def record_path(self, name: str) -> Path:
+        """Where a figure's record is kept."""
         return self.path / "records" / f"{name}.json"
 
     def object_path(self, image: Image) -> Path:
+        """Where an image is kept, named by its hash."""
         return self.path / "objects" / f"{image.sha256}{image.suffix}"
 
     def failure_path(self, name: str) -> Path:
+        """Where the cause of a figure's last failed run is kept."""
         return self.path / "failures" / f"{name}.json"
 
     def load(self, name: str) -> Record | None:
@@ -167,6 +172,7 @@ class Store:
             return None
 
     def clear_failure(self, name: str) -> None:
+        """Forget a figure's last failure (its run has now succeeded)."""
         self.failure_path(name).unlink(missing_ok=True)
 
     @contextlib.contextmanager
@@ -175,7 +181,12 @@ class Store:
         path = self.path / "locks" / f"{name}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as handle:  # the kernel drops the lock when the process dies
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.warning("figgen: waiting for another build that is making %s (it holds "
+                               "%s)", name, path)
+                fcntl.flock(handle, fcntl.LOCK_EX)
             yield
 
     def scratch(self) -> Path:
@@ -183,10 +194,9 @@ class Store:
         folder = self.path / "tmp"
         for old in folder.glob("*-*"):
             if _orphan(old.name.partition("-")[0]):
+                kill_strays(old)
                 shutil.rmtree(old, ignore_errors=True)
-        for old in self.path.glob("*/.*.tmp"):  # from write_atomic and copy_atomic
-            if _orphan(old.name.rsplit(".", 2)[-2]):
-                old.unlink(missing_ok=True)
+        drop_orphans(self.path)
         mine = folder / f"{os.getpid()}-build"
         mine.mkdir(parents=True, exist_ok=True)
         return mine
@@ -208,6 +218,13 @@ def _orphan(pid: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def drop_orphans(folder: Path) -> None:
+    """Delete what write_atomic and copy_atomic of processes now gone left below a folder."""
+    for old in folder.rglob(".*.tmp"):
+        if _orphan(old.name.rsplit(".", 2)[-2]):
+            old.unlink(missing_ok=True)
 
 
 def copy_atomic(source: Path, target: Path) -> None:
@@ -279,6 +296,7 @@ def installed() -> dict[str, str]:
 
 
 def _version(dist: str) -> str:
+    """A distribution's version from its metadata, or "absent"."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +85,11 @@ def figures(project: Project, names: list[str], errors: list[FigureError]) -> di
     known = discover.script_names(s.scripts)
     found = {}
     for name in names:
+        where = project.articles.get(name) or [COMMAND_LINE]
         try:
-            found[name] = discover.load_figure(COMMAND_LINE, name, s, known)
+            found[name] = discover.load_figure(where[0], name, s, known)
         except FigureError as err:
-            errors.append(err)
+            errors += [FigureError(article, name, err.cause, err.detail) for article in where]
     return found
 
 
@@ -135,15 +138,22 @@ def cmd_run(project: Project, args: argparse.Namespace) -> int:
 
 
 def _finish(errors: list[FigureError]) -> int:
+    """Log every error, naming article, figure, cause and traceback; the exit status."""
     for error in errors:
         logger.error("figgen: %s", error.describe())
     return 1 if errors else 0
 
 
 def cmd_clean(project: Project, args: argparse.Namespace) -> int:
-    """Drop the figure cache."""
-    shutil.rmtree(project.settings.cache_dir, ignore_errors=True)
-    print(f"removed {project.settings.cache_dir}")
+    """Drop the figure cache (not its locks, which a running build may hold)."""
+    folder = project.settings.cache_dir
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            if entry.name != "locks":
+                shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    print(f"removed {folder}, but its locks (a running build may hold one)")
     return 0
 
 
@@ -156,9 +166,8 @@ def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
     for name, record in outcome.records.items():
         if name in outcome.stale:  # its run failed: keep what was frozen before
             continue
-        for image in record.images:
-            if not freeze.object_path(image).is_file():
-                cache.copy_atomic(source.object_path(image), freeze.object_path(image))
+        for image in record.images:  # put re-copies a frozen image that is missing or damaged
+            freeze.put(source.object_path(image), image.width, image.height)
         freeze.save(record)
     _prune(freeze, set(project.articles))
     print(f"froze {len(outcome.records) - len(outcome.stale)} figure(s) into {s.freeze_dir}")
@@ -198,8 +207,9 @@ def cmd_verify(project: Project, args: argparse.Namespace) -> int:
             result = verify.compare(name, frozen, freeze, outcome.records[name], fresh,
                                     s.verify_tolerance)
         failures += not result.ok
-        print(f"{name}: {result.verdict} ({result.detail}){_freeze_age(found[name], frozen, s)}")
-    return 1 if failures or errors else 0
+        age = "" if result.verdict == "damaged" else _freeze_age(found[name], frozen, s)
+        print(f"{name}: {result.verdict} ({result.detail}){age}")
+    return max(_finish(errors + outcome.errors), int(failures > 0))
 
 
 def _freeze_age(figure: Figure, frozen: Record | None, s: FiggenSettings) -> str:
@@ -231,4 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = RichHandler(console=progress.console(), show_time=False, show_path=False)
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
-    return COMMANDS[args.command](load(args.settings), args)
+    try:
+        status = COMMANDS[args.command](load(args.settings), args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+    except BrokenPipeError:  # `list | head`: the reader has all it wanted
+        # Python flushes stdout again at exit: point it at /dev/null so that is quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return status

@@ -184,7 +184,10 @@ def make(
             if verdict.fresh and verdict.record and not force:
                 _cached(outcome, verdict.record)
                 continue
-            known = None if force else _known_failure(store, name, settings, want, hashes)
+            # Strict builds (make site, CI) try every figure; others skip a failure already
+            # known, while nothing it read has changed.
+            retry = force or settings.on_error == "strict"
+            known = None if retry else _known_failure(store, name, settings, want, hashes)
             if known:
                 record, result = None, known
             else:
@@ -208,6 +211,7 @@ def _known_failure(
 
 
 def _cached(outcome: Outcome, record: Record) -> None:
+    """Note a figure taken, fresh, from the cache."""
     outcome.report.cached.append(record.name)
     outcome.records[record.name] = record
 
@@ -342,6 +346,8 @@ def _embed(
     """Replace each reference marker with its figure's HTML, or with its error box."""
     published: dict[str, embed.Published] = {}
     static_content = generator.context["static_content"]
+    # A build killed while copying leaves a half image aside, which would be published.
+    cache.drop_orphans(Path(generator.output_path) / settings.output_dir)
     for content in contents:
         html = content._content
         for index, ref in enumerate(refs.get(id(content), [])):

@@ -29,7 +29,11 @@ def source_commit(root: Path) -> dict[str, Any]:
 
 
 def record_json(record: Record, script: str) -> str:
-    """The provenance JSON published beside a figure's image."""
+    """The provenance JSON published beside a figure's image.
+
+    Without the run time (kept in the cache record and last-build.json): a rebuild on the
+    same machine publishes the same bytes.
+    """
     params = json.loads(record.params)
     data = {
         "figure": record.name,
@@ -39,15 +43,13 @@ def record_json(record: Record, script: str) -> str:
         "params": params["params"],
         "versions": dict(record.environment),
         "images": [i.sha256 for i in record.images],
-        "seconds": round(record.seconds, 3),
         **record.provenance,
     }
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
 def disclosure_html(record: Record, script: str, json_url: str) -> str:
-    """A <details> saying how the figure was made (run time only in the JSON: the page is
-    byte-identical from one build to the next)."""
+    """A <details> saying how the figure was made; nothing in it varies between builds."""
     params = json.loads(record.params)
     inputs = "".join(
         f"<li><code>{html.escape(path)}</code> <code>{digest[:HASH_SHOWN]}</code></li>"
@@ -65,7 +67,7 @@ def disclosure_html(record: Record, script: str, json_url: str) -> str:
         ("Source commit", _commit_html(record.provenance)),
     ]
     items = "".join(f"<dt>{term}</dt><dd>{value}</dd>" for term, value in rows)
-    link = f'<a href="{html.escape(json_url, quote=True)}">full record (JSON, with run time)</a>'
+    link = f'<a href="{html.escape(json_url, quote=True)}">full record (JSON)</a>'
     return (
         '  <details class="figgen-provenance">\n'
         "    <summary>How this figure was made</summary>\n"

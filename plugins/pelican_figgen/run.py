@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -23,10 +24,13 @@ from .settings import FiggenSettings
 FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
 TRACEBACK_START = "Traceback (most recent call last):"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+IHDR_SIZE = 13  # width, height (4 bytes each), depth, colour, compression, filter, interlace
 HARNESS = ("figgen", "harness.py")  # the runner's own frames are noise in a script's traceback
 PROGRESS_FD = "FIGGEN_PROGRESS_FD"  # the harness writes JSON lines of progress to this fd
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 PR_SET_PDEATHSIG = 1
+STDERR = ".figgen-stderr.txt"  # the script's stderr, in its output folder
+RUN_ENV = "FIGGEN_RUN"  # the run's output folder: marks the script and every child it starts
 # Looked up now, not in the forked child, where loading a library could deadlock.
 PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 Progress = Callable[[Mapping[str, Any]], None]  # called with each progress report of a run
@@ -82,41 +86,82 @@ def run_figure(
 ) -> RunResult:
     """Run a figure script with a time-out; never raises for anything the script does."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    read_fd, write_fd = os.pipe()
     start = time.perf_counter()
-    # A session of its own, so a time-out can kill the script and all its children.
-    proc = subprocess.Popen(
-        command(figure, settings, out_dir),
-        cwd=settings.root,
-        env=script_env(settings.root) | {PROGRESS_FD: str(write_fd)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        pass_fds=(write_fd,),
-        preexec_fn=_die_with_parent,
-    )
-    os.close(write_fd)  # the script holds the only write end: the reader ends when it exits
-    reader = threading.Thread(target=_read_progress, args=(read_fd, progress), daemon=True)
-    reader.start()
-    try:
-        _, stderr = proc.communicate(timeout=figure.timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stderr = _drain(proc)
-        cause = f"timed out after {figure.timeout:g} s and was killed with its child processes"
-        return RunResult(False, time.perf_counter() - start, out_dir, cause=cause,
-                         detail=trim_traceback(stderr, lambda _: True))
-    finally:
-        reader.join(timeout=1)
+    returncode = _execute(figure, settings, out_dir, progress)
     seconds = time.perf_counter() - start
-    if proc.returncode != 0:
+    stderr = (out_dir / STDERR).read_text(encoding="utf-8", errors="replace")
+    if returncode is None:
+        cause = f"timed out after {figure.timeout:g} s and was killed with its child processes"
+        return RunResult(False, seconds, out_dir, cause=cause,
+                         detail=trim_traceback(stderr, lambda _: True))
+    if returncode != 0:
         keep = _own_frames(settings.root, figure.script)
         return RunResult(
-            False, seconds, out_dir, cause=_exit_cause(proc.returncode),
+            False, seconds, out_dir, cause=_exit_cause(returncode),
             detail=trim_traceback(stderr, keep), modules=_failed_modules(out_dir),
         )
     return _check_outputs(out_dir, seconds)
+
+
+def _execute(
+    figure: Figure, settings: FiggenSettings, out_dir: Path, progress: Progress | None
+) -> int | None:
+    """Run the script to its end or its time-out (None); then kill every process it left."""
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = _spawn(figure, settings, out_dir, write_fd)
+    finally:
+        os.close(write_fd)  # the script holds the only write end: the reader ends when it exits
+    reader = threading.Thread(target=_read_progress, args=(read_fd, progress), daemon=True)
+    reader.start()
+    try:
+        return proc.wait(timeout=figure.timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        # Children the script left behind would outlive it (and hold its files open).
+        kill_group(proc.pid)
+        proc.wait()
+        reader.join(timeout=1)
+
+
+def _spawn(
+    figure: Figure, settings: FiggenSettings, out_dir: Path, write_fd: int
+) -> subprocess.Popen:
+    """Start the script in a session of its own, stderr to a file, progress to `write_fd`."""
+    # A file, not a pipe: a child the script leaves running cannot keep the build waiting.
+    with (out_dir / STDERR).open("wb") as stderr:
+        return subprocess.Popen(
+            command(figure, settings, out_dir),
+            cwd=settings.root,
+            env=script_env(settings.root) | {PROGRESS_FD: str(write_fd), RUN_ENV: str(out_dir)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,  # its own process group: killed as one
+            pass_fds=(write_fd,),
+            preexec_fn=_die_with_parent,
+        )
+
+
+def kill_group(pgid: int) -> None:
+    """Kill a process group, if any of it is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def kill_strays(scratch: Path) -> None:
+    """Kill what runs started from `scratch` left running (their build was killed with -9)."""
+    # The script itself died with the build (PDEATHSIG); its children carry RUN_ENV.
+    marker = f"{RUN_ENV}={scratch}{os.sep}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:  # gone, or another user's
+            continue
+        if any(v.startswith(marker) for v in environ.split(b"\0")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def _die_with_parent() -> None:
@@ -124,15 +169,6 @@ def _die_with_parent() -> None:
     # Strictly: when the forking thread ends. Builds run scripts from their main thread.
     if PRCTL is not None:
         PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _drain(proc: subprocess.Popen) -> str:
-    """Collect a killed script's stderr; give up if a detached grandchild keeps it open."""
-    try:
-        return proc.communicate(timeout=5)[1]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return ""
 
 
 def _read_progress(fd: int, progress: Progress | None) -> None:
@@ -169,20 +205,41 @@ def _exit_cause(returncode: int) -> str:
 
 
 def _check_outputs(out_dir: Path, seconds: float) -> RunResult:
-    """Check that a finished run left a manifest and readable images."""
+    """Check that a finished run left a well-formed manifest and readable images."""
     try:
         manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         cause = "exited without writing its manifest (does it end with run(main)?)"
         return RunResult(False, seconds, out_dir, cause=cause)
-    if not manifest.get("images"):
-        return RunResult(False, seconds, out_dir, cause="produced no image")
-    for image in manifest["images"]:
+    cause = _manifest_problem(manifest) or _images_problem(out_dir, manifest["images"])
+    if cause:
+        return RunResult(False, seconds, out_dir, cause=cause)
+    return RunResult(True, seconds, out_dir, manifest=manifest)
+
+
+def _manifest_problem(manifest: Any) -> str:
+    """Say what is wrong with the shape of a manifest, or ''."""
+    if not isinstance(manifest, dict):
+        return f"wrote a manifest that is a JSON {type(manifest).__name__}, not an object"
+    images = manifest.get("images")
+    if not images:
+        return "produced no image"
+    if not isinstance(images, list):
+        return "wrote a manifest whose images are not a list"
+    for image in images:
+        name = image.get("file") if isinstance(image, dict) else None
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            return f"wrote a manifest image entry without a file name in its folder: {image!r}"
+    return ""
+
+
+def _images_problem(out_dir: Path, images: list[dict[str, Any]]) -> str:
+    """Say which listed image is not a readable PNG, and why; or ''."""
+    for image in images:
         problem = png_problem(out_dir / image["file"])
         if problem:
-            cause = f"{image['file']} is not a readable PNG image: {problem}"
-            return RunResult(False, seconds, out_dir, cause=cause)
-    return RunResult(True, seconds, out_dir, manifest=manifest)
+            return f"{image['file']} is not a readable PNG image: {problem}"
+    return ""
 
 
 def png_problem(path: Path) -> str:
@@ -204,6 +261,8 @@ def png_problem(path: Path) -> str:
         pos += 12 + length
     if not chunks or chunks[0][0] != b"IHDR" or chunks[-1][0] != b"IEND":
         return "it does not start with IHDR and end with IEND"
+    if len(chunks[0][1]) != IHDR_SIZE:
+        return f"its IHDR chunk holds {len(chunks[0][1])} bytes, not {IHDR_SIZE}"
     return _pixel_problem(chunks[0][1], b"".join(b for k, b in chunks if k == b"IDAT"))
 
 

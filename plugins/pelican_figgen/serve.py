@@ -62,6 +62,7 @@ class ReloadingHandler(SimpleHTTPRequestHandler):
     """Serve files, answer the build counter, and add the reload script to every page."""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's API name)
+        """Answer the build counter, an HTML page with the reload script, or a plain file."""
         if self.path == VERSION_PATH:
             return self._send(str(VERSION[0]).encode(), "text/plain")
         path = Path(self.translate_path(self.path))
@@ -75,6 +76,7 @@ class ReloadingHandler(SimpleHTTPRequestHandler):
         return self._send(html.encode(), "text/html; charset=utf-8")
 
     def _send(self, body: bytes, kind: str) -> None:
+        """Send a body that no browser may cache."""
         self.send_response(200)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import Record, Store
+from .cache import Hashes, Record, Store, intact
 
 
 @dataclass(frozen=True)
@@ -13,11 +13,12 @@ class Comparison:
     """How a re-run image compares with its frozen one."""
 
     name: str
-    verdict: str  # "identical" or "close" (both fine); "drifted", "missing" or "failed"
+    verdict: str  # "identical" or "close" (both fine); "drifted", "damaged", "missing", "failed"
     detail: str
 
     @property
     def ok(self) -> bool:
+        """Whether the re-run image matches its frozen one, exactly or within tolerance."""
         return self.verdict in ("identical", "close")
 
 
@@ -25,6 +26,10 @@ def compare(name: str, frozen: Record, frozen_store: Store, fresh: Record, fresh
             tolerance: float) -> Comparison:
     """Compare a figure's re-run image with its frozen image: by hash, then by pixels."""
     old, new = frozen.images[0], fresh.images[0]
+    if not intact(frozen, frozen_store, Hashes()):
+        where = frozen_store.object_path(old)
+        return Comparison(name, "damaged", f"its frozen image {where} is missing or damaged; "
+                                           "`make freeze` copies it again")
     if old.sha256 == new.sha256:
         return Comparison(name, "identical", "same bytes")
     distance = image_distance(frozen_store.object_path(old), fresh_store.object_path(new))
