@@ -29,10 +29,10 @@ def source_commit(root: Path) -> dict[str, Any]:
 
 
 def record_json(record: Record, script: str) -> str:
-    """The provenance JSON published beside a figure's image.
+    """The provenance JSON published beside a figure's image, run time included.
 
-    Without the run time (kept in the cache record and last-build.json): a rebuild on the
-    same machine publishes the same bytes.
+    The run time is the one value that differs between two builds of the same sources on the
+    same machine; the images and the HTML stay byte-identical (the page leaves it out).
     """
     params = json.loads(record.params)
     data = {
@@ -43,6 +43,7 @@ def record_json(record: Record, script: str) -> str:
         "params": params["params"],
         "versions": dict(record.environment),
         "images": [i.sha256 for i in record.images],
+        "seconds": record.seconds,
         **record.provenance,
     }
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
