@@ -64,23 +64,29 @@ class Context:
     def progress(
         self, iterable: Iterable[T], total: int | None = None, description: str = ""
     ) -> Iterator[T]:
-        """Yield the items of ``iterable``, reporting how many were done out of ``total``.
+        """Yield the items of ``iterable`` with a progress report (see ``progress``)."""
+        return progress(iterable, total, description or self.name)
 
-        ``for step in ctx.progress(range(steps), description="PGD steps"): ...``
-        ``total`` defaults to ``len(iterable)`` when it has one (else the count is open-ended).
-        Run by the plugin, the report goes to the build (a bar on a terminal, nothing in a
-        log); run alone, to a plain line on stderr.
-        """
-        if total is None and hasattr(iterable, "__len__"):
-            total = len(iterable)  # type: ignore[arg-type]
-        report = _reporter(description or self.name, total)
-        done, last = 0, 0.0
-        for done, item in enumerate(iterable, 1):
-            yield item
-            if time.monotonic() - last >= PROGRESS_EVERY:
-                report(done, final=False)
-                last = time.monotonic()
-        report(done, final=True)
+
+def progress(iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
+    """Yield the items of ``iterable``, reporting how many were done out of ``total``.
+
+    ``for step in ctx.progress(range(steps), description="PGD steps"): ...``; library code
+    without a ctx calls this function itself (e.g. a training loop).
+    ``total`` defaults to ``len(iterable)`` when it has one (else the count is open-ended).
+    Run by the plugin, the report goes to the build (a bar on a terminal, nothing in a
+    log); run alone, to a plain line on stderr.
+    """
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    report = _reporter(description, total)
+    done, last = 0, 0.0
+    for done, item in enumerate(iterable, 1):
+        yield item
+        if time.monotonic() - last >= PROGRESS_EVERY:
+            report(done, final=False)
+            last = time.monotonic()
+    report(done, final=True)
 
 
 def _reporter(description: str, total: int | None) -> Callable[..., None]:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from figgen.harness import progress
 from figgen.twopixel.world import PIXEL_MAX
 
 
@@ -140,7 +141,8 @@ def fit_many(
     y = torch.as_tensor(labels, dtype=torch.long).repeat(len(seeds))  # [M * N]
     act = ACTIVATIONS[spec.activation]()
     adam = Adam(params, spec.lr)
-    for _ in range(spec.steps):
+    # A bar in the build while the models train: the slowest part of the two-pixel figures.
+    for _ in progress(range(spec.steps), description=f"training {len(seeds)} x {spec.label()}"):
         logits = stacked_logits(weights, biases, act, x)  # [M, N, 2]
         # Sum of the members' mean losses: each member's gradient is its own.
         loss = F.cross_entropy(logits.reshape(-1, 2), y, reduction="sum") / len(points)
