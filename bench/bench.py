@@ -7,6 +7,7 @@ noisy machine moves both. The previous run's numbers (bench-results.json) are sh
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -19,6 +20,10 @@ RESULTS = ROOT / "bench-results.json"
 REPEATS = 7
 GOALS = {"noop_over_plain": 1.15, "pgd_step_over_bare_b1": 1.10, "pgd_step_over_bare_b8": 1.10}
 IMAGENET = ("opening", "fgsm", "jigsaw")  # figure scripts under figgen/figures/imagenet/
+# Builds run as from a user's shell, which writes bytecode caches: with PYTHONDONTWRITEBYTECODE
+# set (as on some CI machines) every build would compile the plugin's source again, a cost
+# that no user's second build pays.
+BUILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def pelican(output: Path, *extra: str) -> float:
@@ -28,7 +33,8 @@ def pelican(output: Path, *extra: str) -> float:
         "-o", str(output), "-q", *extra,
     ]
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # its "Done:" line
+    # stdout is Pelican's "Done:" line.
+    subprocess.run(command, cwd=ROOT, env=BUILD_ENV, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from figgen.attacks import pgd
 from figgen.imagenet import models, photos
 
-STEPS = 5  # PGD steps per timed call; the ratio divides by them
-REPEATS = 5
+STEPS = 8  # PGD steps per timed call; the ratio divides by them
+REPEATS = 9  # medians of nine: batch 1 takes a few milliseconds a pass
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
