@@ -154,9 +154,7 @@ class Store:
     def put(self, source: Path, width: int, height: int) -> Image:
         """Copy a produced file into the objects folder under its hash."""
         image = Image(hashlib.sha256(source.read_bytes()).hexdigest(), source.suffix, width, height)
-        target = self.object_path(image)
-        if not target.is_file() or hashlib.sha256(target.read_bytes()).hexdigest() != image.sha256:
-            copy_atomic(source, target)  # new, or replacing a damaged copy
+        copy_unless_same(source, self.object_path(image), image.sha256)
         return image
 
     def save_failure(self, failure: Failure) -> None:
@@ -225,6 +223,13 @@ def drop_orphans(folder: Path) -> None:
     for old in folder.rglob(".*.tmp"):
         if _orphan(old.name.rsplit(".", 2)[-2]):
             old.unlink(missing_ok=True)
+
+
+def copy_unless_same(source: Path, target: Path, sha256: str) -> None:
+    """Copy a file with this hash into place, unless the target already holds those bytes."""
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
+        return
+    copy_atomic(source, target)  # new, or replacing a damaged copy
 
 
 def copy_atomic(source: Path, target: Path) -> None:

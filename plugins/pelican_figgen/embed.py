@@ -16,7 +16,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 
 from . import provenance
-from .cache import Record, Store, copy_atomic, write_atomic
+from .cache import Record, Store, copy_unless_same, write_atomic
 from .discover import Figure, FigureRef
 from .errors import FigureError
 from .settings import FiggenSettings
@@ -58,7 +58,7 @@ def publish(
     """Copy a figure's image and source page into the output and register them with Pelican."""
     image = record.images[0]
     image_url = f"{settings.output_dir}/{figure.name}-{image.sha256[:12]}{image.suffix}"
-    _copy_if_changed(store.object_path(image), output_path / image_url, image.sha256)
+    copy_unless_same(store.object_path(image), output_path / image_url, image.sha256)
     static_content[image_url] = StaticLink(image_url)
     script = figure.script.relative_to(settings.root).as_posix()
     record_url = image_url.removesuffix(image.suffix) + ".json"
@@ -141,13 +141,6 @@ def render_caption(text: str) -> str:
     rendered = markdown.markdown(text, output_format="html").strip()
     match = PARAGRAPH.match(rendered)
     return match.group(1) if match else rendered
-
-
-def _copy_if_changed(source: Path, target: Path, sha256: str) -> None:
-    """Copy a file unless an identical one (by hash) is already there."""
-    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
-        return
-    copy_atomic(source, target)
 
 
 def _write_if_changed(target: Path, text: str) -> None:
