@@ -268,12 +268,20 @@ def _run(
             result = RunResult(False, result.seconds, result.out_dir, f"bad output: {err!r}")
     if record is None:
         read = None if result.modules is None else \
-            {**{rel: hashes(settings.root / rel) for rel in result.modules}, **before}
+            _inputs(result.modules, before, settings, hashes)
         store.save_failure(Failure(figure.name, result.cause, result.detail, read,
                                    expected.params, expected.environment))
         return None, result
     store.save(record)
     return record, result
+
+
+def _inputs(
+    modules: Iterable[str], before: dict[str, str | None], settings: FiggenSettings,
+    hashes: Hashes,
+) -> dict[str, str | None]:
+    """Every input a run read, by hash: the modules it imported, then its script and data."""
+    return {**{rel: hashes(settings.root / rel) for rel in modules}, **before}
 
 
 def _record(
@@ -291,12 +299,11 @@ def _record(
         store.put(result.out_dir / i["file"], int(i["width"]), int(i["height"]))
         for i in manifest["images"]
     )
-    modules = {rel: hashes(settings.root / rel) for rel in manifest.get("modules", [])}
     made = {"device": str(manifest.get("device", "unknown")),
             **provenance.source_commit(settings.root)}
     return Record(
         name=figure.name,
-        inputs={**modules, **before},
+        inputs=_inputs(manifest.get("modules", []), before, settings, hashes),
         params=expected.params,
         environment=expected.environment,
         images=images,
