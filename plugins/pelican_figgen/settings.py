@@ -72,10 +72,10 @@ class FiggenSettings:
     timeout: float
     versions: tuple[str, ...]
     source_url: str | None
-    on_error: str = "strict"
-    mode: str = "run"
-    freeze_dir: Path = Path("_freeze")
-    verify_tolerance: float = 0.01
+    on_error: str
+    mode: str
+    freeze_dir: Path
+    verify_tolerance: float
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
