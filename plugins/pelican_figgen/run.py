@@ -75,9 +75,7 @@ def script_env(root: Path) -> dict[str, str]:
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONFAULTHANDLER": "1",  # a segfault prints the script's Python stack
-        # Dates matplotlib writes into PDF/SVG/PS files; a fixed one unless the user set it.
-        "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0"),
-        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # deterministic cuBLAS on a GPU
+        # SOURCE_DATE_EPOCH and cuBLAS's workspace: the harness sets them, for runs alone too.
     }
 
 
