@@ -4,7 +4,8 @@ import torch
 
 from figgen.attacks import fgsm
 from figgen.harness import Context, run
-from figgen.imagenet import models, photos, plot
+from figgen.imagenet import models, plot
+from figgen.imagenet.scene import scene
 
 PHOTO = "flower"
 EPS_255 = 16  # grey levels: the pattern shows, the flower stays a flower
@@ -12,9 +13,8 @@ EPS_255 = 16  # grey levels: the pattern shows, the flower stays a flower
 
 def main(ctx: Context) -> None:
     """Attack the photo with one FGSM step; draw the natural and the attacked image."""
-    model = models.load(ctx.params.get("model", models.DEFAULT_MODEL))
-    eps = ctx.params.get("eps_255", EPS_255) / 255
-    x = photos.load_photo(PHOTO, model.size).to(model.device)  # [1, 3, S, S]
+    setting = scene(ctx.params, PHOTO, EPS_255)
+    model, x, eps = setting.model, setting.image, setting.eps  # x: [1, 3, S, S]
     clean = models.classify(model, x)[0]
     adv = fgsm(model, x, torch.tensor([clean.label], device=x.device), eps)  # [1, 3, S, S]
     attacked = models.classify(model, adv)[0]
@@ -23,10 +23,7 @@ def main(ctx: Context) -> None:
     fig, axes = plot.row("ii", panel=3.4)  # two panels: wider, the noise is the point
     plot.show(axes[0], x, "natural: " + plot.label(clean))
     plot.show(axes[1], adv, "attacked: " + plot.label(attacked))
-    ctx.fields.update(
-        model=model.name, size=model.size, credit=photos.credit(PHOTO),
-        eps_255=round(eps * 255), clean=str(clean), attacked=str(attacked),
-    )
+    ctx.fields.update(setting.fields(), clean=str(clean), attacked=str(attacked))
     ctx.save(fig)
 
 

@@ -6,8 +6,9 @@ import torch
 
 from figgen.attacks import pgd
 from figgen.harness import Context, run
-from figgen.imagenet import models, photos, plot
+from figgen.imagenet import models, plot
 from figgen.imagenet.classes import class_index
+from figgen.imagenet.scene import scene
 
 PHOTO = "china"
 TARGET = "jigsaw puzzle"  # class 611
@@ -16,9 +17,8 @@ EPS_255, ALPHA_255, STEPS = 32, 2, 50  # every step can reach the ball's edge in
 
 def main(ctx: Context) -> None:
     """Pull the photo towards the target class; draw it, its attacked copy and the change."""
-    model = models.load(ctx.params.get("model", models.DEFAULT_MODEL))
-    eps = ctx.params.get("eps_255", EPS_255) / 255
-    x = photos.load_photo(PHOTO, model.size).to(model.device)  # [1, 3, S, S]
+    setting = scene(ctx.params, PHOTO, EPS_255)
+    model, x, eps = setting.model, setting.image, setting.eps  # x: [1, 3, S, S]
     target = torch.tensor([class_index(TARGET)], device=x.device)  # [1]
     steps = partial(ctx.progress, description=f"PGD towards {TARGET}")  # a bar while it runs
     adv = pgd(model, x, target, eps, ALPHA_255 / 255, STEPS, targeted=True, progress=steps)
@@ -30,8 +30,8 @@ def main(ctx: Context) -> None:
     plot.show(axes[1], adv, "attacked: " + plot.label(attacked))
     plot.show(axes[2], plot.magnified(adv - x, eps), f"the change, × {0.5 / eps:.0f}")
     ctx.fields.update(
-        model=model.name, size=model.size, credit=photos.credit(PHOTO), eps_255=round(eps * 255),
-        steps=STEPS, alpha_255=ALPHA_255, target=TARGET, clean=str(clean), attacked=str(attacked),
+        setting.fields(), steps=STEPS, alpha_255=ALPHA_255, target=TARGET, clean=str(clean),
+        attacked=str(attacked),
     )
     ctx.save(fig)
 

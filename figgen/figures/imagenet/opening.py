@@ -4,7 +4,8 @@ import torch
 
 from figgen.attacks import fgsm, input_gradient
 from figgen.harness import Context, run
-from figgen.imagenet import models, photos, plot
+from figgen.imagenet import models, plot
+from figgen.imagenet.scene import scene
 
 PHOTO = "coffee"
 EPS_255 = 4  # the budget in grey levels: 4/255 ~ 0.016, invisible on a screen
@@ -12,9 +13,8 @@ EPS_255 = 4  # the budget in grey levels: 4/255 ~ 0.016, invisible on a screen
 
 def main(ctx: Context) -> None:
     """Attack the photo with one FGSM step and draw the three terms of the sum."""
-    model = models.load(ctx.params.get("model", models.DEFAULT_MODEL))
-    eps = ctx.params.get("eps_255", EPS_255) / 255
-    x = photos.load_photo(PHOTO, model.size).to(model.device)  # [1, 3, S, S]
+    setting = scene(ctx.params, PHOTO, EPS_255)
+    model, x, eps = setting.model, setting.image, setting.eps  # x: [1, 3, S, S]
     clean = models.classify(model, x)[0]
     true = torch.tensor([clean.label], device=x.device)  # [1] the model's own class
     grad, _ = input_gradient(model, x, true)  # [1, 3, S, S]
@@ -30,8 +30,8 @@ def main(ctx: Context) -> None:
     plot.operator(axes[3], "=")
     plot.show(axes[4], adv, plot.label(attacked))
     ctx.fields.update(
-        model=model.name, size=model.size, credit=photos.credit(PHOTO), eps=f"{eps:.3f}",
-        eps_255=round(eps * 255), clean=str(clean), noise=str(noisy), attacked=str(attacked),
+        setting.fields(), eps=f"{eps:.3f}", clean=str(clean), noise=str(noisy),
+        attacked=str(attacked),
     )
     ctx.save(fig)
 
