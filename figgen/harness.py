@@ -159,10 +159,22 @@ def seed_everything(seed: int) -> None:
         torch.backends.cudnn.deterministic = True
 
 
+_DEPENDS: set[Path] = set()  # project files a run depends on without importing them
+
+
+def depends_on(paths: Iterable[Path]) -> None:
+    """Count project files among this run's inputs though it did not import them.
+
+    A cached intermediate (figgen.intermediates) read from disk skips the imports that
+    computing it would make; its key's files still decide whether the figure is stale.
+    """
+    _DEPENDS.update(Path(p).resolve() for p in paths)
+
+
 def project_modules(root: Path, script: Path) -> list[str]:
     """Source files of the project (not of installed packages) that this run imported."""
     prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    found = set()
+    found = {p.relative_to(root).as_posix() for p in _DEPENDS if p.is_relative_to(root)}
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
         # torch.ops and torch.classes carry a bare relative __file__ that names no real file.

@@ -19,7 +19,9 @@ MARKER = re.compile(rf"<{MARKER_TAG}\b[^>]*>\s*</{MARKER_TAG}>")
 # A `{figure}` link that did not stand alone in its paragraph (code samples may show it freely).
 STRAY = re.compile(r"""(?:src|href)\s*=\s*["']\{figure\}(?P<name>[^"']*)""")
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(/[A-Za-z0-9_][A-Za-z0-9_-]*)*")
-DECLARABLE = {"data": list, "timeout": (int, float)}  # what a script may say in __figure__
+# What a script may say in __figure__: data files it reads, its own time-out, whether it
+# wants a GPU (it then runs in the GPU queue when the machine has one).
+DECLARABLE = {"data": list, "timeout": (int, float), "gpu": bool}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""What a Python file imports, found by reading it: nothing is imported or run.
+
+Used twice: the build preloads the libraries that several figures import (figgen.forkserver),
+and a cached intermediate's key covers the project files its module imports
+(figgen.intermediates). Every import statement counts, including those inside functions
+and ``try`` blocks: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Imports:
+    """A file's transitive imports: project files (the file first) and other modules."""
+
+    files: tuple[Path, ...]  # resolved paths below the search folders
+    external: tuple[str, ...]  # dotted names of modules from installed packages, sorted
+
+
+def closure(path: Path, search: Iterable[Path]) -> Imports:
+    """Follow the imports of `path` through the project files found in `search` folders."""
+    folders = tuple(p.resolve() for p in search)
+    todo, files, external = [path.resolve()], [], set()
+    while todo:
+        current = todo.pop(0)
+        if current in files:
+            continue
+        files.append(current)
+        for name, maybe in _imported(current, _package(current, folders)):
+            found = _project_files(name, folders)
+            todo.extend(found)
+            if not found and not maybe:
+                external.add(name)
+    return Imports(tuple(files), tuple(sorted(external)))
+
+
+def _package(path: Path, folders: tuple[Path, ...]) -> str:
+    """The dotted package a project file belongs to ('' for a top-level file)."""
+    for folder in folders:
+        if path.is_relative_to(folder):
+            return ".".join(path.relative_to(folder).parent.parts)
+    return ""
+
+
+@cache
+def _imported(path: Path, package: str) -> tuple[tuple[str, bool], ...]:
+    """Absolute dotted names a file's import statements name; True marks a mere candidate."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    names: list[tuple[str, bool]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend((a.name, False) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            base = _absolute(node.module, node.level, package)
+            if base:
+                names.append((base, False))
+                # `from pkg import x` imports the module pkg.x when there is one.
+                names.extend((f"{base}.{a.name}", True) for a in node.names if a.name != "*")
+    return tuple(dict.fromkeys(names))
+
+
+def _absolute(module: str | None, level: int, package: str) -> str:
+    """Resolve a possibly relative import to a dotted name ('' when it leaves the package)."""
+    if level == 0:
+        return module or ""
+    parts = package.split(".") if package else []
+    if level - 1 > len(parts):
+        return ""
+    base = parts[: len(parts) - (level - 1)]
+    return ".".join([*base, module] if module else base)
+
+
+def _project_files(name: str, folders: tuple[Path, ...]) -> list[Path]:
+    """The files that importing `name` runs (packages first), when it is a project module."""
+    parts = name.split(".")
+    for folder in folders:
+        found = []
+        for depth in range(1, len(parts) + 1):
+            stem = folder.joinpath(*parts[:depth])
+            if (stem / "__init__.py").is_file():
+                found.append(stem / "__init__.py")
+            elif depth == len(parts) and stem.with_suffix(".py").is_file():
+                found.append(stem.with_suffix(".py"))
+            else:
+                break
+        if len(found) == len(parts):
+            return found
+    return []
