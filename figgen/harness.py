@@ -32,7 +32,8 @@ os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
 ROOT_ENV = "FIGGEN_ROOT"  # the project root, set by the plugin; default: the current folder
 PNG_DPI = 200  # figures are drawn at 2x their CSS size, so they stay sharp on dense screens
 CSS_SCALE = 2
-PROGRESS_FD = "FIGGEN_PROGRESS_FD"  # set by the plugin: where progress goes, as JSON lines
+PROGRESS_FILE = "FIGGEN_PROGRESS"  # set by the plugin: the file progress goes to, as JSON lines
+THREADS = "FIGGEN_THREADS"  # compute threads of a run (torch's); the plugin sets it, default 1
 PROGRESS_EVERY = 0.1  # seconds between two progress reports
 SVG_SALT = "figgen"  # matplotlib's SVG ids derive from it instead of a random value
 
@@ -113,12 +114,12 @@ _CHANNEL: list[TextIO] = []
 
 
 def _progress_channel() -> TextIO | None:
-    """The pipe the plugin reads progress from, opened once; None when run alone."""
-    fd = os.environ.get(PROGRESS_FD)
-    if fd is None:
+    """The file the plugin reads progress from, opened once; None when run alone."""
+    path = os.environ.get(PROGRESS_FILE)
+    if path is None:
         return None
     if not _CHANNEL:
-        _CHANNEL.append(os.fdopen(int(fd), "w", encoding="utf-8"))
+        _CHANNEL.append(open(path, "a", encoding="utf-8"))  # noqa: SIM115 (open for the run)
     return _CHANNEL[0]
 
 
@@ -154,6 +155,9 @@ def seed_everything(seed: int) -> None:
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
         torch.manual_seed(seed)
+        # The same thread count wherever it runs: torch's reductions split by thread, so the
+        # count changes a figure's last bits (two of ours differ between 1 and 2 threads).
+        torch.set_num_threads(int(os.environ.get(THREADS, "1")))
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing
         torch.backends.cudnn.deterministic = True

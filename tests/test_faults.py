@@ -282,7 +282,10 @@ def test_a_build_killed_with_minus_9_leaves_a_cache_the_next_build_uses(site: Si
     for half in halves:
         half.parent.mkdir(parents=True, exist_ok=True)
         half.write_bytes(b"\x89PNG half")
-    assert set(site.build()["ran"]) == {"beta", "gamma"}
+    report = site.build()
+    # gamma ran beside beta in the pool, so the killed build may have recorded it already.
+    assert "beta" in report["ran"] and set(report["ran"]) <= {"beta", "gamma"}
+    assert "gamma" in report["ran"] or "gamma" in report["cached"]
     assert _gone(child), "the next build did not kill what the killed build's script left"
     assert len(figures(site.html())) == 3
     assert not [p for p in (site.root / ".figgen-cache/tmp").iterdir() if p.name.startswith(
@@ -298,12 +301,13 @@ def test_two_concurrent_builds_share_the_cache_and_run_each_figure_once(site: Si
             while not os.path.exists({str(release)!r}):  # the test lets it finish
                 time.sleep(0.05)
         """).replace('"green"', repr(color)))
-    first = _pelican(site, "out1")
-    _wait_for(lambda: log.exists(), "the first build to start alpha")
+    first = _pelican(site, "out1")  # its pool runs alpha and beta at once
+    _wait_for(lambda: log.exists() and len(log.read_text().split()) == 2,
+              "the first build to start alpha and beta")
     second = _pelican(site, "out2")
-    _wait_for(lambda: "waiting for another build that is making alpha" in _log(site, "out2"),
-              "the second build to wait for alpha's lock")
-    assert log.read_text().split() == ["alpha"]  # the second build has not run it
+    _wait_for(lambda: "waiting for another build that is making" in _log(site, "out2"),
+              "the second build to wait for a figure's lock")
+    assert sorted(log.read_text().split()) == ["alpha", "beta"]  # the second ran neither
     release.touch()
     for out, build in (("out1", first), ("out2", second)):
         assert build.wait(timeout=120) == 0, _log(site, out)

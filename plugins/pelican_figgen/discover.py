@@ -44,6 +44,7 @@ class Figure:
     data: tuple[Path, ...]
     timeout: float
     params: Mapping[str, Any]
+    gpu: bool = False  # declared: it runs in the GPU queue when there is a GPU
 
 
 class _Attrs(HTMLParser):
@@ -117,6 +118,7 @@ def load_figure(article: str, name: str, settings: FiggenSettings, names: list[s
         data=data,
         timeout=float(declared.get("timeout", settings.timeout)),
         params=figure_params(name, settings.params),
+        gpu=bool(declared.get("gpu", False)),
     )
 
 

@@ -8,20 +8,23 @@ a box with its error, and the build succeeds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import cache, discover, embed, progress, provenance
+from . import cache, discover, embed, launch, progress, provenance, schedule
 from .cache import Expected, Failure, Hashes, Record, Store
 from .discover import Figure, FigureRef
 from .errors import FigureBuildError, FigureError
+from .launch import WarmServer
 from .markdown_ext import FigureReferenceExtension
-from .run import RunResult, run_figure
+from .run import RunResult, run_figure, script_env
 from .settings import FiggenSettings, merge
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,10 @@ class Report:
     cached: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     causes: dict[str, str] = field(default_factory=dict)  # failed figure -> why
+    # Seconds each figure that ran spent in its own main(), less waits for another figure's
+    # intermediate: the part of a run that start-up and imports do not explain.
+    compute: dict[str, float] = field(default_factory=dict)
+    preloaded: list[str] = field(default_factory=list)  # what the warm server imported
 
 
 @dataclass
@@ -163,6 +170,38 @@ def expected(figure: Figure, settings: FiggenSettings, environment: Mapping[str,
     )
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A figure whose record was not fresh when the build looked: it may have to run."""
+
+    figure: Figure
+    want: Expected
+    previous: Record | None
+    reason: str  # why it is not fresh, for the log
+
+
+@dataclass(frozen=True)
+class Done:
+    """How a pending figure ended: a new record, a failure, or found fresh after all."""
+
+    record: Record | None
+    result: RunResult | None  # None: a concurrent build had made it meanwhile
+    previous: Record | None  # the last good record, shown (marked stale) if this run failed
+
+
+@dataclass(frozen=True)
+class Runner:
+    """What every run of one build shares: settings, cache, warm server, progress, extras."""
+
+    settings: FiggenSettings
+    store: Store
+    hashes: Hashes
+    force: bool
+    server: WarmServer | None
+    board: progress.Board
+    env: Mapping[str, str]  # added to every script's environment
+
+
 def make(
     figures: Mapping[str, Figure],
     settings: FiggenSettings,
@@ -171,30 +210,102 @@ def make(
 ) -> Outcome:
     """Bring every figure up to date: reuse its record or run its script (always if force)."""
     store, hashes = Store(settings.cache_dir), Hashes()
-    environment = cache.environment(settings.python, settings.versions)
+    environment = run_environment(settings)
     outcome = Outcome(store=store)
+    pending: dict[str, Pending] = {}
     for name, figure in figures.items():
         want = expected(figure, settings, environment)
         verdict = cache.verdict(store.load(name), settings.root, want, store, hashes)
         if verdict.fresh and verdict.record and not force:
             _cached(outcome, verdict.record)
-            continue
-        with store.lock(name):  # a concurrent build may be making it: wait, then look again
-            verdict = cache.verdict(store.load(name), settings.root, want, store, hashes)
-            if verdict.fresh and verdict.record and not force:
-                _cached(outcome, verdict.record)
-                continue
-            # Strict builds (make site, CI) try every figure; others skip a failure already
-            # known, while nothing it read has changed.
-            retry = force or settings.on_error == "strict"
-            known = None if retry else _known_failure(store, name, settings, want, hashes)
-            if known:
-                record, result = None, known
-            else:
-                logger.info("figgen: running %s (%s)", name, "forced" if force else verdict.reason)
-                record, result = _run(figure, want, settings, store, hashes, verdict.record)
-        _account(outcome, name, record, result, verdict.record, articles.get(name, []), hashes)
+        else:
+            pending[name] = Pending(figure, want, verdict.record,
+                                    "forced" if force else verdict.reason)
+    done = _bring_up_to_date(pending, settings, store, hashes, force, environment, outcome)
+    for name in pending:  # in the figures' order, however the pool ran them
+        end = done[name]
+        if end.result is None and end.record:
+            _cached(outcome, end.record)
+        elif end.result is not None:
+            _account(outcome, name, end.record, end.result, end.previous,
+                     articles.get(name, []), hashes)
     return outcome
+
+
+def run_environment(settings: FiggenSettings) -> dict[str, str]:
+    """What a figure's bytes depend on besides its inputs: library versions, thread count."""
+    return {**cache.environment(settings.python, settings.versions),
+            "threads": str(settings.threads)}
+
+
+def _bring_up_to_date(
+    pending: Mapping[str, Pending], settings: FiggenSettings, store: Store, hashes: Hashes,
+    force: bool, environment: Mapping[str, str], outcome: Outcome,
+) -> dict[str, Done]:
+    """Run the pending figures in the pool (GPU ones in their queue), slowest first."""
+    if not pending:
+        return {}
+    retry = force or settings.on_error == "strict"
+    scripts = [job.figure.script for name, job in pending.items()
+               if retry or not _known_failure(store, name, settings, job.want, hashes)]
+    jobs = [schedule.Job(name, job.figure.gpu, job.previous.seconds if job.previous else None)
+            for name, job in pending.items()]
+    gpus = _gpus(settings) if scripts else ()
+    extra = {"FIGGEN_INTERMEDIATES": str(settings.cache_dir / "intermediates"),
+             "FIGGEN_ENVIRONMENT": json.dumps(environment, sort_keys=True)}
+    with _warm_server(settings, scripts, store.scratch()) as server, progress.board() as board:
+        runner = Runner(settings, store, hashes, force, server, board, extra)
+        outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
+        return schedule.run_all(jobs, settings.jobs, gpus,
+                                lambda job, lane: _attempt(runner, job.name, pending[job.name],
+                                                           lane))
+
+
+def _gpus(settings: FiggenSettings) -> tuple[str, ...]:
+    """The GPUs of this build: the setting's list, or those found."""
+    return schedule.detect_gpus() if settings.gpus == "auto" else tuple(settings.gpus)
+
+
+@contextlib.contextmanager
+def _warm_server(
+    settings: FiggenSettings, scripts: list[Path], scratch: Path
+) -> Iterator[WarmServer | None]:
+    """The build's warm server, when two or more scripts will run; else None."""
+    if not settings.preload or len(scripts) < 2 or not launch.available():
+        yield None
+        return
+    start = time.perf_counter()
+    try:
+        server = WarmServer(settings.python, scripts, settings.root, script_env(settings),
+                            scratch / launch.SERVER_LOG)
+    except launch.ServerGone as err:  # the figures still run, each in its own interpreter
+        logger.warning("figgen: %s; each figure starts its own interpreter instead", err)
+        yield None
+        return
+    logger.info("figgen: warm server ready in %.1f s, with %d shared libraries imported",
+                time.perf_counter() - start, len(server.ready.get("preloaded", [])))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _attempt(runner: Runner, name: str, job: Pending, lane: schedule.Lane) -> Done:
+    """Under the figure's lock: find it fresh after all, or a known failure, or run it."""
+    store, settings, hashes = runner.store, runner.settings, runner.hashes
+    with store.lock(name):  # a concurrent build may be making it: wait, then look again
+        verdict = cache.verdict(store.load(name), settings.root, job.want, store, hashes)
+        if verdict.fresh and verdict.record and not runner.force:
+            return Done(verdict.record, None, verdict.record)
+        # Strict builds (make site, CI) try every figure; others skip a failure already
+        # known, while nothing it read has changed.
+        retry = runner.force or settings.on_error == "strict"
+        known = None if retry else _known_failure(store, name, settings, job.want, hashes)
+        if known:
+            return Done(None, known, verdict.record)
+        logger.info("figgen: running %s (%s)", name, job.reason)
+        record, result = _run(runner, job.figure, job.want, verdict.record, lane)
+        return Done(record, result, verdict.record)
 
 
 def _known_failure(
@@ -229,6 +340,7 @@ def _account(
     assert outcome.store is not None
     if record:
         outcome.report.ran[name] = record.seconds
+        outcome.report.compute[name] = compute_seconds(result.manifest or {})
         outcome.records[name] = record
         outcome.store.clear_failure(name)
         logger.info("figgen: %s ran in %.1f s", name, record.seconds)
@@ -242,24 +354,28 @@ def _account(
         outcome.stale[name] = f"last run failed ({result.cause})"
 
 
+def compute_seconds(manifest: Mapping[str, Any]) -> float:
+    """A run's own compute time: its main(), less the waits for others' intermediates."""
+    waited = manifest.get("intermediates", {}).get("waited", 0.0)
+    return round(float(manifest.get("seconds", 0.0)) - float(waited), 3)
+
+
 def _run(
-    figure: Figure,
-    expected: Expected,
-    settings: FiggenSettings,
-    store: Store,
-    hashes: Hashes,
-    previous: Record | None,
+    runner: Runner, figure: Figure, expected: Expected, previous: Record | None,
+    lane: schedule.Lane,
 ) -> tuple[Record | None, RunResult]:
     """Run one figure in a scratch folder and, on success, cache and record it."""
+    settings, store, hashes = runner.settings, runner.store, runner.hashes
     before = {rel: hashes(settings.root / rel) for rel in expected.inputs}
     # Hash now (Hashes remembers) the modules the last run imported: a module edited while the
     # script runs is then recorded as it was read, and the next build sees the edit.
     for rel in previous.inputs if previous else ():
         hashes(settings.root / rel)
     prefix = figure.name.replace("/", "-")
-    with tempfile.TemporaryDirectory(dir=store.scratch(), prefix=prefix) as tmp, \
-            progress.bars(figure.name) as show:
-        result = run_figure(figure, settings, Path(tmp), show)
+    with tempfile.TemporaryDirectory(dir=store.scratch(), prefix=prefix) as tmp:
+        result = run_figure(figure, settings, Path(tmp), runner.board.for_figure(figure.name),
+                            {**runner.env, **lane.env}, runner.server)
+        runner.board.done(figure.name)
         try:
             record = _record(figure, expected, settings, store, hashes, result, before) \
                 if result.ok else None

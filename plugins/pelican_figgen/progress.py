@@ -1,8 +1,9 @@
-"""Progress on the terminal: a bar per running figure; nothing when output is not a terminal."""
+"""Progress on the terminal: bars of the running figures; nothing when output is not a terminal."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -20,12 +21,45 @@ def console() -> Console:
     return pelican_console
 
 
+class Board:
+    """The bars of the figures running now: one display for the build, several figures."""
+
+    def __init__(self, display: Any = None) -> None:
+        """Draw on `display` (a rich Progress), or nowhere when it is None."""
+        self.display = display
+        self._tasks: dict[str, dict[str, Any]] = {}  # figure -> description -> task id
+        self._lock = threading.Lock()  # each figure reports from the thread waiting for it
+
+    def for_figure(self, name: str) -> Callback | None:
+        """A callback that shows a figure's progress reports as bars, or None."""
+        if self.display is None:
+            return None
+
+        def update(report: Mapping[str, Any]) -> None:
+            description = f"[bold]{name}[/] {report.get('description', '')}"
+            total = report.get("total")
+            with self._lock:
+                tasks = self._tasks.setdefault(name, {})
+                if description not in tasks:
+                    tasks[description] = self.display.add_task(description, total=total)
+                self.display.update(tasks[description], completed=report.get("completed", 0),
+                                    total=total)
+
+        return update
+
+    def done(self, name: str) -> None:
+        """Take a figure's bars away: it has ended."""
+        with self._lock:
+            for task in self._tasks.pop(name, {}).values():
+                self.display.remove_task(task)
+
+
 @contextlib.contextmanager
-def bars(name: str) -> Iterator[Callback | None]:
-    """While a figure runs: a callback that shows its progress reports as bars, or None."""
+def board() -> Iterator[Board]:
+    """A board for the build; it draws nothing when the screen is not a terminal (CI logs)."""
     screen = console()
-    if not screen.is_terminal:  # CI logs stay readable: only the per-figure lines
-        yield None
+    if not screen.is_terminal:
+        yield Board()
         return
     # Here, not at the top: importing rich.progress costs a no-op build ~10 ms.
     from rich.progress import (
@@ -37,17 +71,8 @@ def bars(name: str) -> Iterator[Callback | None]:
     )
 
     display = Progress(
-        TextColumn(f"[bold]{name}[/] {{task.description}}"), BarColumn(),
-        MofNCompleteColumn(), TimeElapsedColumn(), console=screen, transient=True,
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=screen, transient=True,
     )
-    tasks: dict[str, Any] = {}
-
-    def update(report: Mapping[str, Any]) -> None:
-        description = str(report.get("description", ""))
-        total = report.get("total")
-        if description not in tasks:
-            tasks[description] = display.add_task(description, total=total)
-        display.update(tasks[description], completed=report.get("completed", 0), total=total)
-
     with display:
-        yield update
+        yield Board(display)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .discover import Figure
+from .launch import Request, ServerGone, WarmServer, start_direct
 from .settings import FiggenSettings
 
 FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
@@ -26,13 +25,15 @@ TRACEBACK_START = "Traceback (most recent call last):"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IHDR_SIZE = 13  # width, height (4 bytes each), depth, colour, compression, filter, interlace
 HARNESS = ("figgen", "harness.py")  # the runner's own frames are noise in a script's traceback
-PROGRESS_FD = "FIGGEN_PROGRESS_FD"  # the harness writes JSON lines of progress to this fd
+PROGRESS_FILE = "FIGGEN_PROGRESS"  # the harness appends JSON lines of progress to this file
+PROGRESS = ".figgen-progress.jsonl"  # that file, in the run's output folder
+PROGRESS_POLL = 0.1  # seconds between two reads of it
+# What caps the thread pools of torch, OpenMP and the BLAS libraries NumPy may use.
+THREAD_VARIABLES = ("FIGGEN_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
-PR_SET_PDEATHSIG = 1
 STDERR = ".figgen-stderr.txt"  # the script's stderr, in its output folder
 RUN_ENV = "FIGGEN_RUN"  # the run's output folder: marks the script and every child it starts
-# Looked up now, not in the forked child, where loading a library could deadlock.
-PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 Progress = Callable[[Mapping[str, Any]], None]  # called with each progress report of a run
 
 
@@ -65,10 +66,15 @@ def command(figure: Figure, settings: FiggenSettings, out_dir: Path) -> list[str
     ]
 
 
-def script_env(root: Path) -> dict[str, str]:
+def script_env(settings: FiggenSettings) -> dict[str, str]:
     """Environment of a figure run: project importable, no display, reproducible output."""
+    root = settings.root
     path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    threads = str(settings.threads)
     return os.environ | {
+        # Every BLAS and OpenMP pool capped: the pool's workers then share the cores without
+        # oversubscribing them, and a figure's bytes do not depend on the machine's cores.
+        **dict.fromkeys(THREAD_VARIABLES, threads),
         "PYTHONPATH": path,
         "FIGGEN_ROOT": str(root),
         "MPLBACKEND": "Agg",
@@ -80,12 +86,31 @@ def script_env(root: Path) -> dict[str, str]:
 
 
 def run_figure(
-    figure: Figure, settings: FiggenSettings, out_dir: Path, progress: Progress | None = None
+    figure: Figure,
+    settings: FiggenSettings,
+    out_dir: Path,
+    progress: Progress | None = None,
+    lane: Mapping[str, str] | None = None,
+    server: WarmServer | None = None,
 ) -> RunResult:
-    """Run a figure script with a time-out; never raises for anything the script does."""
+    """Run a figure script with a time-out; never raises for anything the script does.
+
+    `lane` adds to the script's environment (its GPU, say); `server`, when given, forks the
+    script from the warm server instead of starting an interpreter.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    request = Request(
+        tuple(command(figure, settings, out_dir)[1:]),
+        script_env(settings) | dict(lane or {}) | {PROGRESS_FILE: str(out_dir / PROGRESS),
+                                                   RUN_ENV: str(out_dir)},
+        settings.root, out_dir / STDERR,
+    )
     start = time.perf_counter()
-    returncode = _execute(figure, settings, out_dir, progress)
+    try:
+        returncode = _execute(request, figure.timeout, settings.python, progress, server)
+    except ServerGone as err:
+        return RunResult(False, time.perf_counter() - start, out_dir, cause=str(err),
+                         detail=server.log_tail() if server else "")
     seconds = time.perf_counter() - start
     stderr = (out_dir / STDERR).read_text(encoding="utf-8", errors="replace")
     if returncode is None:
@@ -102,44 +127,26 @@ def run_figure(
 
 
 def _execute(
-    figure: Figure, settings: FiggenSettings, out_dir: Path, progress: Progress | None
+    request: Request, timeout: float, python: str, progress: Progress | None,
+    server: WarmServer | None,
 ) -> int | None:
     """Run the script to its end or its time-out (None); then kill every process it left."""
-    read_fd, write_fd = os.pipe()
+    proc = server.start(request) if server else start_direct(python, request)
+    done = threading.Event()
+    follower = threading.Thread(target=_follow, args=(Path(request.env[PROGRESS_FILE]),
+                                                      progress, done), daemon=True)
+    follower.start()
     try:
-        proc = _spawn(figure, settings, out_dir, write_fd)
-    finally:
-        os.close(write_fd)  # the script holds the only write end: the reader ends when it exits
-    reader = threading.Thread(target=_read_progress, args=(read_fd, progress), daemon=True)
-    reader.start()
-    try:
-        return proc.wait(timeout=figure.timeout)
+        return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
     finally:
         # Children the script left behind would outlive it (and hold its files open).
         kill_group(proc.pid)
-        proc.wait()
-        reader.join(timeout=1)
-
-
-def _spawn(
-    figure: Figure, settings: FiggenSettings, out_dir: Path, write_fd: int
-) -> subprocess.Popen:
-    """Start the script in a session of its own, stderr to a file, progress to `write_fd`."""
-    # A file, not a pipe: a child the script leaves running cannot keep the build waiting.
-    with (out_dir / STDERR).open("wb") as stderr:
-        return subprocess.Popen(
-            command(figure, settings, out_dir),
-            cwd=settings.root,
-            env=script_env(settings.root) | {PROGRESS_FD: str(write_fd), RUN_ENV: str(out_dir)},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,  # its own process group: killed as one
-            pass_fds=(write_fd,),
-            preexec_fn=_die_with_parent,
-        )
+        with contextlib.suppress(ServerGone):
+            proc.wait()
+        done.set()
+        follower.join(timeout=1)
 
 
 def kill_group(pgid: int) -> None:
@@ -162,23 +169,32 @@ def kill_strays(scratch: Path) -> None:
                 os.kill(int(proc.name), signal.SIGKILL)
 
 
-def _die_with_parent() -> None:
-    """In the child: ask Linux to kill the script when the build dies (kill -9 included)."""
-    # Strictly: when the forking thread ends. Builds run scripts from their main thread.
-    if PRCTL is not None:
-        PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+def _follow(path: Path, progress: Progress | None, done: threading.Event) -> None:
+    """Pass each JSON line the script appends to its progress file to `progress`."""
+    # A file the script appends to, polled: it works alike for forked and started scripts.
+    offset, partial = 0, b""
+    while True:
+        ended = done.is_set()  # read once more after the end: the last reports count
+        with contextlib.suppress(OSError), path.open("rb") as file:
+            file.seek(offset)
+            data = file.read()
+            offset += len(data)
+            *lines, partial = (partial + data).split(b"\n")
+            for line in lines:
+                _report(line, progress)
+        if ended:
+            return
+        done.wait(PROGRESS_POLL)
 
 
-def _read_progress(fd: int, progress: Progress | None) -> None:
-    """Pass each JSON line the script writes on the progress pipe to `progress`."""
-    with os.fdopen(fd, encoding="utf-8", errors="replace") as pipe:
-        for line in pipe:
-            try:
-                report = json.loads(line)
-            except ValueError:
-                continue  # a script's garbage on the pipe is not worth failing it for
-            if progress and isinstance(report, dict):
-                progress(report)
+def _report(line: bytes, progress: Progress | None) -> None:
+    """Pass one progress line on, if it is a JSON object; a script's garbage is skipped."""
+    try:
+        report = json.loads(line)
+    except ValueError:
+        return
+    if progress and isinstance(report, dict):
+        progress(report)
 
 
 def _failed_modules(out_dir: Path) -> tuple[str, ...] | None:

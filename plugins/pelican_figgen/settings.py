@@ -44,6 +44,22 @@ DEFAULTS: dict[str, Any] = {
     # builds, showing the last good figure marked stale, or a box with the error.
     # The environment variable FIGGEN_ON_ERROR overrides it (`make serve` sets keep-going).
     "on_error": "strict",
+    # How many figures run at once: None, the number of cores this build may use, divided by
+    # `threads`. FIGGEN_JOBS overrides it (1: one after the other).
+    "jobs": None,
+    # Compute threads of each figure (torch, OpenMP, BLAS). Fixed, not "all the cores": a
+    # figure's bytes must not depend on the machine, and torch's reductions split by thread.
+    # Part of every figure's cache key. Raise it for one slow figure on a many-core machine.
+    "threads": 1,
+    # GPUs for the figures that declare `__figure__ = {"gpu": True}`: "auto" (those CUDA can
+    # see: CUDA_VISIBLE_DEVICES, else nvidia-smi), or a list of device ids, or [] for none.
+    # Each GPU runs one figure at a time (its id in CUDA_VISIBLE_DEVICES) beside the CPU pool;
+    # with no GPU they join the CPU pool. Other figures never see a GPU when there is one.
+    "gpus": "auto",
+    # Start the figures from a warm server that imported the libraries two or more of them
+    # share, forked per figure (Linux): interpreter start-up and imports are paid once per
+    # build, not once per figure. False: each figure starts its own interpreter.
+    "preload": True,
     # "run": run the scripts whose inputs changed. "frozen": run no script; take every figure
     # from the freeze (see freeze_dir), and fail when one is missing there. FIGGEN_MODE
     # overrides it, so CI or a machine without torch can build from the freeze.
@@ -56,7 +72,8 @@ DEFAULTS: dict[str, Any] = {
     "verify_tolerance": 0.01,
 }
 CHOICES = {"on_error": ("strict", "keep-going"), "mode": ("run", "frozen")}
-ENVIRONMENT = {"on_error": "FIGGEN_ON_ERROR", "mode": "FIGGEN_MODE"}  # overrides, by key
+# Overrides from the environment, by key.
+ENVIRONMENT = {"on_error": "FIGGEN_ON_ERROR", "mode": "FIGGEN_MODE", "jobs": "FIGGEN_JOBS"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,10 @@ class FiggenSettings:
     mode: str
     freeze_dir: Path
     verify_tolerance: float
+    jobs: int = 1
+    threads: int = 1
+    gpus: str | tuple[str, ...] = "auto"  # "auto": detected when a figure wants one
+    preload: bool = True
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -97,6 +118,9 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
         raise SettingsError(f"FIGGEN['scripts'] must be a folder inside the project {root}")
     if not isinstance(merged["params"], Mapping):
         raise SettingsError("FIGGEN['params'] must map figure names to dicts of parameters")
+    threads = _positive(merged, "threads")
+    jobs = _positive(merged, "jobs") if merged["jobs"] is not None else \
+        max(1, _cores() // threads)
     return FiggenSettings(
         root=root,
         scripts=(root / merged["scripts"]).resolve(),
@@ -111,5 +135,36 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
         mode=merged["mode"],
         freeze_dir=(root / merged["freeze_dir"]).resolve(),
         verify_tolerance=float(merged["verify_tolerance"]),
+        jobs=jobs,
+        threads=threads,
+        gpus=_gpus(merged["gpus"]),
+        preload=bool(merged["preload"]),
         params={str(k): dict(v) for k, v in merged["params"].items()},
     )
+
+
+def _positive(merged: Mapping[str, Any], key: str) -> int:
+    """A setting that must be a whole number of at least 1."""
+    try:
+        value = int(merged[key])
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1 or str(value) != str(merged[key]).strip():
+        raise SettingsError(f"FIGGEN['{key}'] is {merged[key]!r}; expected a whole number >= 1")
+    return value
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container's or taskset's limit, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _gpus(value: Any) -> str | tuple[str, ...]:
+    """'auto', or the GPU ids as strings."""
+    if value == "auto":
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, str)) for v in value):
+        return tuple(str(v) for v in value)
+    raise SettingsError(f"FIGGEN['gpus'] is {value!r}; expected 'auto' or a list of GPU ids")

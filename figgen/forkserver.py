@@ -1,0 +1,177 @@
+"""A warm start for figure scripts: import the shared libraries once, then fork per script.
+
+Each figure script run as its own interpreter pays Python's start-up and its imports (torch,
+matplotlib: about 2-3 s here) before it computes anything. The build starts this server
+instead, with the scripts it is about to run; the server imports every library that two or
+more of them import (read statically, see figgen.imports) and then forks one child per
+script. A child is a fresh process as far as the script can tell: its own session, stdin and
+stdout on /dev/null, stderr to a file, the environment and arguments it was given, the
+server's own project modules forgotten, and the script run as ``__main__``.
+
+Protocol, one JSON object per line. The server says ``{"ready": ..., "preloaded": [...]}``
+once its imports are done. Then the build writes ``{"id", "argv", "env", "cwd", "stderr"}``
+per script and the server answers ``{"id", "pid"}`` at once and ``{"id", "exit"}`` (the
+return code, negative for a signal) when the child ends. End of input stops the server.
+
+Linux only (``os.pidfd_open``): the build starts each script itself elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import runpy
+import select
+import signal
+import sys
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from figgen.imports import closure
+
+PR_SET_PDEATHSIG = 1
+# What the harness imports for a script that imports a library: torch's deterministic switch
+# imports its compiler's configuration, 0.9 s here.
+HARNESS_NEEDS = {"torch": ("torch._inductor.config",)}
+
+
+def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
+    """Modules of installed packages that at least two of the scripts import."""
+    counts: Counter[str] = Counter()
+    for script in scripts:
+        # Preloading what one script alone imports would save nothing, and would slow down
+        # a rebuild whose one script no longer needs it (a cached intermediate, say).
+        counts.update(closure(script, [root, script.parent]).external)
+    stdlib = sys.stdlib_module_names
+    shared = {n for n, c in counts.items() if c >= 2 and n.partition(".")[0] not in stdlib}
+    return sorted(shared.union(*(HARNESS_NEEDS.get(n, ()) for n in shared)))
+
+
+def preload(names: list[str]) -> list[str]:
+    """Import what can be imported; a failure is the script's to report, when it imports it."""
+    done = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 (any import error: the script raises it itself)
+            continue
+        done.append(name)
+    return done
+
+
+def serve(scripts: list[Path], root: Path) -> None:
+    """Preload, say ready, then fork a child per request until the input ends."""
+    start = time.perf_counter()
+    loaded = preload(shared_libraries(scripts, root))
+    _send({"ready": round(time.perf_counter() - start, 3), "preloaded": loaded})
+    children: dict[int, tuple[int, int]] = {}  # pidfd -> (request id, pid)
+    pending = b""
+    while True:
+        ready, _, _ = select.select([0, *children], [], [])
+        for fd in ready:
+            if fd != 0:
+                request, pid = children.pop(fd)
+                os.close(fd)
+                _, status = os.waitpid(pid, 0)
+                _send({"id": request, "exit": os.waitstatus_to_exitcode(status)})
+                continue
+            data = os.read(0, 65536)
+            if not data:  # the build is done (or gone): children die with us (PDEATHSIG)
+                return
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                request = json.loads(line)
+                pid = _fork(request, children)
+                children[os.pidfd_open(pid)] = (request["id"], pid)
+                _send({"id": request["id"], "pid": pid})
+
+
+def _send(message: dict[str, Any]) -> None:
+    """Write one protocol line to the build."""
+    os.write(1, (json.dumps(message) + "\n").encode())
+
+
+def _fork(request: dict[str, Any], children: dict[int, tuple[int, int]]) -> int:
+    """Fork a child that runs the requested script; return its pid."""
+    server = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:  # nothing may return into the server's loop from here
+        _become_script(request, list(children), server)
+        code = _run_script(request["argv"])
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _become_script(request: dict[str, Any], server_fds: list[int], server: int) -> None:
+    """In the child: the session, files, environment and modules of a fresh interpreter."""
+    os.setsid()  # its own process group: the build kills the script and its children as one
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the server
+    if os.getppid() != server:  # the server died before the line above: no one waits for us
+        os._exit(1)
+    for fd in server_fds:
+        os.close(fd)
+    null = os.open(os.devnull, os.O_RDWR)
+    err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for target, source in ((0, null), (1, null), (2, err)):
+        os.dup2(source, target)
+    os.close(null)
+    os.close(err)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    # The server imported project modules (figgen.imports, ...): the script must import
+    # them itself, or its record would list files it never used and miss edits to them.
+    root = Path(request["cwd"]).resolve()
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve().is_relative_to(root) and "site-packages" not in file:
+            del sys.modules[name]
+
+
+def _run_script(argv: list[str]) -> int:
+    """Run a script as ``python script args`` would; return its exit status."""
+    sys.argv = list(argv)
+    sys.path[0] = str(Path(argv[0]).resolve().parent)  # as `python script.py` sets it
+    try:
+        runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(exit_.code, file=sys.stderr)
+        return 1
+    except BaseException as err:  # noqa: BLE001 (whatever the script raised: print it)
+        _print_from_script(err, Path(argv[0]).resolve())
+        return 1
+    return 0
+
+
+def _print_from_script(err: BaseException, script: Path) -> None:
+    """Print a traceback from the script's first frame on, as `python script.py` would."""
+    tb = err.__traceback__
+    while tb and Path(tb.tb_frame.f_code.co_filename).resolve() != script:
+        tb = tb.tb_next  # runpy's and this module's frames: not the script's
+    traceback.print_exception(type(err), err, tb or err.__traceback__)
+
+
+def main() -> None:
+    """Serve the scripts named on the command line, from the project root (the cwd)."""
+    scripts = [Path(a).resolve() for a in sys.argv[1:]]
+    serve(scripts, Path(os.environ.get("FIGGEN_ROOT", ".")).resolve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The warm server: what it preloads, and that a forked script behaves as if started alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from figgen.forkserver import shared_libraries
+from pelican_figgen import launch
+from pelican_figgen.launch import Request, ServerGone, WarmServer
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = os.environ | {"PYTHONPATH": str(REPO), "FIGGEN_ROOT": str(REPO), "MARK": "server"}
+
+pytestmark = pytest.mark.skipif(not launch.available(), reason="the warm server needs Linux")
+
+PROBE = """\
+import sys
+warm = "numpy" in sys.modules  # before this script imports anything
+import json, os
+import numpy
+json.dump({
+    "warm": warm, "argv": sys.argv[1:], "cwd": os.getcwd(), "mark": os.environ.get("MARK"),
+    "own_session": os.getsid(0) == os.getpid(), "stdin": sys.stdin.read(),
+    "path0": sys.path[0], "name": __name__,
+    "figgen": sorted(m for m in sys.modules if m == "figgen" or m.startswith("figgen.")),
+}, open(sys.argv[1], "w"))
+"""
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[WarmServer]:
+    """A warm server for two scripts that share numpy."""
+    probe = write(tmp_path, "probe.py", PROBE)
+    other = write(tmp_path, "other.py", "import numpy\nimport json\n")
+    warm = WarmServer(sys.executable, [probe, other], REPO, ENV, tmp_path / "server.log")
+    yield warm
+    warm.close()
+
+
+def start(server: WarmServer, script: Path, *args: str, **env: str) -> launch.WarmProcess:
+    """Fork a script from the server, its stderr beside it."""
+    return server.start(Request((str(script), *args), ENV | env, REPO,
+                                script.with_suffix(".err")))
+
+
+def test_what_two_scripts_import_is_preloaded_and_what_one_imports_is_not(tmp_path: Path) -> None:
+    a = write(tmp_path, "a.py",
+              "import json\nimport numpy\nimport torch\nfrom scipy import ndimage\n")
+    b = write(tmp_path, "b.py", "import os\nimport numpy as np\nimport torch.nn\n\ndef f():\n"
+                                "    import torch\n")
+    # Read, not imported: nothing of torch is loaded to decide.
+    assert shared_libraries([a, b], tmp_path) == ["numpy", "torch", "torch._inductor.config"]
+    assert shared_libraries([a], tmp_path) == []
+
+
+def test_a_forked_script_starts_like_a_fresh_interpreter(
+    server: WarmServer, tmp_path: Path
+) -> None:
+    assert server.ready["preloaded"] == ["numpy"]
+    out = tmp_path / "probe.json"
+    process = start(server, tmp_path / "probe.py", str(out), MARK="script")
+    assert process.wait(timeout=60) == 0, (tmp_path / "probe.err").read_text()
+    seen = json.loads(out.read_text())
+    assert seen == {
+        "warm": True, "argv": [str(out)], "cwd": str(REPO), "mark": "script",
+        "own_session": True, "stdin": "", "path0": str(tmp_path), "name": "__main__",
+        "figgen": [],  # the server's own modules are not the script's: it imports its own
+    }
+
+
+@pytest.mark.parametrize(("body", "status", "stderr"), [
+    ("import sys\nsys.exit(3)\n", 3, ""),
+    ("import sys\nsys.exit('no data')\n", 1, "no data"),
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n", -signal.SIGKILL, ""),
+    ("def f():\n    raise ValueError('broken')\n\nf()\n", 1, "ValueError: broken"),
+])
+def test_a_forked_script_ends_as_it_would_alone(
+    server: WarmServer, tmp_path: Path, body: str, status: int, stderr: str
+) -> None:
+    script = write(tmp_path, "ending.py", body)
+    assert start(server, script).wait(timeout=60) == status
+    err = script.with_suffix(".err").read_text()
+    assert stderr in err
+    if "Traceback" in err:  # from the script's first frame, as `python ending.py` prints it
+        frames = [line for line in err.splitlines() if line.startswith("  File ")]
+        assert all(str(script) in frame for frame in frames), err
+        assert len(frames) == 2
+
+
+def test_the_scripts_die_with_the_server(server: WarmServer, tmp_path: Path) -> None:
+    script = write(tmp_path, "sleeper.py", "import time\ntime.sleep(300)\n")
+    process = start(server, script)
+    server._proc.kill()
+    with pytest.raises(ServerGone, match="died"):
+        process.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(process.pid)
+    with pytest.raises(ServerGone):
+        start(server, script)
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+    (tmp_path / "figgen").mkdir()
+    write(tmp_path, "figgen/__init__.py", "")
+    write(tmp_path, "figgen/forkserver.py", "raise ImportError('torch is broken here')\n")
+    env = ENV | {"PYTHONPATH": str(tmp_path)}  # this figgen comes first
+    with pytest.raises(ServerGone, match="(?s)did not start: .*torch is broken here"):
+        WarmServer(sys.executable, [], tmp_path, env, tmp_path / "server.log")
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False

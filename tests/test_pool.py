@@ -1,0 +1,152 @@
+"""The pool, end to end on the tiny site: same bytes as a serial build, lanes, order, threads."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import textwrap
+from pathlib import Path
+
+from conftest import Site
+
+POOL = {"scripts": "figs", "jobs": 2}
+SERIAL = {"scripts": "figs", "jobs": 1, "preload": False}
+
+
+def script(body: str, gpu: bool = False) -> str:
+    """A figure script that runs `body` in main(ctx), then draws a line."""
+    figure = '__figure__ = {"gpu": True}\n\n' if gpu else ""
+    return textwrap.dedent("""\
+        import os
+        import time
+        from pathlib import Path
+
+        from matplotlib.figure import Figure
+
+        from figgen.harness import run
+
+        {figure}
+        def main(ctx):
+        {body}
+            ctx.fields.update(color="black", n=2)  # what the tiny post's captions quote
+            fig = Figure(figsize=(1, 1))
+            fig.add_subplot().plot([0, 1], [1, 0])
+            ctx.save(fig)
+
+
+        if __name__ == "__main__":
+            run(main)
+        """).format(figure=figure, body=textwrap.indent(textwrap.dedent(body), "    "))
+
+
+def fields(site: Site, name: str) -> dict:
+    """What a figure's last successful run recorded, besides what the captions quote."""
+    record = json.loads((site.root / ".figgen-cache/records" / f"{name}.json").read_text())
+    return {k: v for k, v in record["fields"].items() if k not in ("color", "n")}
+
+
+def rendezvous(me: str, other: str, root: Path) -> str:
+    """A body that says it started, then waits (up to 60 s) for another figure to start."""
+    return f"""\
+        Path({str(root / me)!r}).touch()
+        deadline = time.monotonic() + 60
+        while not Path({str(root / other)!r}).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("{other} never ran at the same time as {me}")
+            time.sleep(0.02)
+    """
+
+
+def test_the_pool_makes_the_bytes_of_a_serial_build(site: Site) -> None:
+    pooled = site.build(FIGGEN=POOL)
+    assert sorted(pooled["ran"]) == ["alpha", "beta", "gamma"]
+    assert "matplotlib.figure" in pooled["preloaded"]  # all three import it
+    first = {p.name: p.read_bytes() for p in (site.root / "output").rglob("*")
+             if p.is_file() and p.suffix != ".json"}
+    shutil.rmtree(site.root / "output")
+    shutil.rmtree(site.root / ".figgen-cache")
+    serial = site.build(FIGGEN=SERIAL)
+    assert sorted(serial["ran"]) == ["alpha", "beta", "gamma"] and serial["preloaded"] == []
+    second = {p.name: p.read_bytes() for p in (site.root / "output").rglob("*")
+              if p.is_file() and p.suffix != ".json"}
+    assert len(first) > 5 and first == second
+    assert all(seconds >= 0 for seconds in serial["compute"].values())
+
+
+def test_figures_of_the_pool_run_at_the_same_time(site: Site) -> None:
+    site.write("figs/alpha.py", script(rendezvous("alpha-started", "beta-started", site.root)))
+    site.write("figs/beta.py", script(rendezvous("beta-started", "alpha-started", site.root)))
+    assert sorted(site.build(FIGGEN=POOL)["ran"]) == ["alpha", "beta", "gamma"]
+
+
+def test_gpu_figures_take_turns_on_their_gpu_beside_the_cpu_figures(site: Site) -> None:
+    started = f"Path({str(site.root)!r}, ctx.name + '-started').touch()\n"
+    record = textwrap.dedent("""\
+        ctx.fields.update(device=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                          lane=os.environ["FIGGEN_LANE"], start=time.time())
+        time.sleep(0.3)
+        ctx.fields["end"] = time.time()
+    """)
+    site.write("figs/alpha.py", script(started + record, gpu=True))
+    site.write("figs/beta.py", script(started + record, gpu=True))
+    # gamma, the only CPU figure, waits for a GPU figure to be running: the lanes run at once
+    # (the CPU pool has one worker, the GPU queue its own).
+    waits = textwrap.dedent(f"""\
+        deadline = time.monotonic() + 60
+        while not any(Path({str(site.root)!r}, n + "-started").exists() for n in ("alpha", "beta")):
+            if time.monotonic() > deadline:
+                raise TimeoutError("no GPU figure ran beside the CPU pool")
+            time.sleep(0.02)
+    """)
+    site.write("figs/gamma.py", script(waits + record))
+    site.build(FIGGEN={"scripts": "figs", "jobs": 1, "gpus": ["7"]})
+    a, b, c = (fields(site, n) for n in ("alpha", "beta", "gamma"))
+    assert (a["device"], a["lane"], b["device"], b["lane"]) == ("7", "gpu", "7", "gpu")
+    assert (c["device"], c["lane"]) == ("", "cpu")  # CPU figures see no GPU
+    assert a["end"] <= b["start"] or b["end"] <= a["start"]  # one at a time on GPU 7
+
+
+def test_without_a_gpu_a_gpu_figure_runs_in_the_cpu_pool(site: Site) -> None:
+    site.write("figs/alpha.py", script("""\
+        ctx.fields.update(device=os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+                          lane=os.environ["FIGGEN_LANE"])
+    """, gpu=True))
+    site.build(FIGGEN={"scripts": "figs", "gpus": []})
+    assert fields(site, "alpha") == {"device": "unset", "lane": "cpu"}
+
+
+def test_the_slowest_figure_of_the_last_build_starts_first(site: Site) -> None:
+    order = site.root / "order.log"
+    log = f"open({str(order)!r}, 'a').write(ctx.name + '\\n')\n"
+    site.write("figs/beta.py", script(log + "time.sleep(1.5)\n"))
+    site.write("figs/alpha.py", script(log))
+    site.write("figs/gamma.py", script(log))
+    site.build(FIGGEN=SERIAL)  # never run: by name
+    assert order.read_text().split() == ["alpha", "beta", "gamma"]
+    order.unlink()
+    for name in ("alpha", "beta", "gamma"):
+        site.append(f"figs/{name}.py", "\n# touched\n")
+    site.build(FIGGEN=SERIAL)
+    assert order.read_text().split()[0] == "beta"
+
+
+def test_a_failing_figure_in_the_pool_shows_its_own_frames_only(site: Site) -> None:
+    site.write("figs/beta.py", script("def load():\n    raise ValueError('no beta')\nload()\n"))
+    report = site.build(FIGGEN=POOL | {"on_error": "keep-going"})
+    assert report["failed"] == ["beta"] and sorted(report["ran"]) == ["alpha", "gamma"]
+    assert report["preloaded"]  # beta was forked from the warm server
+    box = html.unescape(re.search(r'id="fig-beta".*?</figure>', site.html(), re.S).group())
+    assert "ValueError: no beta" in box and "figs/beta.py" in box
+    assert "forkserver" not in box and "runpy" not in box and "harness" not in box
+
+
+def test_the_thread_count_is_part_of_the_key_and_reaches_torch(site: Site) -> None:
+    site.write("figs/alpha.py", script("import torch\nctx.fields['threads'] = "
+                                       "torch.get_num_threads()\n"))
+    site.build(FIGGEN=POOL)
+    assert fields(site, "alpha") == {"threads": 1}
+    again = site.build(FIGGEN=POOL | {"threads": 2})
+    assert sorted(again["ran"]) == ["alpha", "beta", "gamma"]  # "threads 1 -> 2"
+    assert fields(site, "alpha") == {"threads": 2}

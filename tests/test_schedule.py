@@ -1,0 +1,142 @@
+"""Scheduling: the pool's size and order, the GPU queue, GPU detection, the pool's settings."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pelican_figgen import schedule, settings
+from pelican_figgen.errors import SettingsError
+from pelican_figgen.schedule import Job, Lane
+
+
+def test_figures_never_run_go_first_then_the_slowest() -> None:
+    jobs = [Job("quick", False, 0.5), Job("new", False, None), Job("slow", False, 9.0),
+            Job("also-new", True, None), Job("mid", False, 3.0)]
+    assert [j.name for j in schedule.slowest_first(jobs)] == [
+        "also-new", "new", "slow", "mid", "quick"]
+
+
+def test_the_pool_runs_as_many_at_once_as_it_has_workers() -> None:
+    together = threading.Barrier(2, timeout=30)  # passes only when two run at the same time
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def work(job: Job, lane: Lane) -> str:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        together.wait()
+        with lock:
+            running[0] -= 1
+        return job.name.upper()
+
+    jobs = [Job(f"f{i}", False, None) for i in range(6)]
+    results = schedule.run_all(jobs, 2, (), work)
+    assert results == {f"f{i}": f"F{i}" for i in range(6)}
+    assert most[0] == 2
+
+
+def test_gpu_figures_take_turns_per_gpu_and_cpu_figures_see_no_gpu() -> None:
+    lock = threading.Lock()
+    active: Counter[str] = Counter()
+    overlap: list[str] = []
+    seen: dict[str, Lane] = {}
+
+    def work(job: Job, lane: Lane) -> None:
+        device = lane.env["CUDA_VISIBLE_DEVICES"]
+        with lock:
+            seen[job.name] = lane
+            active[device] += 1
+            if device and active[device] > 1:
+                overlap.append(job.name)
+        threading.Event().wait(0.02)
+        with lock:
+            active[device] -= 1
+
+    jobs = [Job(f"g{i}", True, None) for i in range(6)] + [Job("c0", False, 1.0),
+                                                           Job("c1", False, 2.0)]
+    schedule.run_all(jobs, 1, ("0", "1"), work)
+    assert overlap == []  # never two figures on one GPU
+    gpu = {seen[f"g{i}"].env["CUDA_VISIBLE_DEVICES"] for i in range(6)}
+    assert gpu == {"0", "1"} and all(seen[f"g{i}"].kind == "gpu" for i in range(6))
+    for name in ("c0", "c1"):
+        assert seen[name].env == {"CUDA_VISIBLE_DEVICES": "", "FIGGEN_LANE": "cpu"}
+
+
+def test_without_a_gpu_gpu_figures_join_the_cpu_pool() -> None:
+    seen: dict[str, Lane] = {}
+    schedule.run_all([Job("g", True, None), Job("c", False, None)], 2, (),
+                     lambda job, lane: seen.setdefault(job.name, lane))
+    assert seen["g"] == seen["c"] == Lane("cpu", {"FIGGEN_LANE": "cpu"})
+
+
+def test_an_error_in_the_build_itself_stops_the_pool_and_is_raised() -> None:
+    ran: list[str] = []
+
+    def work(job: Job, lane: Lane) -> None:
+        ran.append(job.name)
+        if job.name == "a":
+            raise OSError("disk full")
+
+    jobs = [Job("a", False, 5.0), Job("b", False, 1.0), Job("c", False, 0.5)]
+    with pytest.raises(OSError, match="disk full"):
+        schedule.run_all(jobs, 1, (), work)
+    assert ran == ["a"]  # nothing started after it
+
+
+@pytest.mark.parametrize(("visible", "found"), [
+    ("1,3", ("1", "3")), ("", ()), ("-1", ()), ("GPU-8f2a", ("GPU-8f2a",)),
+])
+def test_cuda_visible_devices_says_which_gpus(
+    monkeypatch: pytest.MonkeyPatch, visible: str, found: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert schedule.detect_gpus() == found
+
+
+def test_gpus_are_counted_by_nvidia_smi_else_by_the_driver(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA A100 (UUID: a)'\n"
+                    "echo 'GPU 1: NVIDIA A100 (UUID: b)'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    assert schedule.detect_gpus() == ("0", "1")
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    driver = tmp_path / "gpus"
+    for bus in ("0000:01:00.0", "0000:02:00.0", "0000:03:00.0"):
+        (driver / bus).mkdir(parents=True)
+    monkeypatch.setattr(schedule, "NVIDIA_PROC", driver)
+    assert schedule.detect_gpus() == ("0", "1", "2")
+    monkeypatch.setattr(schedule, "NVIDIA_PROC", tmp_path / "no-driver")
+    assert schedule.detect_gpus() == ()
+
+
+def test_the_pool_defaults_to_the_cores_shared_by_each_figure_s_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FIGGEN_JOBS", raising=False)
+    monkeypatch.setattr(settings, "_cores", lambda: 8)
+    assert settings.merge({}, "content").jobs == 8
+    assert settings.merge({"threads": 2}, "content").jobs == 4
+    assert settings.merge({"threads": 16}, "content").jobs == 1
+    monkeypatch.setenv("FIGGEN_JOBS", "3")
+    assert settings.merge({"jobs": 5}, "content").jobs == 3
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("jobs", 0), ("jobs", "two"), ("threads", 1.5), ("threads", -1), ("gpus", "all"),
+    ("gpus", [0.5]),
+])
+def test_bad_pool_settings_are_refused(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: object
+) -> None:
+    monkeypatch.delenv("FIGGEN_JOBS", raising=False)
+    with pytest.raises(SettingsError, match=f"FIGGEN\\['{key}'\\]"):
+        settings.merge({key: value}, "content")
