@@ -41,7 +41,7 @@ test: $(BIN)/.installed  ## the test suite
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-bench: $(BIN)/.installed  ## build times: cold, no-op, and plain Pelican for comparison
+bench: $(BIN)/.installed  ## pool vs serial, start-up overhead, rebuilds, restyles, memory, PGD
 	$(BIN)/python bench/bench.py
 
 clean:  ## drop output/ (the figure cache in .figgen-cache/ is kept)
