@@ -100,7 +100,7 @@ def cmd_list(project: Project, args: argparse.Namespace) -> int:
     names = sorted(set(discover.script_names(s.scripts)) | set(articles))
     found = figures(project, names, errors)
     store, hashes = Store(s.cache_dir), Hashes()
-    environment = cache.environment(s.python, s.versions)
+    environment = pipeline.run_environment(s)
     width = max(map(len, names), default=0)
     for name in names:
         used = ", ".join(articles.get(name, [])) or "not referenced"

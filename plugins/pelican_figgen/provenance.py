@@ -56,8 +56,11 @@ def disclosure_html(record: Record, script: str, json_url: str) -> str:
         f"<li><code>{html.escape(path)}</code> <code>{digest[:HASH_SHOWN]}</code></li>"
         for path, digest in sorted(record.inputs.items(), key=lambda kv: kv[0] != script)
     )
-    versions = ", ".join(f"{k} {v}" for k, v in sorted(record.environment.items()))
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(record.environment.items())
+                         if k != "threads")
     setting = f"seed {params['seed']}"
+    if "threads" in record.environment:
+        setting += f", {record.environment['threads']} compute thread(s)"
     if params["params"]:
         setting += f", parameters <code>{html.escape(json.dumps(params['params']))}</code>"
     rows = [
