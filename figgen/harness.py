@@ -9,6 +9,8 @@ project modules the script imported and on which device it ran.
 from __future__ import annotations
 
 import argparse
+import importlib.abc
+import importlib.util
 import json
 import os
 import platform
@@ -35,6 +37,7 @@ CSS_SCALE = 2
 PROGRESS_FD = "FIGGEN_PROGRESS_FD"  # set by the plugin: where progress goes, as JSON lines
 PROGRESS_EVERY = 0.1  # seconds between two progress reports
 SVG_SALT = "figgen"  # matplotlib's SVG ids derive from it instead of a random value
+SEED = 0  # the run's seed, set by run(); library code (figgen.intermediates) reads it here
 
 
 @dataclass
@@ -145,18 +148,60 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and (when the script imported it) torch, and ask for determinism."""
+    """Seed Python, NumPy and torch (now, or as soon as it is imported), ask for determinism."""
     random.seed(seed)
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed(seed)
     if "matplotlib" in sys.modules:
         sys.modules["matplotlib"].rcParams["svg.hashsalt"] = SVG_SALT
     if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing
-        torch.backends.cudnn.deterministic = True
+        seed_torch(sys.modules["torch"], seed)
+    else:
+        seed_torch_on_import(seed)
+
+
+def seed_torch(torch: Any, seed: int) -> None:
+    """Seed torch's generators and ask it for deterministic algorithms."""
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing
+    torch.backends.cudnn.deterministic = True
+
+
+class _SeedTorchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Seeds torch right after ``import torch`` completes: preloaded or lazy, torch starts alike."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.loader = seed, None
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        """Find torch with the other finders and put this loader in front of theirs."""
+        if name != "torch":
+            return None
+        sys.meta_path.remove(self)  # once: torch is imported once
+        spec = importlib.util.find_spec(name)  # the finders after this one
+        if spec is not None and spec.loader is not None:
+            self.loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec: Any) -> Any:
+        """Let torch's own loader create the module."""
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        """Run torch's own loader, give the module its loader back, then seed torch."""
+        module.__spec__.loader = module.__loader__ = self.loader
+        self.loader.exec_module(module)
+        seed_torch(module, self.seed)
+
+
+def seed_torch_on_import(seed: int) -> None:
+    """Seed torch with ``seed`` as soon as it is imported (the latest seed wins)."""
+    for finder in sys.meta_path:
+        if isinstance(finder, _SeedTorchOnImport):
+            finder.seed = seed
+            return
+    sys.meta_path.insert(0, _SeedTorchOnImport(seed))
 
 
 _DEPENDS: set[Path] = set()  # project files a run depends on without importing them
@@ -214,6 +259,8 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
     root = Path(os.environ.get(ROOT_ENV, ".")).resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     ctx = Context(script.stem, args.seed, json.loads(args.params), args.out)
+    global SEED
+    SEED = args.seed
     seed_everything(args.seed)
     start = time.perf_counter()
     try:
@@ -234,6 +281,8 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
             "seconds": round(seconds, 3),
             "device": device(),
         }
+        if "figgen.intermediates" in sys.modules:  # hits, misses, seconds spent waiting
+            manifest["intermediates"] = sys.modules["figgen.intermediates"].stats()
         args.manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=plain))
     else:
         print(f"wrote {args.out / ctx.images[0]['file']} in {seconds:.1f} s")
