@@ -172,14 +172,17 @@ class _SeedTorchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Seeds torch right after ``import torch`` completes: preloaded or lazy, torch starts alike."""
 
     def __init__(self, seed: int) -> None:
-        self.seed, self.loader = seed, None
+        self.seed, self.loader, self.finding = seed, None, False
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         """Find torch with the other finders and put this loader in front of theirs."""
-        if name != "torch":
+        if name != "torch" or self.finding:
             return None
-        sys.meta_path.remove(self)  # once: torch is imported once
-        spec = importlib.util.find_spec(name)  # the finders after this one
+        self.finding = True  # the search below asks this finder again
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.finding = False
         if spec is not None and spec.loader is not None:
             self.loader, spec.loader = spec.loader, self
         return spec
@@ -190,6 +193,8 @@ class _SeedTorchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: Any) -> None:
         """Run torch's own loader, give the module its loader back, then seed torch."""
+        # Leaves only here: a mere find_spec("torch") (an availability check) imports nothing.
+        sys.meta_path.remove(self)
         module.__spec__.loader = module.__loader__ = self.loader
         self.loader.exec_module(module)
         seed_torch(module, self.seed)
@@ -259,7 +264,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
     root = Path(os.environ.get(ROOT_ENV, ".")).resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     ctx = Context(script.stem, args.seed, json.loads(args.params), args.out)
-    global SEED
+    global SEED  # for library code: figgen.intermediates keys and seeds with it
     SEED = args.seed
     seed_everything(args.seed)
     start = time.perf_counter()

@@ -227,8 +227,11 @@ def _write(path: Path, value: Any) -> None:
     """Store value at path atomically: written aside (named by pid), then renamed."""
     body = pickle.dumps(value, protocol=PROTOCOL)
     aside = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    aside.write_bytes(hashlib.sha256(body).digest() + body)
-    os.replace(aside, path)
+    try:
+        aside.write_bytes(hashlib.sha256(body).digest() + body)
+        os.replace(aside, path)
+    finally:
+        aside.unlink(missing_ok=True)  # a full disk or an interrupt leaves no stray file
 
 
 def _seeded(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:

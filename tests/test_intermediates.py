@@ -271,10 +271,13 @@ def test_an_imagenet_figure_restyled_with_a_warm_cache_is_identical_without_torc
 
 SEEDED = """\
 {top}
+import importlib.util
+
 from figgen.harness import run
 
 
 def main(ctx):
+    importlib.util.find_spec("torch")  # a library asking whether torch is there
     import torch
 
     print(json.dumps({{"rand": torch.rand(3).tolist(),
