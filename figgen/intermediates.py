@@ -118,7 +118,7 @@ def _closure(module: str) -> tuple[Path, ...]:
     """The project files a function's module imports, transitively, lazy imports included."""
     file = Path(sys.modules[module].__file__ or module).resolve()
     # The folder its top-level package sits in, too: a module outside the root still counts.
-    top = file.parents[module.count(".")]
+    top = file.parents[module.count(".") + (file.name == "__init__.py")]
     return _closure_at(file, tuple(dict.fromkeys((root(), top))))
 
 
