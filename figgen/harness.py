@@ -9,6 +9,8 @@ project modules the script imported and on which device it ran.
 from __future__ import annotations
 
 import argparse
+import importlib.abc
+import importlib.util
 import json
 import os
 import platform
@@ -36,6 +38,7 @@ PROGRESS_FILE = "FIGGEN_PROGRESS"  # set by the plugin: the file progress goes t
 THREADS = "FIGGEN_THREADS"  # compute threads of a run (torch's); the plugin sets it, default 1
 PROGRESS_EVERY = 0.1  # seconds between two progress reports
 SVG_SALT = "figgen"  # matplotlib's SVG ids derive from it instead of a random value
+SEED = 0  # the run's seed, set by run(); library code (figgen.intermediates) reads it here
 
 
 @dataclass
@@ -146,21 +149,68 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and (when the script imported it) torch, and ask for determinism."""
+    """Seed Python, NumPy and torch (now, or as soon as it is imported), ask for determinism."""
     random.seed(seed)
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed(seed)
     if "matplotlib" in sys.modules:
         sys.modules["matplotlib"].rcParams["svg.hashsalt"] = SVG_SALT
     if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        torch.manual_seed(seed)
-        # The same thread count wherever it runs: torch's reductions split by thread, so the
-        # count changes a figure's last bits (two of ours differ between 1 and 2 threads).
-        torch.set_num_threads(int(os.environ.get(THREADS, "1")))
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing
-        torch.backends.cudnn.deterministic = True
+        seed_torch(sys.modules["torch"], seed)
+    else:
+        seed_torch_on_import(seed)
+
+
+def seed_torch(torch: Any, seed: int) -> None:
+    """Seed torch's generators, set its thread count and ask it for deterministic algorithms."""
+    torch.manual_seed(seed)
+    # The same thread count wherever it runs: torch's reductions split by thread, so the
+    # count changes a figure's last bits (two of ours differ between 1 and 2 threads).
+    torch.set_num_threads(int(os.environ.get(THREADS, "1")))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing
+    torch.backends.cudnn.deterministic = True
+
+
+class _SeedTorchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Seeds torch right after ``import torch`` completes: preloaded or lazy, torch starts alike."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.loader, self.finding = seed, None, False
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        """Find torch with the other finders and put this loader in front of theirs."""
+        if name != "torch" or self.finding:
+            return None
+        self.finding = True  # the search below asks this finder again
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.finding = False
+        if spec is not None and spec.loader is not None:
+            self.loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec: Any) -> Any:
+        """Let torch's own loader create the module."""
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        """Run torch's own loader, give the module its loader back, then seed torch."""
+        # Leaves only here: a mere find_spec("torch") (an availability check) imports nothing.
+        sys.meta_path.remove(self)
+        module.__spec__.loader = module.__loader__ = self.loader
+        self.loader.exec_module(module)
+        seed_torch(module, self.seed)
+
+
+def seed_torch_on_import(seed: int) -> None:
+    """Seed torch with ``seed`` as soon as it is imported (the latest seed wins)."""
+    for finder in sys.meta_path:
+        if isinstance(finder, _SeedTorchOnImport):
+            finder.seed = seed
+            return
+    sys.meta_path.insert(0, _SeedTorchOnImport(seed))
 
 
 _DEPENDS: set[Path] = set()  # project files a run depends on without importing them
@@ -218,6 +268,8 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
     root = Path(os.environ.get(ROOT_ENV, ".")).resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     ctx = Context(script.stem, args.seed, json.loads(args.params), args.out)
+    global SEED  # for library code: figgen.intermediates keys and seeds with it
+    SEED = args.seed
     seed_everything(args.seed)
     start = time.perf_counter()
     try:
@@ -238,6 +290,8 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
             "seconds": round(seconds, 3),
             "device": device(),
         }
+        if "figgen.intermediates" in sys.modules:  # hits, misses, seconds spent waiting
+            manifest["intermediates"] = sys.modules["figgen.intermediates"].stats()
         args.manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=plain))
     else:
         print(f"wrote {args.out / ctx.images[0]['file']} in {seconds:.1f} s")

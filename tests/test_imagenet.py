@@ -7,6 +7,7 @@ import types
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,7 +16,7 @@ from figgen.attacks import fgsm, pgd
 from figgen.figures.imagenet import fgsm as fig_fgsm
 from figgen.figures.imagenet import jigsaw as fig_jigsaw
 from figgen.figures.imagenet import opening as fig_opening
-from figgen.imagenet import models, photos
+from figgen.imagenet import experiments, models, photos
 from figgen.imagenet.classes import class_index, class_names
 
 CPU = torch.device("cpu")
@@ -132,3 +133,13 @@ def test_the_device_is_cuda_first_then_mps_then_cpu(monkeypatch: pytest.MonkeyPa
     assert models.pick_device().type == "mps"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert models.pick_device().type == "cuda"
+
+
+def test_the_cached_fgsm_step_returns_checked_images_as_arrays() -> None:
+    out = experiments.fgsm_step(None, fig_fgsm.PHOTO, fig_fgsm.EPS_255)
+    assert out.natural.shape == out.attacked.shape == out.sign.shape == (224, 224, 3)
+    assert out.natural.min() >= 0 and out.attacked.max() <= 1
+    assert abs(out.attacked - out.natural).max() <= fig_fgsm.EPS_255 / 255 + 1e-6
+    assert np.isin(out.sign, [0.0, 0.5, 1.0]).all()  # the gradient's sign as an image
+    assert out.clean.name == "daisy" != out.adversarial.name
+    assert out.fields["model"] == "EfficientNet-Lite0" and out.fields["eps_255"] == 16

@@ -4,7 +4,7 @@ import numpy as np
 
 from figgen.harness import Context, run
 from figgen.twopixel import plot
-from figgen.twopixel.adversarial import adversarial_retrain, find_attacks
+from figgen.twopixel.adversarial import adversarially_trained, plausible_attacks
 from figgen.twopixel.models import predict
 from figgen.twopixel.search import find_plausible
 from figgen.twopixel.world import training_set
@@ -13,8 +13,8 @@ from figgen.twopixel.world import training_set
 def main(ctx: Context) -> None:
     """Retrain figure 6's model with figure 7's attacks and draw old and new boundaries."""
     found = find_plausible()
-    attacks = find_attacks(found.model)  # checked, as in figure 7
-    model = adversarial_retrain(found.spec, found.seed, attacks)
+    attacks = plausible_attacks()  # checked, as in figure 7
+    model = adversarially_trained()
     ends = np.stack([a.end for a in attacks])  # [3, 2]
     fixed = predict(model, ends) == np.array([a.label for a in attacks])  # [3]
     points, labels = training_set()

@@ -2,7 +2,7 @@
 
 from figgen.harness import Context, run
 from figgen.twopixel import plot
-from figgen.twopixel.adversarial import ATTACK_NAME, EPS_GREY, find_attacks
+from figgen.twopixel.adversarial import ATTACK_NAME, EPS_GREY, plausible_attacks
 from figgen.twopixel.search import find_plausible
 from figgen.twopixel.world import training_set
 
@@ -10,7 +10,7 @@ from figgen.twopixel.world import training_set
 def main(ctx: Context) -> None:
     """Attack the figure-6 model, check each attack's kind, and draw the three arrows."""
     model = find_plausible().model
-    attacks = find_attacks(model)  # checked: one of each kind, within budget, or it raises
+    attacks = plausible_attacks()  # checked: one of each kind, within budget, or it raises
     points, labels = training_set()
     fig, ax = plot.plane()
     plot.draw_decision(ax, model)

@@ -2,8 +2,7 @@
 
 from figgen.harness import Context, run
 from figgen.twopixel import plot
-from figgen.twopixel.augment import N_COPIES, augment, describe
-from figgen.twopixel.models import fit
+from figgen.twopixel.augment import N_COPIES, augment, augmented_model, describe
 from figgen.twopixel.search import find_plausible
 from figgen.twopixel.world import training_set
 
@@ -13,7 +12,7 @@ def main(ctx: Context) -> None:
     found = find_plausible()
     points, labels = training_set()
     copies, copy_labels = augment(points, labels, N_COPIES)  # [6 * N, 2], [6 * N]
-    model = fit(found.spec, found.seed, copies, copy_labels)
+    model = augmented_model(N_COPIES)  # trained on these copies
     fig, ax = plot.plane()
     plot.draw_decision(ax, model)
     plot.draw_boundary(ax, found.model, colors="0.55", linewidths=1.0, linestyles="--")

@@ -1,16 +1,31 @@
 """The 1,000 ImageNet class names, in the index order every ImageNet classifier uses.
 
+Without torch, so that figures can label and plot stored predictions without importing it.
+
 classes.txt holds one name a line, line k for class k: torchvision's short English names
 (torchvision/models/_meta.py, BSD-3-Clause), copied once so that no build needs torchvision.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 FILE = Path(__file__).with_name("classes.txt")
 N_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A classifier's top-1 answer for one image."""
+
+    label: int
+    name: str
+    confidence: float
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.confidence:.1%})"
 
 
 @cache

@@ -9,14 +9,13 @@ cache. Nothing here downloads, and nothing falls back to another model or to ran
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
 
-from figgen.imagenet.classes import class_names
+from figgen.imagenet.classes import Prediction, class_names
 
 DEFAULT_MODEL = "efficientnet_lite0"
 TORCHVISION = "torchvision/"  # prefix of a torchvision model's spec, e.g. torchvision/resnet50
@@ -114,18 +113,6 @@ def torchvision_model(name: str) -> Classifier:
 def hub_file(url: str) -> Path:
     """Where torch's hub cache keeps the file downloaded from ``url``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """A classifier's top-1 answer for one image."""
-
-    label: int
-    name: str
-    confidence: float
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.confidence:.1%})"
 
 
 @torch.no_grad()

@@ -1,13 +1,16 @@
-"""The shared look of the ImageNet figures: a row of image panels, each labelled by the run."""
+"""The shared look of the ImageNet figures: a row of image panels, each labelled by the run.
+
+It draws NumPy arrays and imports no torch: a figure whose attack was read from the cache of
+intermediates (figgen.imagenet.experiments) is plotted without loading torch at all.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from torch import Tensor
 
-from figgen.imagenet.models import Prediction
+from figgen.imagenet.classes import Prediction
 
 FONT = 10  # points; a 720-pixel-wide row shrinks to about half on a phone
 PANEL = 2.3  # inches per image panel; the harness saves at 200 dpi
@@ -27,14 +30,9 @@ def row(kinds: str, panel: float = PANEL) -> tuple[Figure, list[Axes]]:
     return fig, list(axes)
 
 
-def pixels(image: Tensor) -> np.ndarray:
-    """An image [1, 3, H, W] or [3, H, W] in [0, 1] as an [H, W, 3] array for imshow."""
-    return image.detach().squeeze(0).permute(1, 2, 0).clamp(0, 1).cpu().numpy()  # [H, W, 3]
-
-
-def show(ax: Axes, image: Tensor, title: str) -> None:
-    """Draw an image with its label under it; nearest-neighbour, so noise stays crisp."""
-    ax.imshow(pixels(image), interpolation="nearest")
+def show(ax: Axes, image: np.ndarray, title: str) -> None:
+    """Draw an image [H, W, 3] in [0, 1] labelled below; nearest-neighbour keeps noise crisp."""
+    ax.imshow(image.clip(0, 1), interpolation="nearest")
     ax.set_xlabel(title, fontsize=FONT, linespacing=1.3)
 
 
@@ -48,6 +46,6 @@ def label(prediction: Prediction) -> str:
     return f"{prediction.name}\n{prediction.confidence:.1%} confidence"
 
 
-def magnified(delta: Tensor, eps: float) -> Tensor:
+def magnified(delta: np.ndarray, eps: float) -> np.ndarray:
     """A perturbation in [-eps, eps] rescaled to [0, 1] around mid-grey, so it is visible."""
     return delta / (2 * eps) + 0.5

@@ -27,8 +27,8 @@ class Scene:
         }
 
 
-def scene(params: dict[str, Any], photo: str, eps_255: float) -> Scene:
-    """The model the figure's params choose, the photo at its size, and the budget in [0, 1]."""
-    model = models.load(params.get("model", models.DEFAULT_MODEL))
-    image = photos.load_photo(photo, model.size).to(model.device)  # [1, 3, S, S]
-    return Scene(model, photo, image, params.get("eps_255", eps_255) / 255)
+def scene(model: str | None, photo: str, eps_255: float) -> Scene:
+    """The model a spec names (None: the default), the photo at its size, the budget in [0, 1]."""
+    classifier = models.load(model or models.DEFAULT_MODEL)
+    image = photos.load_photo(photo, classifier.size).to(classifier.device)  # [1, 3, S, S]
+    return Scene(classifier, photo, image, eps_255 / 255)

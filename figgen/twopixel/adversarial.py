@@ -18,7 +18,9 @@ from scipy import ndimage
 from torch import nn
 
 from figgen.attacks import pgd
+from figgen.intermediates import cached
 from figgen.twopixel.models import MLPSpec, fit, predict, to_input
+from figgen.twopixel.search import find_plausible
 from figgen.twopixel.world import (
     CAT,
     CAT_REGION,
@@ -214,3 +216,16 @@ def adversarial_retrain(spec: MLPSpec, seed: int, attacks: list[Attack]) -> nn.M
     points = np.concatenate([train, [a.end for a in attacks]])  # [9, 2]
     classes = np.concatenate([labels, [a.label for a in attacks]])  # [9]
     return fit(spec, seed, points, classes)
+
+
+@cached  # figures 7 and 8 show the same attacks: searched once
+def plausible_attacks() -> list[Attack]:
+    """Figure 7's attacks: find_attacks on figure 6's classifier, checked."""
+    return find_attacks(find_plausible().model)
+
+
+@cached
+def adversarially_trained() -> nn.Module:
+    """Figure 8's model: figure 6's architecture and seed retrained with figure 7's attacks."""
+    found = find_plausible()
+    return adversarial_retrain(found.spec, found.seed, plausible_attacks())

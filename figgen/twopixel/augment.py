@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from torch import nn
 
-from figgen.twopixel.world import true_class
+from figgen.intermediates import cached
+from figgen.twopixel.models import fit
+from figgen.twopixel.search import find_plausible
+from figgen.twopixel.world import training_set, true_class
 
 N_COPIES = 12  # augmented copies of each training image
 # Small enough that every copy of the six images stays inside its own true region.
@@ -34,3 +38,11 @@ def augment(points: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray,
     if changed:  # not clipped either: a copy outside [0, 255] lies outside every region
         raise ValueError(f"{changed} augmented copies left their true region: not augmentation")
     return np.concatenate([points, copies]), np.concatenate([labels, copy_labels])
+
+
+@cached
+def augmented_model(n: int = N_COPIES) -> nn.Module:
+    """Figure 9's model: figure 6's architecture and seed trained on n copies of each image."""
+    found = find_plausible()
+    copies, copy_labels = augment(*training_set(), n)  # [6 * (n + 1), 2], [6 * (n + 1)]
+    return fit(found.spec, found.seed, copies, copy_labels)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from figgen.intermediates import cached
 from figgen.twopixel.models import MLPSpec, cat_probability, fit_many, predict
 from figgen.twopixel.world import grid, training_set
 
@@ -32,6 +33,7 @@ class Member:
     model: nn.Module
 
 
+@cached  # 72 models for figure 5: trained once, not per restyle
 def train_ensemble(seeds_per_family: int = SEEDS_PER_FAMILY) -> list[Member]:
     """Every family trained from seeds 0..n-1 on the six training images, family by family."""
     train, labels = training_set()

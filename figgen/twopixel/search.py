@@ -8,13 +8,13 @@ covers each true region reasonably (at least MIN_COVERAGE of its area gets its c
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 from torch import nn
 
+from figgen.intermediates import cached
 from figgen.twopixel.models import MLPSpec, fit_many, predict
 from figgen.twopixel.world import (
     CAT,
@@ -100,7 +100,7 @@ def qualifies(s: Scores) -> bool:
     return s.correct and min(s.coverage.values()) >= MIN_COVERAGE
 
 
-@functools.cache
+@cached  # figures 6-9 share it, and restyling one of them does not train again
 def find_plausible() -> Plausible:
     """Train every candidate and return the strangest one that qualifies."""
     train, labels = training_set()
