@@ -24,7 +24,9 @@ FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
 TRACEBACK_START = "Traceback (most recent call last):"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IHDR_SIZE = 13  # width, height (4 bytes each), depth, colour, compression, filter, interlace
-HARNESS = ("figgen", "harness.py")  # the runner's own frames are noise in a script's traceback
+# The runner's own frames are noise in a script's traceback: the harness, the cache of
+# intermediates a library function goes through, the warm server that forked the script.
+HARNESS = {("figgen", "harness.py"), ("figgen", "intermediates.py"), ("figgen", "forkserver.py")}
 PROGRESS_FILE = "FIGGEN_PROGRESS"  # the harness appends JSON lines of progress to this file
 PROGRESS = ".figgen-progress.jsonl"  # that file, in the run's output folder
 PROGRESS_POLL = 0.1  # seconds between two reads of it
@@ -304,7 +306,7 @@ def _own_frames(root: Path, script: Path) -> Callable[[str], bool]:
         if path == script:
             return True
         inside = path.is_relative_to(root) and "site-packages" not in path.parts
-        return inside and path.parts[-2:] != HARNESS
+        return inside and path.parts[-2:] not in HARNESS
 
     return keep
 
