@@ -27,8 +27,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .run import kill_strays
-
 logger = logging.getLogger(__name__)
 FORMAT = 2  # bump when the record layout changes: old records then read as "never run"
 
@@ -189,6 +187,8 @@ class Store:
 
     def scratch(self) -> Path:
         """This process's scratch folder; drops what processes now gone left half-written."""
+        from .run import kill_strays  # here: only a build that runs something gets this far
+
         folder = self.path / "tmp"
         for old in folder.glob("*-*"):
             if _orphan(old.name.partition("-")[0]):

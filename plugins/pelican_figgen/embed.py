@@ -136,9 +136,14 @@ def fill(template: str, fields: Mapping[str, Any], ref: FigureRef, what: str) ->
         raise FigureError(ref.article, ref.name, f"the {what} cannot be filled: {err}") from None
 
 
+_CAPTIONS: list[markdown.Markdown] = []  # one converter, reset per caption: making one costs
+
+
 def render_caption(text: str) -> str:
     """Render a caption's inline Markdown (links, emphasis, code) to HTML."""
-    rendered = markdown.markdown(text, output_format="html").strip()
+    if not _CAPTIONS:
+        _CAPTIONS.append(markdown.Markdown(output_format="html"))
+    rendered = _CAPTIONS[0].reset().convert(text).strip()
     match = PARAGRAPH.match(rendered)
     return match.group(1) if match else rendered
 

@@ -8,23 +8,18 @@ a box with its error, and the build succeeds.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import tempfile
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import cache, discover, embed, launch, progress, provenance, schedule
-from .cache import Expected, Failure, Hashes, Record, Store
+from . import cache, discover, embed
+from .cache import Expected, Hashes, Record, Store
 from .discover import Figure, FigureRef
 from .errors import FigureBuildError, FigureError
-from .launch import WarmServer
 from .markdown_ext import FigureReferenceExtension
-from .run import RunResult, run_figure, script_env
 from .settings import FiggenSettings, merge
 
 logger = logging.getLogger(__name__)
@@ -57,6 +52,11 @@ class Outcome:
     errors: list[FigureError] = field(default_factory=list)
     report: Report = field(default_factory=Report)
     store: Store | None = None  # where the records' images are
+
+    def take_cached(self, record: Record) -> None:
+        """Note a figure taken, fresh, from the cache."""
+        self.report.cached.append(record.name)
+        self.records[record.name] = record
 
 
 def add_markdown_extension(pelican: Any) -> None:
@@ -170,38 +170,6 @@ def expected(figure: Figure, settings: FiggenSettings, environment: Mapping[str,
     )
 
 
-@dataclass(frozen=True)
-class Pending:
-    """A figure whose record was not fresh when the build looked: it may have to run."""
-
-    figure: Figure
-    want: Expected
-    previous: Record | None
-    reason: str  # why it is not fresh, for the log
-
-
-@dataclass(frozen=True)
-class Done:
-    """How a pending figure ended: a new record, a failure, or found fresh after all."""
-
-    record: Record | None
-    result: RunResult | None  # None: a concurrent build had made it meanwhile
-    previous: Record | None  # the last good record, shown (marked stale) if this run failed
-
-
-@dataclass(frozen=True)
-class Runner:
-    """What every run of one build shares: settings, cache, warm server, progress, extras."""
-
-    settings: FiggenSettings
-    store: Store
-    hashes: Hashes
-    force: bool
-    server: WarmServer | None
-    board: progress.Board
-    env: Mapping[str, str]  # added to every script's environment
-
-
 def make(
     figures: Mapping[str, Figure],
     settings: FiggenSettings,
@@ -212,23 +180,18 @@ def make(
     store, hashes = Store(settings.cache_dir), Hashes()
     environment = run_environment(settings)
     outcome = Outcome(store=store)
-    pending: dict[str, Pending] = {}
+    stale: dict[str, tuple[Figure, Expected, cache.Verdict]] = {}
     for name, figure in figures.items():
         want = expected(figure, settings, environment)
         verdict = cache.verdict(store.load(name), settings.root, want, store, hashes)
         if verdict.fresh and verdict.record and not force:
-            _cached(outcome, verdict.record)
+            outcome.take_cached(verdict.record)
         else:
-            pending[name] = Pending(figure, want, verdict.record,
-                                    "forced" if force else verdict.reason)
-    done = _bring_up_to_date(pending, settings, store, hashes, force, environment, outcome)
-    for name in pending:  # in the figures' order, however the pool ran them
-        end = done[name]
-        if end.result is None and end.record:
-            _cached(outcome, end.record)
-        elif end.result is not None:
-            _account(outcome, name, end.record, end.result, end.previous,
-                     articles.get(name, []), hashes)
+            stale[name] = (figure, want, verdict)
+    if stale:
+        from . import execute  # here: a no-op build never imports the run phase (~6 ms)
+
+        execute.bring_up_to_date(stale, settings, articles, force, outcome, hashes)
     return outcome
 
 
@@ -236,197 +199,6 @@ def run_environment(settings: FiggenSettings) -> dict[str, str]:
     """What a figure's bytes depend on besides its inputs: library versions, thread count."""
     return {**cache.environment(settings.python, settings.versions),
             "threads": str(settings.threads)}
-
-
-def _bring_up_to_date(
-    pending: Mapping[str, Pending], settings: FiggenSettings, store: Store, hashes: Hashes,
-    force: bool, environment: Mapping[str, str], outcome: Outcome,
-) -> dict[str, Done]:
-    """Run the pending figures in the pool (GPU ones in their queue), slowest first."""
-    if not pending:
-        return {}
-    retry = force or settings.on_error == "strict"
-    scripts = [job.figure.script for name, job in pending.items()
-               if retry or not _known_failure(store, name, settings, job.want, hashes)]
-    jobs = [schedule.Job(name, job.figure.gpu, job.previous.seconds if job.previous else None)
-            for name, job in pending.items()]
-    gpus = _gpus(settings) if scripts else ()
-    extra = {"FIGGEN_INTERMEDIATES": str(settings.cache_dir / "intermediates"),
-             "FIGGEN_ENVIRONMENT": json.dumps(environment, sort_keys=True)}
-    with _warm_server(settings, scripts, store.scratch()) as server, progress.board() as board:
-        runner = Runner(settings, store, hashes, force, server, board, extra)
-        outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
-        return schedule.run_all(jobs, settings.jobs, gpus,
-                                lambda job, lane: _attempt(runner, job.name, pending[job.name],
-                                                           lane))
-
-
-def _gpus(settings: FiggenSettings) -> tuple[str, ...]:
-    """The GPUs of this build: the setting's list, or those found."""
-    return schedule.detect_gpus() if settings.gpus == "auto" else tuple(settings.gpus)
-
-
-@contextlib.contextmanager
-def _warm_server(
-    settings: FiggenSettings, scripts: list[Path], scratch: Path
-) -> Iterator[WarmServer | None]:
-    """The build's warm server, when two or more scripts will run; else None."""
-    if not settings.preload or len(scripts) < 2 or not launch.available():
-        yield None
-        return
-    start = time.perf_counter()
-    try:
-        server = WarmServer(settings.python, scripts, settings.root, script_env(settings),
-                            scratch / launch.SERVER_LOG)
-    except launch.ServerGone as err:  # the figures still run, each in its own interpreter
-        logger.warning("figgen: %s; each figure starts its own interpreter instead", err)
-        yield None
-        return
-    logger.info("figgen: warm server ready in %.1f s, with %d shared libraries imported",
-                time.perf_counter() - start, len(server.ready.get("preloaded", [])))
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-def _attempt(runner: Runner, name: str, job: Pending, lane: schedule.Lane) -> Done:
-    """Under the figure's lock: find it fresh after all, or a known failure, or run it."""
-    store, settings, hashes = runner.store, runner.settings, runner.hashes
-    with store.lock(name):  # a concurrent build may be making it: wait, then look again
-        verdict = cache.verdict(store.load(name), settings.root, job.want, store, hashes)
-        if verdict.fresh and verdict.record and not runner.force:
-            return Done(verdict.record, None, verdict.record)
-        # Strict builds (make site, CI) try every figure; others skip a failure already
-        # known, while nothing it read has changed.
-        retry = runner.force or settings.on_error == "strict"
-        known = None if retry else _known_failure(store, name, settings, job.want, hashes)
-        if known:
-            return Done(None, known, verdict.record)
-        logger.info("figgen: running %s (%s)", name, job.reason)
-        record, result = _run(runner, job.figure, job.want, verdict.record, lane)
-        return Done(record, result, verdict.record)
-
-
-def _known_failure(
-    store: Store, name: str, settings: FiggenSettings, want: Expected, hashes: Hashes
-) -> RunResult | None:
-    """The last run's failure, when nothing that run read has changed since; else None."""
-    failure = store.load_failure(name)
-    past = failure.as_record() if failure else None
-    if not failure or not past or not cache.verdict(past, settings.root, want, store, hashes).fresh:
-        return None
-    cause = (f"{failure.cause} (in its last run; nothing it reads changed since, so it did "
-             f"not re-run: `python -m pelican_figgen run --force {name}` retries)")
-    return RunResult(False, 0.0, store.path, cause=cause, detail=failure.detail)
-
-
-def _cached(outcome: Outcome, record: Record) -> None:
-    """Note a figure taken, fresh, from the cache."""
-    outcome.report.cached.append(record.name)
-    outcome.records[record.name] = record
-
-
-def _account(
-    outcome: Outcome,
-    name: str,
-    record: Record | None,
-    result: RunResult,
-    previous: Record | None,
-    articles: list[str],
-    hashes: Hashes,
-) -> None:
-    """Note a run's result: its record, or its errors and the last good record to show."""
-    assert outcome.store is not None
-    if record:
-        outcome.report.ran[name] = record.seconds
-        outcome.report.compute[name] = compute_seconds(result.manifest or {})
-        outcome.records[name] = record
-        outcome.store.clear_failure(name)
-        logger.info("figgen: %s ran in %.1f s", name, record.seconds)
-        return
-    outcome.report.failed.append(name)
-    outcome.report.causes[name] = result.cause
-    outcome.errors.extend(FigureError(a, name, result.cause, result.detail) for a in articles)
-    logger.info("figgen: %s failed after %.1f s: %s", name, result.seconds, result.cause)
-    if previous and cache.intact(previous, outcome.store, hashes):
-        outcome.records[name] = previous
-        outcome.stale[name] = f"last run failed ({result.cause})"
-
-
-def compute_seconds(manifest: Mapping[str, Any]) -> float:
-    """A run's own compute time: its main(), less the waits for others' intermediates."""
-    waited = manifest.get("intermediates", {}).get("waited", 0.0)
-    return round(float(manifest.get("seconds", 0.0)) - float(waited), 3)
-
-
-def _run(
-    runner: Runner, figure: Figure, expected: Expected, previous: Record | None,
-    lane: schedule.Lane,
-) -> tuple[Record | None, RunResult]:
-    """Run one figure in a scratch folder and, on success, cache and record it."""
-    settings, store, hashes = runner.settings, runner.store, runner.hashes
-    before = {rel: hashes(settings.root / rel) for rel in expected.inputs}
-    # Hash now (Hashes remembers) the modules the last run imported: a module edited while the
-    # script runs is then recorded as it was read, and the next build sees the edit.
-    for rel in previous.inputs if previous else ():
-        hashes(settings.root / rel)
-    prefix = figure.name.replace("/", "-")
-    with tempfile.TemporaryDirectory(dir=store.scratch(), prefix=prefix) as tmp:
-        result = run_figure(figure, settings, Path(tmp), runner.board.for_figure(figure.name),
-                            {**runner.env, **lane.env}, runner.server)
-        runner.board.done(figure.name)
-        try:
-            record = _record(figure, expected, settings, store, hashes, result, before) \
-                if result.ok else None
-        except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
-            record = None
-            result = RunResult(False, result.seconds, result.out_dir, f"bad output: {err!r}")
-    if record is None:
-        read = None if result.modules is None else \
-            _inputs(result.modules, before, settings, hashes)
-        store.save_failure(Failure(figure.name, result.cause, result.detail, read,
-                                   expected.params, expected.environment))
-        return None, result
-    store.save(record)
-    return record, result
-
-
-def _inputs(
-    modules: Iterable[str], before: dict[str, str | None], settings: FiggenSettings,
-    hashes: Hashes,
-) -> dict[str, str | None]:
-    """Every input a run read, by hash: the modules it imported, then its script and data."""
-    return {**{rel: hashes(settings.root / rel) for rel in modules}, **before}
-
-
-def _record(
-    figure: Figure,
-    expected: Expected,
-    settings: FiggenSettings,
-    store: Store,
-    hashes: Hashes,
-    result: RunResult,
-    before: dict[str, str | None],
-) -> Record:
-    """Put a successful run's images in the store and describe it as a record."""
-    manifest = result.manifest or {}
-    images = tuple(
-        store.put(result.out_dir / i["file"], int(i["width"]), int(i["height"]))
-        for i in manifest["images"]
-    )
-    made = {"device": str(manifest.get("device", "unknown")),
-            **provenance.source_commit(settings.root)}
-    return Record(
-        name=figure.name,
-        inputs=_inputs(manifest.get("modules", []), before, settings, hashes),
-        params=expected.params,
-        environment=expected.environment,
-        images=images,
-        fields=manifest.get("fields", {}),
-        seconds=result.seconds,
-        provenance=made,
-    )
 
 
 def thaw(
@@ -453,7 +225,7 @@ def thaw(
         if not verdict.fresh:
             outcome.stale[name] = f"frozen before {verdict.reason}"
             logger.warning("figgen: frozen figure %s is stale: %s", name, verdict.reason)
-        _cached(outcome, record)
+        outcome.take_cached(record)
     return outcome
 
 
