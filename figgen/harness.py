@@ -126,11 +126,22 @@ def _progress_channel() -> TextIO | None:
     return _CHANNEL[0]
 
 
+_READ_FROM: set[str] = set()  # devices that computed the cached intermediates a run read
+
+
+def computed_on(device_name: str) -> None:
+    """Note that this run used a result computed on this device (a cached intermediate)."""
+    _READ_FROM.add(device_name)
+
+
 def device() -> str:
-    """The GPU the script used through torch, else the CPU model."""
+    """The GPU the script used through torch (itself or through a cached result), else the CPU."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         return f"GPU {torch.cuda.get_device_name()}"
+    gpus = sorted(d for d in _READ_FROM if d.startswith("GPU "))
+    if gpus:  # a restyle read a GPU's result without touching the GPU: it still shows it
+        return gpus[0]
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -22,7 +22,8 @@ the run's seed (``figgen.harness.SEED``); the environment the plugin describes
 dicts with str keys, or frozen dataclasses of those; anything else is a TypeError.
 
 Results live in ``<folder>/<key[:2]>/<key>.pickle`` (a sha256 of the pickle, then the pickle,
-protocol 5), written aside and renamed into place; a damaged file is reported and computed
+protocol 5, of the value and the device that computed it, which a figure reading it names in
+its provenance), written aside and renamed into place; a damaged file is reported and computed
 again. A lock per key makes a second process that wants the same result wait for the first
 and read it; ``stats()`` counts hits, misses and the seconds spent waiting.
 
@@ -177,17 +178,23 @@ def _stored(folder: Path, key: str, compute: Callable[[], Any]) -> Any:
     path = folder / key[:2] / f"{key}.pickle"
     found = _read(path)
     if found is not None:
-        _STATS["hits"] += 1
-        return found[0]
+        return _hit(found[0])
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.with_suffix(".lock")):
         found = _read(path)  # another process may have made it while this one waited
         if found is not None:
-            _STATS["hits"] += 1
-            return found[0]
+            return _hit(found[0])
         value = _miss(compute)
-        _write(path, value)
+        # The device goes with the value: a figure that only reads it names that device.
+        _write(path, {"value": value, "device": harness.device()})
         return value
+
+
+def _hit(stored: dict[str, Any]) -> Any:
+    """A stored result's value, its device noted for the run's provenance; counted."""
+    _STATS["hits"] += 1
+    harness.computed_on(stored["device"])
+    return stored["value"]
 
 
 @contextmanager
@@ -203,8 +210,8 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _read(path: Path) -> tuple[Any] | None:
-    """The value stored at path, in a 1-tuple; None when there is none or it is damaged."""
+def _read(path: Path) -> tuple[dict[str, Any]] | None:
+    """What is stored at path (value, device), in a 1-tuple; None if absent or damaged."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -217,10 +224,14 @@ def _read(path: Path) -> tuple[Any] | None:
         log.warning("cached intermediate %s is damaged: computing it again", path)
         return None
     try:
-        return (pickle.loads(body),)
+        stored = pickle.loads(body)
     except Exception as err:  # whatever a damaged or outdated pickle raises: recompute
         log.warning("cannot load cached intermediate %s (%s): computing it again", path, err)
         return None
+    if not isinstance(stored, dict) or stored.keys() != {"value", "device"}:
+        log.warning("cached intermediate %s has an older layout: computing it again", path)
+        return None
+    return (stored,)
 
 
 def _write(path: Path, value: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -208,6 +209,25 @@ def test_a_damaged_file_is_reported_and_computed_again(
     forget(monkeypatch)
     work().draw()  # the recomputed file is whole again: read
     assert work().CALLS == [3, 3, 3]
+
+
+def test_a_result_read_back_names_the_device_that_computed_it(
+    toy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from figgen import harness
+
+    monkeypatch.setattr(harness, "_READ_FROM", set())
+    work().draw()
+    (stored,) = (toy / "store").glob("*/*.pickle")
+    assert harness.device().startswith("CPU ")
+    body = pickle.loads(stored.read_bytes()[32:])
+    assert body["device"] == harness.device()  # what computed it
+    body["device"] = "GPU NVIDIA H100"  # as if a GPU run had stored it
+    data = pickle.dumps(body)
+    stored.write_bytes(hashlib.sha256(data).digest() + data)
+    forget(monkeypatch)
+    work().draw()
+    assert harness.device() == "GPU NVIDIA H100"  # the restyle's provenance still names it
 
 
 def test_two_processes_wanting_one_result_compute_it_once(toy: Path) -> None:
