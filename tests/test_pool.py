@@ -6,6 +6,7 @@ import html
 import json
 import re
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 
@@ -150,3 +151,47 @@ def test_the_thread_count_is_part_of_the_key_and_reaches_torch(site: Site) -> No
     again = site.build(FIGGEN=POOL | {"threads": 2})
     assert sorted(again["ran"]) == ["alpha", "beta", "gamma"]  # "threads 1 -> 2"
     assert fields(site, "alpha") == {"threads": 2}
+
+
+CACHED = """\
+import os
+
+from figgen.intermediates import cached
+
+
+@cached
+def value():
+    with open(os.path.join(os.environ["FIGGEN_ROOT"], "computed.log"), "a") as log:
+        log.write("computed\\n")
+    return 3
+"""
+
+
+def test_intermediates_are_shared_and_a_forced_run_computes_them_again(site: Site) -> None:
+    computed = site.root / "computed.log"
+    site.write("helpers/slow.py", CACHED)
+    body = "from helpers.slow import value\nctx.fields['v'] = value()\n"
+    site.write("figs/alpha.py", script(body))
+    site.write("figs/beta.py", script(body))
+    site.build(FIGGEN=POOL)
+    assert computed.read_text().split() == ["computed"]  # once, for both figures
+    site.append("figs/alpha.py", "\n# restyled\n")
+    assert site.build(FIGGEN=POOL)["ran"].keys() == {"alpha"}
+    assert computed.read_text().split() == ["computed"]  # a restyle reads it
+    assert fields(site, "alpha")["v"] == 3
+    result = site.figgen("run", "--force", "alpha", "beta")
+    assert result.returncode == 0, result.stderr
+    assert computed.read_text().split() == ["computed"] * 2  # forced: made again, once
+
+
+def test_a_no_op_build_never_loads_the_run_phase(site: Site) -> None:
+    site.build()
+    code = ("import sys\nfrom pelican import main\nsys.argv = ['pelican', 'content', '-s', "
+            "'pelicanconf.py', '-q']\nmain()\n"
+            "print(sorted(m for m in sys.modules if m.startswith('pelican_figgen.')))")
+    result = site.command([sys.executable, "-c", code])
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.strip().splitlines()[-1]
+    assert "pelican_figgen.pipeline" in loaded  # the plugin did its part
+    for module in ("execute", "run", "launch", "schedule"):
+        assert f"pelican_figgen.{module}'" not in loaded

@@ -94,14 +94,28 @@ def _pool(
     jobs = [schedule.Job(name, job.figure.gpu, job.previous.seconds if job.previous else None)
             for name, job in pending.items()]
     gpus = _gpus(settings) if scripts else ()
-    extra = {"FIGGEN_INTERMEDIATES": str(settings.cache_dir / "intermediates"),
-             "FIGGEN_ENVIRONMENT": json.dumps(environment, sort_keys=True)}
-    with _warm_server(settings, scripts, store.scratch()) as server, progress.board() as board:
+    scratch = store.scratch()
+    with _intermediates(settings, scratch, force) as shared, \
+            _warm_server(settings, scripts, scratch) as server, progress.board() as board:
+        extra = {"FIGGEN_INTERMEDIATES": str(shared),
+                 "FIGGEN_ENVIRONMENT": json.dumps(environment, sort_keys=True)}
         runner = Runner(settings, store, hashes, force, server, board, extra)
         outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
         return schedule.run_all(jobs, settings.jobs, gpus,
                                 lambda job, lane: _attempt(runner, job.name, pending[job.name],
                                                            lane))
+
+
+@contextlib.contextmanager
+def _intermediates(settings: FiggenSettings, scratch: Path, force: bool) -> Iterator[Path]:
+    """Where the build's figures keep their cached intermediates (figgen.intermediates)."""
+    if not force:
+        yield settings.cache_dir / "intermediates"
+        return
+    # Forced (run --force, verify): nothing made before is reused, not even an intermediate;
+    # the figures of this build still share what they compute.
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="intermediates-") as fresh:
+        yield Path(fresh)
 
 
 def _gpus(settings: FiggenSettings) -> tuple[str, ...]:
