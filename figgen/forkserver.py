@@ -65,11 +65,11 @@ def preload(names: list[str]) -> list[str]:
     return done
 
 
-def serve(scripts: list[Path], root: Path) -> None:
-    """Preload, say ready, then fork a child per request until the input ends."""
+def serve(scripts: list[Path], root: Path, out: int) -> None:
+    """Preload, say ready on `out`, then fork a child per request until the input ends."""
     start = time.perf_counter()
     loaded = preload(shared_libraries(scripts, root))
-    _send({"ready": round(time.perf_counter() - start, 3), "preloaded": loaded})
+    _send(out, {"ready": round(time.perf_counter() - start, 3), "preloaded": loaded})
     children: dict[int, tuple[int, int]] = {}  # pidfd -> (request id, pid)
     pending = b""
     while True:
@@ -79,7 +79,7 @@ def serve(scripts: list[Path], root: Path) -> None:
                 request, pid = children.pop(fd)
                 os.close(fd)
                 _, status = os.waitpid(pid, 0)
-                _send({"id": request, "exit": os.waitstatus_to_exitcode(status)})
+                _send(out, {"id": request, "exit": os.waitstatus_to_exitcode(status)})
                 continue
             data = os.read(0, 65536)
             if not data:  # the build is done (or gone): children die with us (PDEATHSIG)
@@ -88,17 +88,17 @@ def serve(scripts: list[Path], root: Path) -> None:
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 request = json.loads(line)
-                pid = _fork(request, children)
+                pid = _fork(request, [out, *children])
                 children[os.pidfd_open(pid)] = (request["id"], pid)
-                _send({"id": request["id"], "pid": pid})
+                _send(out, {"id": request["id"], "pid": pid})
 
 
-def _send(message: dict[str, Any]) -> None:
+def _send(out: int, message: dict[str, Any]) -> None:
     """Write one protocol line to the build."""
-    os.write(1, (json.dumps(message) + "\n").encode())
+    os.write(out, (json.dumps(message) + "\n").encode())
 
 
-def _fork(request: dict[str, Any], children: dict[int, tuple[int, int]]) -> int:
+def _fork(request: dict[str, Any], server_fds: list[int]) -> int:
     """Fork a child that runs the requested script; return its pid."""
     server = os.getpid()
     pid = os.fork()
@@ -106,7 +106,7 @@ def _fork(request: dict[str, Any], children: dict[int, tuple[int, int]]) -> int:
         return pid
     code = 1
     try:  # nothing may return into the server's loop from here
-        _become_script(request, list(children), server)
+        _become_script(request, server_fds, server)
         code = _run_script(request["argv"])
     finally:
         with contextlib.suppress(Exception):
@@ -170,7 +170,11 @@ def _print_from_script(err: BaseException, script: Path) -> None:
 def main() -> None:
     """Serve the scripts named on the command line, from the project root (the cwd)."""
     scripts = [Path(a).resolve() for a in sys.argv[1:]]
-    serve(scripts, Path(os.environ.get("FIGGEN_ROOT", ".")).resolve())
+    # The protocol keeps its own copy of stdout; what a library prints while it is imported
+    # goes to stderr, the server's log, instead of into the protocol.
+    out = os.dup(1)
+    os.dup2(2, 1)
+    serve(scripts, Path(os.environ.get("FIGGEN_ROOT", ".")).resolve(), out)
 
 
 if __name__ == "__main__":

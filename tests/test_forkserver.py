@@ -131,3 +131,20 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+def test_a_library_printing_while_preloaded_goes_to_the_log_not_the_protocol(
+    tmp_path: Path,
+) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    write(lib, "noisy.py", "print('hello from noisy')\n")
+    scripts = [write(tmp_path, f"{n}.py", "import noisy\n") for n in ("a", "b")]
+    env = ENV | {"PYTHONPATH": os.pathsep.join([str(REPO), str(lib)])}
+    warm = WarmServer(sys.executable, scripts, REPO, env, tmp_path / "server.log")
+    try:
+        assert warm.ready["preloaded"] == ["noisy"]
+        assert start(warm, scripts[0]).wait(timeout=60) == 0
+    finally:
+        warm.close()
+    assert "hello from noisy" in (tmp_path / "server.log").read_text()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .discover import Figure
-from .launch import Request, ServerGone, WarmServer, start_direct
+from .launch import Process, Request, ServerGone, WarmServer, start_direct
 from .settings import FiggenSettings
 
 FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
@@ -133,11 +133,12 @@ def _execute(
     server: WarmServer | None,
 ) -> int | None:
     """Run the script to its end or its time-out (None); then kill every process it left."""
-    proc = server.start(request) if server else start_direct(python, request)
+    proc: Process = server.start(request) if server else start_direct(python, request)
     done = threading.Event()
     follower = threading.Thread(target=_follow, args=(Path(request.env[PROGRESS_FILE]),
                                                       progress, done), daemon=True)
-    follower.start()
+    if progress:  # else nobody reads the reports
+        follower.start()
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -148,7 +149,8 @@ def _execute(
         with contextlib.suppress(ServerGone):
             proc.wait()
         done.set()
-        follower.join(timeout=1)
+        if follower.is_alive():
+            follower.join(timeout=1)
 
 
 def kill_group(pgid: int) -> None:
