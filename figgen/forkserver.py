@@ -18,9 +18,9 @@ Linux only (``os.pidfd_open``): the build starts each script itself elsewhere.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import importlib
+import importlib.util
 import json
 import os
 import runpy
@@ -47,7 +47,8 @@ def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
     for script in scripts:
         # Preloading what one script alone imports would save nothing, and would slow down
         # a rebuild whose one script no longer needs it (a cached intermediate, say).
-        counts.update(closure(script, [root, script.parent]).external)
+        found = closure(script, [root, script.parent])
+        counts.update(found.external + found.maybe_external)
     stdlib = sys.stdlib_module_names
     shared = {n for n, c in counts.items() if c >= 2 and n.partition(".")[0] not in stdlib}
     return sorted(shared.union(*(HARNESS_NEEDS.get(n, ()) for n in shared)))
@@ -56,8 +57,11 @@ def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
 def preload(names: list[str]) -> list[str]:
     """Import what can be imported; a failure is the script's to report, when it imports it."""
     done = []
-    for name in names:
+    for name in names:  # sorted: a package before its modules
         try:
+            # `from pkg import x`: x may be a module (scipy.ndimage) or not (numpy.ndarray).
+            if "." in name and importlib.util.find_spec(name) is None:
+                continue
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 (any import error: the script raises it itself)
             continue
@@ -69,7 +73,10 @@ def serve(scripts: list[Path], root: Path, out: int) -> None:
     """Preload, say ready on `out`, then fork a child per request until the input ends."""
     start = time.perf_counter()
     loaded = preload(shared_libraries(scripts, root))
-    _send(out, {"ready": round(time.perf_counter() - start, 3), "preloaded": loaded})
+    torch = sys.modules.get("torch")
+    cuda = bool(torch and torch.cuda.is_initialized())  # a fork could not use it: GPU runs
+    _send(out, {"ready": round(time.perf_counter() - start, 3), "preloaded": loaded,
+                "cuda_initialized": cuda})
     children: dict[int, tuple[int, int]] = {}  # pidfd -> (request id, pid)
     pending = b""
     while True:
@@ -87,10 +94,24 @@ def serve(scripts: list[Path], root: Path, out: int) -> None:
             pending += data
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                request = json.loads(line)
-                pid = _fork(request, [out, *children])
-                children[os.pidfd_open(pid)] = (request["id"], pid)
-                _send(out, {"id": request["id"], "pid": pid})
+                _start(json.loads(line), out, children)
+
+
+def _start(request: dict[str, Any], out: int, children: dict[int, tuple[int, int]]) -> None:
+    """Fork the requested script and say its pid; or say why it could not be forked."""
+    try:
+        pid = _fork(request, [out, *children])
+    except OSError as err:  # no memory, too many processes: the build starts it itself
+        _send(out, {"id": request["id"], "error": f"fork failed: {err}"})
+        return
+    try:
+        children[os.pidfd_open(pid)] = (request["id"], pid)
+    except OSError as err:  # the server could not wait for it: it must not run unwatched
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        _send(out, {"id": request["id"], "error": f"cannot watch the child: {err}"})
+        return
+    _send(out, {"id": request["id"], "pid": pid})
 
 
 def _send(out: int, message: dict[str, Any]) -> None:
@@ -105,14 +126,14 @@ def _fork(request: dict[str, Any], server_fds: list[int]) -> int:
     if pid:
         return pid
     code = 1
-    try:  # nothing may return into the server's loop from here
+    try:
         _become_script(request, server_fds, server)
         code = _run_script(request["argv"])
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+    except BaseException:  # noqa: BLE001 (setting up failed: say why, in the script's stderr)
+        traceback.print_exc()
+    # Up through the server's loop, which does not catch it, to a normal interpreter exit:
+    # atexit handlers, non-daemon threads and open files end as after `python script.py`.
+    raise SystemExit(code)
 
 
 def _become_script(request: dict[str, Any], server_fds: list[int], server: int) -> None:
@@ -174,6 +195,8 @@ def main() -> None:
     # goes to stderr, the server's log, instead of into the protocol.
     out = os.dup(1)
     os.dup2(2, 1)
+    # Asking torch whether CUDA is there must not start it here: a forked child cannot use it.
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     serve(scripts, Path(os.environ.get("FIGGEN_ROOT", ".")).resolve(), out)
 
 

@@ -160,16 +160,27 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (now, or as soon as it is imported), ask for determinism."""
+    """Seed Python, NumPy and torch (each now, or as soon as it is imported), ask for determinism.
+
+    "As soon as it is imported": a figure forked from the build's warm server finds NumPy and
+    torch already imported, one run alone imports them in main(); both must start alike.
+    """
     random.seed(seed)
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed(seed)
-    if "matplotlib" in sys.modules:
-        sys.modules["matplotlib"].rcParams["svg.hashsalt"] = SVG_SALT
-    if "torch" in sys.modules:
-        seed_torch(sys.modules["torch"], seed)
-    else:
-        seed_torch_on_import(seed)
+    for name, seeder in SEEDERS.items():
+        if name in sys.modules:
+            seeder(sys.modules[name], seed)
+        else:
+            seed_on_import(name, seed)
+
+
+def seed_numpy(numpy: Any, seed: int) -> None:
+    """Seed NumPy's global generator."""
+    numpy.random.seed(seed)
+
+
+def salt_matplotlib(matplotlib: Any, seed: int) -> None:
+    """Fix the salt matplotlib derives SVG ids from (it is random otherwise)."""
+    matplotlib.rcParams["svg.hashsalt"] = SVG_SALT
 
 
 def seed_torch(torch: Any, seed: int) -> None:
@@ -183,15 +194,20 @@ def seed_torch(torch: Any, seed: int) -> None:
     torch.backends.cudnn.deterministic = True
 
 
-class _SeedTorchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Seeds torch right after ``import torch`` completes: preloaded or lazy, torch starts alike."""
+SEEDERS: dict[str, Callable[[Any, int], None]] = {
+    "numpy": seed_numpy, "matplotlib": salt_matplotlib, "torch": seed_torch,
+}
 
-    def __init__(self, seed: int) -> None:
-        self.seed, self.loader, self.finding = seed, None, False
+
+class _SeedOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Seeds a library right after ``import`` completes: preloaded or lazy, it starts alike."""
+
+    def __init__(self, name: str, seed: int) -> None:
+        self.name, self.seed, self.loader, self.finding = name, seed, None, False
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        """Find torch with the other finders and put this loader in front of theirs."""
-        if name != "torch" or self.finding:
+        """Find the library with the other finders and put this loader in front of theirs."""
+        if name != self.name or self.finding:
             return None
         self.finding = True  # the search below asks this finder again
         try:
@@ -203,25 +219,30 @@ class _SeedTorchOnImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return spec
 
     def create_module(self, spec: Any) -> Any:
-        """Let torch's own loader create the module."""
+        """Let the library's own loader create the module."""
         return self.loader.create_module(spec)
 
     def exec_module(self, module: Any) -> None:
-        """Run torch's own loader, give the module its loader back, then seed torch."""
-        # Leaves only here: a mere find_spec("torch") (an availability check) imports nothing.
+        """Run the library's own loader, give the module its loader back, then seed it."""
+        # Leaves only here: a mere find_spec (an availability check) imports nothing.
         sys.meta_path.remove(self)
         module.__spec__.loader = module.__loader__ = self.loader
         self.loader.exec_module(module)
-        seed_torch(module, self.seed)
+        SEEDERS[self.name](module, self.seed)
+
+
+def seed_on_import(name: str, seed: int) -> None:
+    """Seed the library `name` with ``seed`` as soon as it is imported (the latest seed wins)."""
+    for finder in sys.meta_path:
+        if isinstance(finder, _SeedOnImport) and finder.name == name:
+            finder.seed = seed
+            return
+    sys.meta_path.insert(0, _SeedOnImport(name, seed))
 
 
 def seed_torch_on_import(seed: int) -> None:
     """Seed torch with ``seed`` as soon as it is imported (the latest seed wins)."""
-    for finder in sys.meta_path:
-        if isinstance(finder, _SeedTorchOnImport):
-            finder.seed = seed
-            return
-    sys.meta_path.insert(0, _SeedTorchOnImport(seed))
+    seed_on_import("torch", seed)
 
 
 _DEPENDS: set[Path] = set()  # project files a run depends on without importing them
@@ -244,6 +265,8 @@ def project_modules(root: Path, script: Path) -> list[str]:
         file = getattr(module, "__file__", None)
         # torch.ops and torch.classes carry a bare relative __file__ that names no real file.
         if not file or not file.endswith(".py") or not Path(file).is_absolute():
+            continue
+        if "site-packages" in file:  # most modules, told apart before the costly resolve()
             continue
         path = Path(file).resolve()
         if path == script or not path.is_relative_to(root):

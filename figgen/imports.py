@@ -21,12 +21,14 @@ class Imports:
 
     files: tuple[Path, ...]  # resolved paths below the search folders
     external: tuple[str, ...]  # dotted names of modules from installed packages, sorted
+    # `pkg.x` of `from pkg import x`, pkg installed: a module only if x is one, unknown here.
+    maybe_external: tuple[str, ...] = ()
 
 
 def closure(path: Path, search: Iterable[Path]) -> Imports:
     """Follow the imports of `path` through the project files found in `search` folders."""
     folders = tuple(p.resolve() for p in search)
-    todo, files, external = [path.resolve()], [], set()
+    todo, files, external, maybe_external = [path.resolve()], [], set(), set()
     while todo:
         current = todo.pop(0)
         if current in files:
@@ -35,9 +37,10 @@ def closure(path: Path, search: Iterable[Path]) -> Imports:
         for name, maybe in _imported(current, _package(current, folders)):
             found = _project_files(name, folders)
             todo.extend(found)
-            if not found and not maybe:
-                external.add(name)
-    return Imports(tuple(files), tuple(sorted(external)))
+            if not found:
+                (maybe_external if maybe else external).add(name)
+    maybe_external = {n for n in maybe_external if n.rpartition(".")[0] in external}
+    return Imports(tuple(files), tuple(sorted(external)), tuple(sorted(maybe_external)))
 
 
 def _package(path: Path, folders: tuple[Path, ...]) -> str:
@@ -77,18 +80,24 @@ def _absolute(module: str | None, level: int, package: str) -> str:
 
 
 def _project_files(name: str, folders: tuple[Path, ...]) -> list[Path]:
-    """The files that importing `name` runs (packages first), when it is a project module."""
+    """The files that importing `name` runs (packages first), when it is a project module.
+
+    A folder without ``__init__.py`` on the way is a namespace package: no file of its own.
+    The last part must be a file, a module or a package's ``__init__.py``, so that a folder
+    that merely shares an installed package's name is not taken for it.
+    """
     parts = name.split(".")
     for folder in folders:
-        found = []
+        found: list[Path] = []
         for depth in range(1, len(parts) + 1):
             stem = folder.joinpath(*parts[:depth])
+            last = depth == len(parts)
             if (stem / "__init__.py").is_file():
                 found.append(stem / "__init__.py")
-            elif depth == len(parts) and stem.with_suffix(".py").is_file():
+            elif last and stem.with_suffix(".py").is_file():
                 found.append(stem.with_suffix(".py"))
-            else:
+            elif last or not stem.is_dir():
                 break
-        if len(found) == len(parts):
-            return found
+            if last:
+                return found
     return []

@@ -72,7 +72,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
 
 _MEMO: dict[str, Any] = {}  # key -> value, for the rest of this process
-_STATS = {"hits": 0, "misses": 0, "waited": 0.0}
+_STATS: dict[str, Any] = {"hits": 0, "misses": 0, "waited": 0.0, "warnings": []}
 
 
 def cached(func: F) -> F:
@@ -99,9 +99,9 @@ def cached(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def stats() -> dict[str, float]:
-    """Hits, misses and seconds spent waiting for another process's result, in this process."""
-    return {**_STATS, "waited": round(_STATS["waited"], 3)}
+def stats() -> dict[str, Any]:
+    """Hits, misses, seconds spent waiting for another process's result, and store warnings."""
+    return {**_STATS, "waited": round(_STATS["waited"], 3), "warnings": list(_STATS["warnings"])}
 
 
 def root() -> Path:
@@ -168,9 +168,11 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def _miss(compute: Callable[[], Any]) -> Any:
-    """Compute a result that no store had, counting it."""
+    """Compute a result that no store had, counting it; return it as a hit would."""
     _STATS["misses"] += 1
-    return compute()
+    # Through pickle, as a hit reads it: what pickle drops (a tensor's grad, its graph, memory
+    # shared with another object) is dropped alike, computed or read.
+    return pickle.loads(pickle.dumps(compute(), protocol=PROTOCOL))
 
 
 def _stored(folder: Path, key: str, compute: Callable[[], Any]) -> Any:
@@ -217,27 +219,35 @@ def _read(path: Path) -> tuple[dict[str, Any]] | None:
     except FileNotFoundError:
         return None
     except OSError as err:
-        log.warning("cannot read cached intermediate %s (%s): computing it again", path, err)
+        _warn(f"cannot read cached intermediate {path} ({err}): computing it again")
         return None
     digest, body = data[:DIGEST], data[DIGEST:]
     if hashlib.sha256(body).digest() != digest:
-        log.warning("cached intermediate %s is damaged: computing it again", path)
+        _warn(f"cached intermediate {path} is damaged: computing it again")
         return None
     try:
         stored = pickle.loads(body)
     except Exception as err:  # whatever a damaged or outdated pickle raises: recompute
-        log.warning("cannot load cached intermediate %s (%s): computing it again", path, err)
+        _warn(f"cannot load cached intermediate {path} ({err}): computing it again")
         return None
     if not isinstance(stored, dict) or stored.keys() != {"value", "device"}:
-        log.warning("cached intermediate %s has an older layout: computing it again", path)
+        _warn(f"cached intermediate {path} has an older layout: computing it again")
         return None
     return (stored,)
+
+
+def _warn(message: str) -> None:
+    """Log a problem with the store, and keep it for the manifest: the build logs it."""
+    log.warning("%s", message)
+    _STATS["warnings"].append(message)
 
 
 def _write(path: Path, value: Any) -> None:
     """Store value at path atomically: written aside (named by pid), then renamed."""
     body = pickle.dumps(value, protocol=PROTOCOL)
-    aside = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    # Named as the plugin's own leftovers are (".name.pid.tmp"): a build drops them once their
+    # process is gone, a kill -9 or the out-of-memory killer included.
+    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         aside.write_bytes(hashlib.sha256(body).digest() + body)
         os.replace(aside, path)

@@ -148,3 +148,28 @@ def test_a_library_printing_while_preloaded_goes_to_the_log_not_the_protocol(
     finally:
         warm.close()
     assert "hello from noisy" in (tmp_path / "server.log").read_text()
+
+
+def test_a_forked_script_exits_as_python_does(server: WarmServer, tmp_path: Path) -> None:
+    out = tmp_path / "exit.txt"
+    script = write(tmp_path, "exits.py", f"""\
+        import atexit, threading, time
+        log = open({str(out)!r}, "w")  # never closed: exiting flushes it
+        log.write("buffered ")
+        atexit.register(lambda: open({str(out)!r} + ".atexit", "w").write("ran"))
+        threading.Thread(target=lambda: (time.sleep(0.3), log.write("thread"))).start()
+    """)
+    assert start(server, script).wait(timeout=60) == 0, script.with_suffix(".err").read_text()
+    assert out.read_text() == "buffered thread"  # the thread was joined, the file flushed
+    assert Path(f"{out}.atexit").read_text() == "ran"
+
+
+def test_gpu_figures_are_not_forked_from_a_server_that_started_cuda(
+    server: WarmServer, tmp_path: Path
+) -> None:
+    assert server.ready["cuda_initialized"] is False  # torch was not even loaded here
+    server.ready = {**server.ready, "cuda_initialized": True}
+    with pytest.raises(ServerGone, match="started CUDA"):
+        server.start(Request((str(tmp_path / "probe.py"),), ENV | {"FIGGEN_LANE": "gpu"}, REPO,
+                             tmp_path / "gpu.err"))
+    assert start(server, write(tmp_path, "cpu.py", "pass\n")).wait(timeout=60) == 0

@@ -107,7 +107,8 @@ def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("FIGGEN_ROOT", str(tmp_path))
     monkeypatch.setenv(intermediates.FOLDER_ENV, str(tmp_path / "store"))
     monkeypatch.setattr(intermediates, "_MEMO", {})
-    monkeypatch.setattr(intermediates, "_STATS", {"hits": 0, "misses": 0, "waited": 0.0})
+    monkeypatch.setattr(intermediates, "_STATS", {"hits": 0, "misses": 0, "waited": 0.0,
+                                                 "warnings": []})
     yield tmp_path
     for name in [m for m in sys.modules if m == "toy" or m.startswith("toy.")]:
         del sys.modules[name]
@@ -153,7 +154,7 @@ def test_a_hit_equals_a_miss_and_neither_moves_the_generators(
     read = work().draw()
     assert generators() == before and same(read, computed) and read is not computed
     assert work().CALLS == [3]  # the second call read the disk
-    assert intermediates.stats() == {"hits": 1, "misses": 1, "waited": 0.0}
+    assert intermediates.stats() == {"hits": 1, "misses": 1, "waited": 0.0, "warnings": []}
     assert work().draw() is read  # a third call in this process: from memory
     # Uncached, it is computed from the run's seed alike: a figure cannot tell the difference.
     monkeypatch.delenv(intermediates.FOLDER_ENV)
@@ -203,6 +204,7 @@ def test_a_damaged_file_is_reported_and_computed_again(
     with caplog.at_level(logging.WARNING, logger="figgen.intermediates"):
         assert same(work().draw(), computed)
     assert "is damaged: computing it again" in caplog.text and work().CALLS == [3, 3]
+    assert any("is damaged" in w for w in intermediates.stats()["warnings"])  # for the build
     stored.write_bytes(b"")  # an empty file, as a full disk leaves
     forget(monkeypatch)
     work().draw()

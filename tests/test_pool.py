@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import re
 import shutil
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from conftest import Site
 
@@ -60,7 +63,28 @@ def rendezvous(me: str, other: str, root: Path) -> str:
     """
 
 
+LAZY = """\
+from figgen.harness import run
+
+
+def main(ctx):
+    import numpy as np  # only here: forked from the warm server it is already imported
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))
+    fig.add_subplot().plot(np.random.rand(8))  # seeded alike either way, or the bytes differ
+    ctx.fields.update(color="black", n=8)
+    ctx.save(fig)
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+
 def test_the_pool_makes_the_bytes_of_a_serial_build(site: Site) -> None:
+    site.write("figs/alpha.py", LAZY)
+    site.write("figs/beta.py", LAZY.replace("rand(8)", "rand(9)"))
     pooled = site.build(FIGGEN=POOL)
     assert sorted(pooled["ran"]) == ["alpha", "beta", "gamma"]
     assert "matplotlib.figure" in pooled["preloaded"]  # all three import it
@@ -115,7 +139,7 @@ def test_without_a_gpu_a_gpu_figure_runs_in_the_cpu_pool(site: Site) -> None:
                           lane=os.environ["FIGGEN_LANE"])
     """, gpu=True))
     site.build(FIGGEN={"scripts": "figs", "gpus": []})
-    assert fields(site, "alpha") == {"device": "unset", "lane": "cpu"}
+    assert fields(site, "alpha") == {"device": "", "lane": "cpu"}  # and it sees no GPU
 
 
 def test_the_slowest_figure_of_the_last_build_starts_first(site: Site) -> None:
@@ -195,3 +219,20 @@ def test_a_no_op_build_never_loads_the_run_phase(site: Site) -> None:
     assert "pelican_figgen.pipeline" in loaded  # the plugin did its part
     for module in ("execute", "run", "launch", "schedule"):
         assert f"pelican_figgen.{module}'" not in loaded
+
+
+def test_when_the_warm_server_dies_its_figures_run_in_their_own_interpreters(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    site.write("figs/alpha.py", script("""\
+        parent = os.getppid()
+        if b"figgen.forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes():
+            os.kill(parent, 9)  # forked from the warm server: kill it (and so this script)
+            time.sleep(30)
+    """))
+    with caplog.at_level(logging.WARNING):
+        report = site.build(FIGGEN=POOL)
+    assert report["preloaded"] and report["failed"] == []
+    assert sorted(report["ran"]) == ["alpha", "beta", "gamma"]
+    assert "alpha: the warm server died while the script ran" in caplog.text
+    assert "it runs in an interpreter of its own" in caplog.text

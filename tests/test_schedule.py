@@ -70,7 +70,7 @@ def test_without_a_gpu_gpu_figures_join_the_cpu_pool() -> None:
     seen: dict[str, Lane] = {}
     schedule.run_all([Job("g", True, None), Job("c", False, None)], 2, (),
                      lambda job, lane: seen.setdefault(job.name, lane))
-    assert seen["g"] == seen["c"] == Lane("cpu", {"FIGGEN_LANE": "cpu"})
+    assert seen["g"] == seen["c"] == Lane("cpu", {"CUDA_VISIBLE_DEVICES": "", "FIGGEN_LANE": "cpu"})
 
 
 def test_an_error_in_the_build_itself_stops_the_pool_and_is_raised() -> None:
@@ -82,9 +82,10 @@ def test_an_error_in_the_build_itself_stops_the_pool_and_is_raised() -> None:
             raise OSError("disk full")
 
     jobs = [Job("a", False, 5.0), Job("b", False, 1.0), Job("c", False, 0.5)]
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="disk full") as raised:
         schedule.run_all(jobs, 1, (), work)
     assert ran == ["a"]  # nothing started after it
+    assert "while the build was making figure 'a'" in str(raised.value.__notes__)
 
 
 @pytest.mark.parametrize(("visible", "found"), [
@@ -122,17 +123,20 @@ def test_the_pool_defaults_to_the_cores_shared_by_each_figure_s_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("FIGGEN_JOBS", raising=False)
-    monkeypatch.setattr(settings, "_cores", lambda: 8)
-    assert settings.merge({}, "content").jobs == 8
-    assert settings.merge({"threads": 2}, "content").jobs == 4
-    assert settings.merge({"threads": 16}, "content").jobs == 1
+    monkeypatch.setattr(schedule, "cores", lambda: 8)
+    assert settings.merge({}, "content").jobs is None  # as the cores allow
+    assert schedule.cpu_workers(None, 1, ()) == 8
+    assert schedule.cpu_workers(None, 2, ()) == 4
+    assert schedule.cpu_workers(None, 16, ()) == 1
+    assert schedule.cpu_workers(None, 1, ("0", "1")) == 6  # a core for each GPU's figure
+    assert schedule.cpu_workers(5, 1, ("0",)) == 5  # the setting wins
     monkeypatch.setenv("FIGGEN_JOBS", "3")
     assert settings.merge({"jobs": 5}, "content").jobs == 3
 
 
 @pytest.mark.parametrize(("key", "value"), [
     ("jobs", 0), ("jobs", "two"), ("threads", 1.5), ("threads", -1), ("gpus", "all"),
-    ("gpus", [0.5]),
+    ("gpus", [0.5]), ("preload", "no"),
 ])
 def test_bad_pool_settings_are_refused(
     monkeypatch: pytest.MonkeyPatch, key: str, value: object
@@ -140,3 +144,9 @@ def test_bad_pool_settings_are_refused(
     monkeypatch.delenv("FIGGEN_JOBS", raising=False)
     with pytest.raises(SettingsError, match=f"FIGGEN\\['{key}'\\]"):
         settings.merge({key: value}, "content")
+
+
+def test_a_bad_figgen_jobs_names_the_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FIGGEN_JOBS", "0")
+    with pytest.raises(SettingsError, match=r"FIGGEN_JOBS \(FIGGEN\['jobs'\]\) is '0'"):
+        settings.merge({}, "content")

@@ -101,7 +101,8 @@ def _pool(
                  "FIGGEN_ENVIRONMENT": json.dumps(environment, sort_keys=True)}
         runner = Runner(settings, store, hashes, force, server, board, extra)
         outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
-        return schedule.run_all(jobs, settings.jobs, gpus,
+        workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)
+        return schedule.run_all(jobs, workers, gpus,
                                 lambda job, lane: _attempt(runner, job.name, pending[job.name],
                                                            lane))
 
@@ -195,6 +196,8 @@ def _account(
         outcome.records[name] = record
         outcome.store.clear_failure(name)
         logger.info("figgen: %s ran in %.1f s", name, record.seconds)
+        for warning in (result.manifest or {}).get("intermediates", {}).get("warnings", []):
+            logger.warning("figgen: %s: %s", name, warning)  # it went on, but say so
         return
     outcome.report.failed.append(name)
     outcome.report.causes[name] = result.cause

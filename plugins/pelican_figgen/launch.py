@@ -80,6 +80,7 @@ class WarmProcess:
         self.pid = 0
         self.started, self.ended = threading.Event(), threading.Event()
         self.status: int | None = None  # None once ended: the server died
+        self.error = ""  # why the server could not fork it
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the exit status, as Popen.wait does; ServerGone if the server died."""
@@ -100,6 +101,7 @@ class WarmServer:
         self._lock = threading.Lock()
         self._waiting: dict[int, WarmProcess] = {}
         self._next = 0
+        self._dead = False  # set once its replies end: nothing more can start there
         with log.open("wb") as stderr:
             self._proc = subprocess.Popen(
                 [python, "-m", "figgen.forkserver", *map(str, scripts)], cwd=root,
@@ -122,8 +124,13 @@ class WarmServer:
 
     def start(self, request: Request) -> WarmProcess:
         """Ask the server to fork the script; return once the child exists."""
+        if request.env.get("FIGGEN_LANE") == "gpu" and self.ready.get("cuda_initialized"):
+            raise ServerGone("a library the warm server preloaded started CUDA, which a forked "
+                             "child cannot use")
         process = WarmProcess()
         with self._lock:
+            if self._dead:
+                raise ServerGone(f"the warm server is gone: {self.log_tail()}")
             self._next += 1
             self._waiting[self._next] = process
             message = {"id": self._next, "argv": list(request.argv), "env": dict(request.env),
@@ -134,28 +141,42 @@ class WarmServer:
             except (BrokenPipeError, ValueError):
                 raise ServerGone(f"the warm server is gone: {self.log_tail()}") from None
         process.started.wait()
+        if process.error:
+            raise ServerGone(f"the warm server could not start the script: {process.error}")
         if not process.pid:
             raise ServerGone(f"the warm server died before forking: {self.log_tail()}")
         return process
 
     def _read(self, out: IO[bytes]) -> None:
         """Pass each reply to the process it is about; when the server ends, end them all."""
-        for line in out:
+        try:
+            for line in out:
+                self._reply(line)
+        finally:  # whatever ended the replies, nobody may wait for one forever
+            with self._lock:
+                self._dead = True
+                for process in self._waiting.values():  # still running: they died with it
+                    process.started.set()
+                    process.ended.set()
+                self._waiting.clear()
+
+    def _reply(self, line: bytes) -> None:
+        """Act on one reply: a child's pid, its exit status, or why it could not be forked."""
+        try:
             reply = json.loads(line)
             with self._lock:
                 process = self._waiting[reply["id"]]
-                if "pid" in reply:
-                    process.pid = reply["pid"]
-                    process.started.set()
-                else:
+                if "exit" in reply:
                     process.status = reply["exit"]
                     del self._waiting[reply["id"]]
                     process.ended.set()
-        with self._lock:
-            for process in self._waiting.values():  # still running: they died with it
+                    return
+                process.pid, process.error = reply.get("pid", 0), reply.get("error", "")
+                if process.error:
+                    del self._waiting[reply["id"]]
                 process.started.set()
-                process.ended.set()
-            self._waiting.clear()
+        except (ValueError, KeyError, TypeError):
+            logger.warning("figgen: the warm server said something unexpected: %r", line)
 
     def log_tail(self) -> str:
         """The end of the server's stderr, to say why it died."""

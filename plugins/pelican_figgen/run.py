@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -37,6 +38,7 @@ CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixe
 STDERR = ".figgen-stderr.txt"  # the script's stderr, in its output folder
 RUN_ENV = "FIGGEN_RUN"  # the run's output folder: marks the script and every child it starts
 Progress = Callable[[Mapping[str, Any]], None]  # called with each progress report of a run
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,10 @@ def run_figure(
     start = time.perf_counter()
     try:
         returncode = _execute(request, figure.timeout, settings.python, progress, server)
-    except ServerGone as err:
-        return RunResult(False, time.perf_counter() - start, out_dir, cause=str(err),
-                         detail=server.log_tail() if server else "")
+    except ServerGone as err:  # the server, not the script: the script gets its own interpreter
+        logger.warning("figgen: %s: %s; it runs in an interpreter of its own", figure.name, err)
+        start = time.perf_counter()
+        returncode = _execute(request, figure.timeout, settings.python, progress, None)
     seconds = time.perf_counter() - start
     stderr = (out_dir / STDERR).read_text(encoding="utf-8", errors="replace")
     if returncode is None:
@@ -146,7 +149,7 @@ def _execute(
     finally:
         # Children the script left behind would outlive it (and hold its files open).
         kill_group(proc.pid)
-        with contextlib.suppress(ServerGone):
+        with contextlib.suppress(ServerGone):  # it died with the server: nothing to wait for
             proc.wait()
         done.set()
         if follower.is_alive():

@@ -2,14 +2,15 @@
 
 CPU figures run `jobs` at a time. A figure that declares ``"gpu": True`` runs in the GPU
 queue, one at a time per GPU with ``CUDA_VISIBLE_DEVICES`` set to it, beside the CPU pool;
-on a machine without a GPU it joins the CPU pool. When there is a GPU, CPU figures see none
-(``CUDA_VISIBLE_DEVICES`` empty), so an undeclared torch figure cannot crowd the GPU queue.
+on a machine without a GPU it joins the CPU pool. CPU figures see no GPU (``CUDA_VISIBLE_DEVICES``
+empty), so an undeclared torch figure cannot crowd the GPU queue.
 The slowest figures, known from their last run, start first; figures never run start before
 them (they may be the slowest). Each worker is a thread waiting on a subprocess.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import shutil
@@ -22,6 +23,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver knows
+NVIDIA_SMI_TIMEOUT = 10.0  # seconds
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,13 @@ def detect_gpus() -> tuple[str, ...]:
     if visible is not None:  # the user's choice, "" or "-1" meaning none
         return tuple(d for d in visible.split(",") if d.strip() and not d.startswith("-"))
     if shutil.which("nvidia-smi"):
-        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+        try:
+            listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                    timeout=NVIDIA_SMI_TIMEOUT)
+        except subprocess.TimeoutExpired:  # a wedged driver: no GPU for this build
+            logger.warning("figgen: nvidia-smi -L did not answer in %g s: no GPU queue",
+                           NVIDIA_SMI_TIMEOUT)
+            return ()
         lines = [x for x in listed.stdout.splitlines() if x.startswith("GPU ")]
         if listed.returncode == 0:
             return tuple(str(i) for i in range(len(lines)))
@@ -63,10 +72,24 @@ def detect_gpus() -> tuple[str, ...]:
 
 def lanes(cpu_workers: int, gpus: Sequence[str]) -> tuple[list[Lane], list[Lane]]:
     """The CPU lanes and one lane per GPU, each with the environment its scripts get."""
-    hide = {"CUDA_VISIBLE_DEVICES": ""} if gpus else {}
-    cpu = [Lane("cpu", {**hide, "FIGGEN_LANE": "cpu"}) for _ in range(cpu_workers)]
+    cpu = [Lane("cpu", {"CUDA_VISIBLE_DEVICES": "", "FIGGEN_LANE": "cpu"})
+           for _ in range(cpu_workers)]
     gpu = [Lane("gpu", {"CUDA_VISIBLE_DEVICES": g, "FIGGEN_LANE": "gpu"}) for g in gpus]
     return cpu, gpu
+
+
+def cpu_workers(jobs: int | None, threads: int, gpus: Sequence[str]) -> int:
+    """The CPU pool's size: the setting, else the cores left by the GPU lanes' host threads."""
+    if jobs:
+        return jobs
+    return max(1, cores() // threads - len(gpus))
+
+
+def cores() -> int:
+    """The cores this process may run on (a container's or taskset's limit, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def run_all(
@@ -90,6 +113,7 @@ def run_all(
             try:
                 results[job.name] = work(job, lane)
             except BaseException as err:  # a bug in the build itself: stop, then raise it
+                err.add_note(f"(while the build was making figure {job.name!r})")
                 failures.append(err)
 
     threads = [threading.Thread(target=worker, args=(lane, cpu_queue), daemon=True)
@@ -98,8 +122,12 @@ def run_all(
                 for lane in gpu_lanes]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException as err:  # Ctrl-C: no worker takes another job; running ones die
+        failures.append(err)  # with the build (PDEATHSIG)
+        raise
     if failures:
         raise failures[0]
     return results

@@ -44,12 +44,14 @@ DEFAULTS: dict[str, Any] = {
     # builds, showing the last good figure marked stale, or a box with the error.
     # The environment variable FIGGEN_ON_ERROR overrides it (`make serve` sets keep-going).
     "on_error": "strict",
-    # How many figures run at once: None, the number of cores this build may use, divided by
-    # `threads`. FIGGEN_JOBS overrides it (1: one after the other).
+    # How many CPU figures run at once: None, the cores this build may use, divided by
+    # `threads`, less one per GPU in use (its figure's host side needs a core). FIGGEN_JOBS
+    # overrides it (1: one after the other).
     "jobs": None,
     # Compute threads of each figure (torch, OpenMP, BLAS). Fixed, not "all the cores": a
     # figure's bytes must not depend on the machine, and torch's reductions split by thread.
-    # Part of every figure's cache key. Raise it for one slow figure on a many-core machine.
+    # Part of every figure's cache key: changing it re-runs every figure. Raise it when a few
+    # slow figures leave cores idle on a many-core machine.
     "threads": 1,
     # GPUs for the figures that declare `__figure__ = {"gpu": True}`: "auto" (those CUDA can
     # see: CUDA_VISIBLE_DEVICES, else nvidia-smi), or a list of device ids, or [] for none.
@@ -93,7 +95,7 @@ class FiggenSettings:
     mode: str
     freeze_dir: Path
     verify_tolerance: float
-    jobs: int = 1
+    jobs: int | None = None  # None: as many as the cores allow (schedule.cpu_workers)
     threads: int = 1
     gpus: str | tuple[str, ...] = "auto"  # "auto": detected when a figure wants one
     preload: bool = True
@@ -118,9 +120,10 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
         raise SettingsError(f"FIGGEN['scripts'] must be a folder inside the project {root}")
     if not isinstance(merged["params"], Mapping):
         raise SettingsError("FIGGEN['params'] must map figure names to dicts of parameters")
-    threads = _positive(merged, "threads")
-    jobs = _positive(merged, "jobs") if merged["jobs"] is not None else \
-        max(1, _cores() // threads)
+    threads = _positive(merged, "threads", overrides)
+    jobs = None if merged["jobs"] is None else _positive(merged, "jobs", overrides)
+    if not isinstance(merged["preload"], bool):
+        raise SettingsError(f"FIGGEN['preload'] is {merged['preload']!r}; expected True or False")
     return FiggenSettings(
         root=root,
         scripts=(root / merged["scripts"]).resolve(),
@@ -138,27 +141,22 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
         jobs=jobs,
         threads=threads,
         gpus=_gpus(merged["gpus"]),
-        preload=bool(merged["preload"]),
+        preload=merged["preload"],
         params={str(k): dict(v) for k, v in merged["params"].items()},
     )
 
 
-def _positive(merged: Mapping[str, Any], key: str) -> int:
+def _positive(merged: Mapping[str, Any], key: str, overrides: Mapping[str, Any]) -> int:
     """A setting that must be a whole number of at least 1."""
     try:
         value = int(merged[key])
     except (TypeError, ValueError):
         value = 0
     if value < 1 or str(value) != str(merged[key]).strip():
-        raise SettingsError(f"FIGGEN['{key}'] is {merged[key]!r}; expected a whole number >= 1")
+        where = f"{ENVIRONMENT[key]} (FIGGEN['{key}'])" if key in overrides else \
+            f"FIGGEN['{key}']"
+        raise SettingsError(f"{where} is {merged[key]!r}; expected a whole number >= 1")
     return value
-
-
-def _cores() -> int:
-    """The cores this process may run on (a container's or taskset's limit, not the host's)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _gpus(value: Any) -> str | tuple[str, ...]:

@@ -1,0 +1,57 @@
+"""Reading a file's imports statically: project files followed, installed modules named."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from figgen.imports import closure
+
+
+def tree(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def test_imports_are_followed_through_the_project_and_named_outside_it(tmp_path: Path) -> None:
+    tree(tmp_path, {
+        "figs/fig.py": "import numpy as np\nfrom pkg import work\n",
+        "pkg/__init__.py": "",
+        "pkg/work.py": """\
+            from . import helper
+            from .sub.deep import VALUE
+            from scipy import ndimage
+            from numpy import ndarray
+
+
+            def later():
+                import torch.nn.functional
+        """,
+        "pkg/helper.py": "import json\n",
+        "pkg/sub/__init__.py": "",
+        "pkg/sub/deep.py": "VALUE = 1\n",
+        "pkg/unused.py": "import pandas\n",
+    })
+    found = closure(tmp_path / "figs/fig.py", [tmp_path, tmp_path / "figs"])
+    assert [f.relative_to(tmp_path).as_posix() for f in found.files] == [
+        "figs/fig.py", "pkg/__init__.py", "pkg/work.py", "pkg/helper.py", "pkg/sub/__init__.py",
+        "pkg/sub/deep.py",
+    ]
+    assert found.external == ("json", "numpy", "scipy", "torch.nn.functional")
+    # `from scipy import ndimage` may import a module; `pkg.sub.deep.VALUE` is no module.
+    assert found.maybe_external == ("numpy.ndarray", "scipy.ndimage")
+
+
+def test_a_namespace_package_is_followed_and_a_bare_folder_is_not_a_module(
+    tmp_path: Path,
+) -> None:
+    tree(tmp_path, {
+        "mod.py": "from helpers.util import X\nimport docs\n",
+        "helpers/util.py": "X = 1\nimport yaml\n",  # helpers/ has no __init__.py
+        "docs/readme.txt": "a folder named like a package, holding no module",
+    })
+    found = closure(tmp_path / "mod.py", [tmp_path])
+    assert [f.name for f in found.files] == ["mod.py", "util.py"]
+    assert found.external == ("docs", "yaml")
