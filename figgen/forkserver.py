@@ -6,19 +6,24 @@ instead, with the scripts it is about to run; the server imports every library t
 more of them import (read statically, see figgen.imports) and then forks one child per
 script. A child is a fresh process as far as the script can tell: its own session, stdin and
 stdout on /dev/null, stderr to a file, the environment and arguments it was given, the
-server's own project modules forgotten, and the script run as ``__main__``.
+server's own project modules forgotten, the script run as ``__main__``, and an exit as
+Python's (non-daemon threads joined, atexit handlers run, files it left open flushed).
 
-Protocol, one JSON object per line. The server says ``{"ready": ..., "preloaded": [...]}``
-once its imports are done. Then the build writes ``{"id", "argv", "env", "cwd", "stderr"}``
-per script and the server answers ``{"id", "pid"}`` at once and ``{"id", "exit"}`` (the
-return code, negative for a signal) when the child ends. End of input stops the server.
+Protocol, one JSON object per line. The server says ``{"ready", "preloaded",
+"cuda_initialized"}`` once its imports are done. Then the build writes ``{"id", "argv", "env",
+"cwd", "stderr"}`` per script and the server answers ``{"id", "pid"}`` at once (or
+``{"id", "error"}`` when it cannot fork) and ``{"id", "exit"}`` (the return code, negative
+for a signal) when the child ends. End of input stops the server.
 
 Linux only (``os.pidfd_open``): the build starts each script itself elsewhere.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
+import gc
 import importlib
 import importlib.util
 import json
@@ -27,11 +32,12 @@ import runpy
 import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from figgen.imports import closure
 
@@ -131,9 +137,22 @@ def _fork(request: dict[str, Any], server_fds: list[int]) -> int:
         code = _run_script(request["argv"])
     except BaseException:  # noqa: BLE001 (setting up failed: say why, in the script's stderr)
         traceback.print_exc()
-    # Up through the server's loop, which does not catch it, to a normal interpreter exit:
-    # atexit handlers, non-daemon threads and open files end as after `python script.py`.
-    raise SystemExit(code)
+    _exit_as_python_does(code)
+
+
+def _exit_as_python_does(code: int) -> NoReturn:
+    """End the child as an interpreter ends: threads joined, atexit run, files flushed."""
+    # In Python's own order. Its finalization would then tear every module down, about a
+    # second with torch loaded, which nothing a script can observe depends on: skipped.
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # what CPython calls at exit; there is no public equivalent
+    gc.collect()  # finalizes what only the script's globals kept (a file it never closed)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _become_script(request: dict[str, Any], server_fds: list[int], server: int) -> None:
