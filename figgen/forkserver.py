@@ -79,6 +79,9 @@ def serve(scripts: list[Path], root: Path, out: int) -> None:
     """Preload, say ready on `out`, then fork a child per request until the input ends."""
     start = time.perf_counter()
     loaded = preload(shared_libraries(scripts, root))
+    # What the imports made is never collected in a child: its collections then scan only the
+    # script's objects, and leave the shared pages alone (no copy on write).
+    gc.freeze()
     torch = sys.modules.get("torch")
     cuda = bool(torch and torch.cuda.is_initialized())  # a fork could not use it: GPU runs
     _send(out, {"ready": round(time.perf_counter() - start, 3), "preloaded": loaded,
