@@ -42,9 +42,6 @@ from typing import Any, NoReturn
 from figgen.imports import closure
 
 PR_SET_PDEATHSIG = 1
-# What the harness imports for a script that imports a library: torch's deterministic switch
-# imports its compiler's configuration, 0.9 s here.
-HARNESS_NEEDS = {"torch": ("torch._inductor.config",)}
 
 
 def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
@@ -56,8 +53,7 @@ def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
         found = closure(script, [root, script.parent])
         counts.update(found.external + found.maybe_external)
     stdlib = sys.stdlib_module_names
-    shared = {n for n, c in counts.items() if c >= 2 and n.partition(".")[0] not in stdlib}
-    return sorted(shared.union(*(HARNESS_NEEDS.get(n, ()) for n in shared)))
+    return sorted(n for n, c in counts.items() if c >= 2 and n.partition(".")[0] not in stdlib)
 
 
 def preload(names: list[str]) -> list[str]:

@@ -294,6 +294,7 @@ def test_an_imagenet_figure_restyled_with_a_warm_cache_is_identical_without_torc
 SEEDED = """\
 {top}
 import importlib.util
+import sys
 
 from figgen.harness import run
 
@@ -302,8 +303,13 @@ def main(ctx):
     importlib.util.find_spec("torch")  # a library asking whether torch is there
     import torch
 
-    print(json.dumps({{"rand": torch.rand(3).tolist(),
-                      "deterministic": torch.are_deterministic_algorithms_enabled()}}))
+    rand = torch.rand(3).tolist()
+    compiler = "torch._inductor.config" in sys.modules  # not imported to set its flag
+    import torch._inductor.config  # as torch.compile would
+
+    print(json.dumps({{"rand": rand, "compiler imported": compiler,
+                      "deterministic": torch.are_deterministic_algorithms_enabled(),
+                      "compiler deterministic": torch._inductor.config.deterministic}}))
     from matplotlib.figure import Figure
 
     ctx.save(Figure(figsize=(1, 1)))
@@ -323,4 +329,5 @@ def test_torch_imported_late_is_seeded_as_if_it_had_been_imported_first(tmp_path
         done = subprocess.run(argv, env=env(tmp_path), capture_output=True, text=True, check=True)
         said.append(json.loads(done.stdout.splitlines()[0]))
     expected = torch.rand(3, generator=torch.Generator().manual_seed(11)).tolist()
-    assert said == [{"rand": expected, "deterministic": True}] * 2
+    assert said == [{"rand": expected, "compiler imported": False, "deterministic": True,
+                      "compiler deterministic": True}] * 2

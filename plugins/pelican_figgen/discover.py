@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -107,6 +106,8 @@ def load_figure(article: str, name: str, settings: FiggenSettings, names: list[s
             article, name, f"{name}.py leads to {script}, outside {settings.scripts}: refused"
         )
     if name not in names or not script.is_file():
+        import difflib  # here: only a wrong name needs it
+
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise FigureError(article, name, f"no script {name}.py in {settings.scripts}{hint}")
@@ -133,8 +134,11 @@ def figure_params(name: str, params: Mapping[str, Mapping[str, Any]]) -> dict[st
 
 def declarations(script: Path, article: str, name: str) -> dict[str, Any]:
     """Read a script's literal `__figure__ = {...}` without running it."""
+    source = script.read_text(encoding="utf-8")
+    if "__figure__" not in source:  # nothing declared: no parse (a no-op build counts them)
+        return {}
     try:
-        tree = ast.parse(script.read_text(encoding="utf-8"), filename=str(script))
+        tree = ast.parse(source, filename=str(script))
     except SyntaxError as err:
         raise FigureError(article, name, f"{script.name} does not parse: {err}") from None
     for node in tree.body:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from collections.abc import Mapping
@@ -107,6 +106,8 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
     user = dict(user or {})
     for key in user:
         if key not in DEFAULTS:
+            import difflib  # here: only a wrong name needs it
+
             close = difflib.get_close_matches(key, DEFAULTS, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise SettingsError(f"FIGGEN: unknown key '{key}'{hint} (known: {', '.join(DEFAULTS)})")
