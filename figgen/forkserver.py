@@ -50,7 +50,10 @@ def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
     for script in scripts:
         # Preloading what one script alone imports would save nothing, and would slow down
         # a rebuild whose one script no longer needs it (a cached intermediate, say).
-        found = closure(script, [root, script.parent])
+        try:
+            found = closure(script, [root, script.parent])
+        except (SyntaxError, ValueError, OSError):  # its run will say what is wrong with it
+            continue
         counts.update(found.external + found.maybe_external)
     stdlib = sys.stdlib_module_names
     return sorted(n for n, c in counts.items() if c >= 2 and n.partition(".")[0] not in stdlib)

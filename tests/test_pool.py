@@ -236,3 +236,11 @@ def test_when_the_warm_server_dies_its_figures_run_in_their_own_interpreters(
     assert sorted(report["ran"]) == ["alpha", "beta", "gamma"]
     assert "alpha: the warm server died while the script ran" in caplog.text
     assert "it runs in an interpreter of its own" in caplog.text
+
+
+def test_a_script_that_does_not_parse_fails_with_python_s_message(site: Site) -> None:
+    site.write("figs/beta.py", "from figgen.harness import run\n\ndef main(ctx:\n")
+    report = site.build(FIGGEN=POOL | {"on_error": "keep-going"})  # forked with the others
+    assert report["failed"] == ["beta"] and report["preloaded"]
+    box = html.unescape(re.search(r'id="fig-beta".*?</figure>', site.html(), re.S).group())
+    assert "figs/beta.py" in box and "SyntaxError" in box and "forkserver" not in box
