@@ -113,6 +113,17 @@ def _reporter(description: str, total: int | None) -> Callable[..., None]:
     return to_terminal
 
 
+def waiting(now: bool) -> None:
+    """Tell the build that this run waits (or no longer waits) for another run's result.
+
+    The build's pool starts another figure on the core meanwhile; run alone, nothing happens.
+    """
+    channel = _progress_channel()
+    if channel is not None:
+        channel.write(json.dumps({"waiting": now}) + "\n")
+        channel.flush()
+
+
 _CHANNEL: list[TextIO] = []
 
 

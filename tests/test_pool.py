@@ -244,3 +244,36 @@ def test_a_script_that_does_not_parse_fails_with_python_s_message(site: Site) ->
     assert report["failed"] == ["beta"] and report["preloaded"]
     box = html.unescape(re.search(r'id="fig-beta".*?</figure>', site.html(), re.S).group())
     assert "figs/beta.py" in box and "SyntaxError" in box and "forkserver" not in box
+
+
+GATED = """\
+import os
+import time
+from pathlib import Path
+
+from figgen.intermediates import cached
+
+
+@cached
+def gated():
+    # Finishes only once gamma, the third figure, has started: with a pool of two, gamma can
+    # start only if beta, waiting for this result, lent it its core.
+    gate = Path(os.environ["FIGGEN_ROOT"], "gamma-started")
+    deadline = time.monotonic() + 60
+    while not gate.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("gamma never started while beta waited")
+        time.sleep(0.02)
+    return 5
+"""
+
+
+def test_a_figure_waiting_for_another_s_intermediate_lends_its_core(site: Site) -> None:
+    site.write("helpers/gated.py", GATED)
+    site.write("figs/alpha.py", script("from helpers.gated import gated\ngated()\n"))
+    site.write("figs/beta.py", script("time.sleep(0.5)  # alpha takes the lock first\n"
+                                      "from helpers.gated import gated\ngated()\n"))
+    site.write("figs/gamma.py", script(
+        "Path(os.environ['FIGGEN_ROOT'], 'gamma-started').touch()\n"))
+    report = site.build(FIGGEN=POOL)
+    assert sorted(report["ran"]) == ["alpha", "beta", "gamma"], report["causes"]

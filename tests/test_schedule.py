@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,18 +14,18 @@ from pelican_figgen.errors import SettingsError
 from pelican_figgen.schedule import Job, Lane
 
 
-def test_figures_never_run_go_first_then_the_slowest() -> None:
+def test_figures_never_run_go_first_gpu_ones_first_then_the_slowest() -> None:
     jobs = [Job("quick", False, 0.5), Job("new", False, None), Job("slow", False, 9.0),
-            Job("also-new", True, None), Job("mid", False, 3.0)]
+            Job("z-new-gpu", True, None), Job("mid", False, 3.0), Job("fast-gpu", True, 0.1)]
     assert [j.name for j in schedule.slowest_first(jobs)] == [
-        "also-new", "new", "slow", "mid", "quick"]
+        "z-new-gpu", "new", "slow", "mid", "quick", "fast-gpu"]
 
 
 def test_the_pool_runs_as_many_at_once_as_it_has_workers() -> None:
     together = threading.Barrier(2, timeout=30)  # passes only when two run at the same time
     lock, running, most = threading.Lock(), [0], [0]
 
-    def work(job: Job, lane: Lane) -> str:
+    def work(job: Job, lane: Lane, idle: object) -> str:
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
@@ -39,13 +40,37 @@ def test_the_pool_runs_as_many_at_once_as_it_has_workers() -> None:
     assert most[0] == 2
 
 
+def test_a_job_waiting_for_another_lends_its_slot_and_takes_it_back() -> None:
+    started = {name: threading.Event() for name in ("a", "b", "c")}
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def work(job: Job, lane: Lane, idle: Callable[[bool], None]) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        started[job.name].set()
+        if job.name == "a":  # waits for c's result: c must start on a's core
+            idle(True)
+            assert started["c"].wait(timeout=30), "c did not start while a waited"
+            idle(False)
+        if job.name == "c":
+            assert started["a"].is_set()
+        with lock:
+            running[0] -= 1
+
+    schedule.run_all([Job("a", False, 3.0), Job("b", False, 2.0), Job("c", False, 1.0)], 1, (),
+                     work)
+    assert all(e.is_set() for e in started.values())
+    assert most[0] == 2  # one over the pool's size only while a waited
+
+
 def test_gpu_figures_take_turns_per_gpu_and_cpu_figures_see_no_gpu() -> None:
     lock = threading.Lock()
     active: Counter[str] = Counter()
     overlap: list[str] = []
     seen: dict[str, Lane] = {}
 
-    def work(job: Job, lane: Lane) -> None:
+    def work(job: Job, lane: Lane, idle: object) -> None:
         device = lane.env["CUDA_VISIBLE_DEVICES"]
         with lock:
             seen[job.name] = lane
@@ -69,14 +94,14 @@ def test_gpu_figures_take_turns_per_gpu_and_cpu_figures_see_no_gpu() -> None:
 def test_without_a_gpu_gpu_figures_join_the_cpu_pool() -> None:
     seen: dict[str, Lane] = {}
     schedule.run_all([Job("g", True, None), Job("c", False, None)], 2, (),
-                     lambda job, lane: seen.setdefault(job.name, lane))
+                     lambda job, lane, idle: seen.setdefault(job.name, lane))
     assert seen["g"] == seen["c"] == Lane("cpu", {"CUDA_VISIBLE_DEVICES": "", "FIGGEN_LANE": "cpu"})
 
 
 def test_an_error_in_the_build_itself_stops_the_pool_and_is_raised() -> None:
     ran: list[str] = []
 
-    def work(job: Job, lane: Lane) -> None:
+    def work(job: Job, lane: Lane, idle: object) -> None:
         ran.append(job.name)
         if job.name == "a":
             raise OSError("disk full")

@@ -11,7 +11,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,8 +103,8 @@ def _pool(
         outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
         workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)
         return schedule.run_all(jobs, workers, gpus,
-                                lambda job, lane: _attempt(runner, job.name, pending[job.name],
-                                                           lane))
+                                lambda job, lane, idle: _attempt(runner, job.name,
+                                                                 pending[job.name], lane, idle))
 
 
 @contextlib.contextmanager
@@ -148,7 +148,9 @@ def _warm_server(
         server.close()
 
 
-def _attempt(runner: Runner, name: str, job: Pending, lane: schedule.Lane) -> Done:
+def _attempt(
+    runner: Runner, name: str, job: Pending, lane: schedule.Lane, idle: Callable[[bool], None]
+) -> Done:
     """Under the figure's lock: find it fresh after all, or a known failure, or run it."""
     store, settings, hashes = runner.store, runner.settings, runner.hashes
     with store.lock(name):  # a concurrent build may be making it: wait, then look again
@@ -162,7 +164,7 @@ def _attempt(runner: Runner, name: str, job: Pending, lane: schedule.Lane) -> Do
         if known:
             return Done(None, known, verdict.record)
         logger.info("figgen: running %s (%s)", name, job.reason)
-        record, result = _run(runner, job.figure, job.want, verdict.record, lane)
+        record, result = _run(runner, job.figure, job.want, verdict.record, lane, idle)
         return Done(record, result, verdict.record)
 
 
@@ -216,7 +218,7 @@ def compute_seconds(manifest: Mapping[str, Any]) -> float:
 
 def _run(
     runner: Runner, figure: Figure, expected: Expected, previous: Record | None,
-    lane: schedule.Lane,
+    lane: schedule.Lane, idle: Callable[[bool], None],
 ) -> tuple[Record | None, RunResult]:
     """Run one figure in a scratch folder and, on success, cache and record it."""
     settings, store, hashes = runner.settings, runner.store, runner.hashes
@@ -227,7 +229,8 @@ def _run(
         hashes(settings.root / rel)
     prefix = figure.name.replace("/", "-")
     with tempfile.TemporaryDirectory(dir=store.scratch(), prefix=prefix) as tmp:
-        result = run_figure(figure, settings, Path(tmp), runner.board.for_figure(figure.name),
+        result = run_figure(figure, settings, Path(tmp),
+                            _reports(runner.board.for_figure(figure.name), idle),
                             {**runner.env, **lane.env}, runner.server)
         runner.board.done(figure.name)
         try:
@@ -244,6 +247,20 @@ def _run(
         return None, result
     store.save(record)
     return record, result
+
+
+def _reports(
+    bars: Callable[[Mapping[str, Any]], None] | None, idle: Callable[[bool], None]
+) -> Callable[[Mapping[str, Any]], None]:
+    """What to do with a run's reports: say when it waits for another figure, else draw bars."""
+
+    def report(message: Mapping[str, Any]) -> None:
+        if "waiting" in message:  # for another figure's intermediate: its core is free
+            idle(bool(message["waiting"]))
+        elif bars:
+            bars(message)
+
+    return report
 
 
 def _inputs(

@@ -5,7 +5,8 @@ queue, one at a time per GPU with ``CUDA_VISIBLE_DEVICES`` set to it, beside the
 on a machine without a GPU it joins the CPU pool. CPU figures see no GPU (``CUDA_VISIBLE_DEVICES``
 empty), so an undeclared torch figure cannot crowd the GPU queue.
 The slowest figures, known from their last run, start first; figures never run start before
-them (they may be the slowest). Each worker is a thread waiting on a subprocess.
+them (they may be the slowest), those that want a GPU first among them. A CPU job waiting
+for another's result lends its slot meanwhile. Each job is a thread waiting on a subprocess.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver knows
@@ -45,9 +46,10 @@ class Lane:
 
 
 def slowest_first(jobs: Iterable[Job]) -> list[Job]:
-    """Jobs never run first, then by their last run's time, longest first; ties by name."""
-    return sorted(jobs, key=lambda j: (j.last_seconds is not None, -(j.last_seconds or 0.0),
-                                       j.name))
+    """Jobs never run first (those wanting a GPU before the others: a GPU is asked for heavy
+    work), then by their last run's time, longest first; ties by name."""
+    return sorted(jobs, key=lambda j: (j.last_seconds is not None, not j.gpu,
+                                       -(j.last_seconds or 0.0), j.name))
 
 
 def detect_gpus() -> tuple[str, ...]:
@@ -70,12 +72,10 @@ def detect_gpus() -> tuple[str, ...]:
     return tuple(str(i) for i in range(count))
 
 
-def lanes(cpu_workers: int, gpus: Sequence[str]) -> tuple[list[Lane], list[Lane]]:
-    """The CPU lanes and one lane per GPU, each with the environment its scripts get."""
-    cpu = [Lane("cpu", {"CUDA_VISIBLE_DEVICES": "", "FIGGEN_LANE": "cpu"})
-           for _ in range(cpu_workers)]
-    gpu = [Lane("gpu", {"CUDA_VISIBLE_DEVICES": g, "FIGGEN_LANE": "gpu"}) for g in gpus]
-    return cpu, gpu
+def lanes(gpus: Sequence[str]) -> tuple[Lane, list[Lane]]:
+    """The CPU pool's lane and one lane per GPU, each with the environment its scripts get."""
+    cpu = Lane("cpu", {"CUDA_VISIBLE_DEVICES": "", "FIGGEN_LANE": "cpu"})
+    return cpu, [Lane("gpu", {"CUDA_VISIBLE_DEVICES": g, "FIGGEN_LANE": "gpu"}) for g in gpus]
 
 
 def cpu_workers(jobs: int | None, threads: int, gpus: Sequence[str]) -> int:
@@ -92,42 +92,114 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+class Seat:
+    """A job's slot in the CPU pool, lent to the next job while the job waits for another."""
+
+    def __init__(self, pool: threading.Condition, free: list[int]) -> None:
+        self._pool, self._free, self._lent, self._left = pool, free, False, False
+
+    def idle(self, waiting: bool) -> None:
+        """Lend the slot (waiting for another figure's result) or take it back."""
+        with self._pool:
+            if self._left or waiting == self._lent:
+                return
+            self._lent = waiting
+            # Taken back at once, even if the pool is full: the script runs on regardless,
+            # so the pool is one over until a job ends.
+            self._free[0] += 1 if waiting else -1
+            self._pool.notify()
+
+    def leave(self) -> None:
+        """Give the slot back for good: the job has ended."""
+        with self._pool:
+            if not self._left:
+                self._free[0] += 0 if self._lent else 1
+                self._left = True
+                self._pool.notify()
+
+
+Work = Callable[[Job, Lane, Callable[[bool], None]], T]
+
+
 def run_all(
-    jobs: Sequence[Job], cpu_workers: int, gpus: Sequence[str], work: Callable[[Job, Lane], T]
+    jobs: Sequence[Job], cpu_workers: int, gpus: Sequence[str], work: Work
 ) -> dict[str, T]:
-    """Run `work` on every job in its lanes, slowest first; results by job name."""
-    cpu_lanes, gpu_lanes = lanes(cpu_workers, gpus)
-    cpu_queue: queue.Queue[Job] = queue.Queue()
-    gpu_queue: queue.Queue[Job] = queue.Queue()
-    for job in slowest_first(jobs):
-        (gpu_queue if job.gpu and gpu_lanes else cpu_queue).put(job)
+    """Run `work` on every job in its lanes, slowest first; results by job name.
+
+    `work(job, lane, idle)` may call `idle(True)` while it waits for another job's result,
+    so that the CPU pool starts one more job meanwhile, and `idle(False)` when it goes on.
+    """
+    cpu_lane, gpu_lanes = lanes(gpus)
+    order = slowest_first(jobs)
+    on_gpu = [j for j in order if j.gpu and gpu_lanes]
+    on_cpu = [j for j in order if j not in on_gpu]
     results: dict[str, T] = {}
     failures: list[BaseException] = []
 
-    def worker(lane: Lane, todo: queue.Queue[Job]) -> None:
-        while not failures:
-            try:
-                job = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                results[job.name] = work(job, lane)
-            except BaseException as err:  # a bug in the build itself: stop, then raise it
-                err.add_note(f"(while the build was making figure {job.name!r})")
-                failures.append(err)
+    def attempt(job: Job, lane: Lane, idle: Callable[[bool], None]) -> None:
+        try:
+            results[job.name] = work(job, lane, idle)
+        except BaseException as err:  # a bug in the build itself: stop, then raise it
+            err.add_note(f"(while the build was making figure {job.name!r})")
+            failures.append(err)
 
-    threads = [threading.Thread(target=worker, args=(lane, cpu_queue), daemon=True)
-               for lane in cpu_lanes[: max(1, min(cpu_queue.qsize(), cpu_workers))]]
-    threads += [threading.Thread(target=worker, args=(lane, gpu_queue), daemon=True)
-                for lane in gpu_lanes]
-    for thread in threads:
-        thread.start()
+    gpu_queue: queue.Queue[Job] = queue.Queue()
+    for job in on_gpu:
+        gpu_queue.put(job)
+    threads = [_start(_gpu_worker, gpu_queue, lane, attempt, failures) for lane in gpu_lanes]
     try:
+        threads += _cpu_pool(on_cpu, cpu_workers, cpu_lane, attempt, failures)
         for thread in threads:
             thread.join()
-    except BaseException as err:  # Ctrl-C: no worker takes another job; running ones die
+    except BaseException as err:  # Ctrl-C: no job starts any more; running ones die
         failures.append(err)  # with the build (PDEATHSIG)
         raise
     if failures:
         raise failures[0]
     return results
+
+
+def _cpu_pool(
+    jobs: list[Job], size: int, lane: Lane, attempt: Callable[..., None],
+    failures: list[BaseException],
+) -> list[threading.Thread]:
+    """Start each CPU job, in order, as soon as the pool has a free slot; return the threads."""
+    pool, free, threads = threading.Condition(), [size], []
+    for job in jobs:
+        with pool:
+            while free[0] <= 0 and not failures:
+                pool.wait()
+            if failures:
+                break
+            free[0] -= 1
+        seat = Seat(pool, free)
+        threads.append(_start(_seated, job, lane, seat, attempt))
+    return threads
+
+
+def _seated(job: Job, lane: Lane, seat: Seat, attempt: Callable[..., None]) -> None:
+    """Run one CPU job in its seat, leaving it when the job ends."""
+    try:
+        attempt(job, lane, seat.idle)
+    finally:
+        seat.leave()
+
+
+def _gpu_worker(
+    todo: queue.Queue[Job], lane: Lane, attempt: Callable[..., None],
+    failures: list[BaseException],
+) -> None:
+    """Run the GPU jobs one after the other on this lane's GPU."""
+    while not failures:
+        try:
+            job = todo.get_nowait()
+        except queue.Empty:
+            return
+        attempt(job, lane, lambda waiting: None)  # a GPU is not lent: it is one at a time
+
+
+def _start(target: Callable[..., None], *args: Any) -> threading.Thread:
+    """A started daemon thread: it waits on a script, which dies with the build if it must."""
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
