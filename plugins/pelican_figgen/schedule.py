@@ -48,8 +48,11 @@ class Lane:
 def slowest_first(jobs: Iterable[Job]) -> list[Job]:
     """Jobs never run first (those wanting a GPU before the others: a GPU is asked for heavy
     work), then by their last run's time, longest first; ties by name."""
-    return sorted(jobs, key=lambda j: (j.last_seconds is not None, not j.gpu,
-                                       -(j.last_seconds or 0.0), j.name))
+    def key(job: Job) -> tuple[bool, bool, float, str]:
+        known = job.last_seconds is not None
+        return known, known or not job.gpu, -(job.last_seconds or 0.0), job.name
+
+    return sorted(jobs, key=key)
 
 
 def detect_gpus() -> tuple[str, ...]:
