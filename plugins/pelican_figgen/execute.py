@@ -101,7 +101,8 @@ def _pool(
                  "FIGGEN_ENVIRONMENT": json.dumps(environment, sort_keys=True)}
         runner = Runner(settings, store, hashes, force, server, board, extra)
         outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
-        workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)
+        in_use = gpus if any(job.gpu for job in jobs) else ()  # a GPU lane needs a core then
+        workers = schedule.cpu_workers(settings.jobs, settings.threads, in_use)
         return schedule.run_all(jobs, workers, gpus,
                                 lambda job, lane, idle: _attempt(runner, job.name,
                                                                  pending[job.name], lane, idle))
