@@ -166,7 +166,7 @@ def _rerun(project: Project, name: str, intermediates: bool = True) -> float:
         return project.build("cache-pool", "out-pool")[1]["ran"][f"imagenet/{name}"]
     finally:
         if not intermediates:
-            shutil.rmtree(kept)
+            shutil.rmtree(kept, ignore_errors=True)  # a failed build may not have made it
             aside.rename(kept)
 
 

@@ -210,7 +210,9 @@ def seed_torch(torch: Any, seed: int) -> None:
 
 def determine_compiler(config: Any, seed: int) -> None:
     """The other half of torch.use_deterministic_algorithms: the compiler's own flag."""
-    config.deterministic = True
+    # The flag exists since torch 2.10; before, the public call did not set it either.
+    if hasattr(config, "deterministic"):
+        config.deterministic = True
 
 
 SEEDERS: dict[str, Callable[[Any, int], None]] = {

@@ -173,3 +173,23 @@ def test_gpu_figures_are_not_forked_from_a_server_that_started_cuda(
         server.start(Request((str(tmp_path / "probe.py"),), ENV | {"FIGGEN_LANE": "gpu"}, REPO,
                              tmp_path / "gpu.err"))
     assert start(server, write(tmp_path, "cpu.py", "pass\n")).wait(timeout=60) == 0
+
+
+def test_a_forked_script_ends_its_executor_and_flushes_a_module_s_open_file(
+    server: WarmServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "kept.txt"
+    write(tmp_path, "keeper.py", f"LOG = open({str(out)!r}, 'w')\n")  # kept by sys.modules
+    script = write(tmp_path, "pooled.py", """\
+        import sys
+        from concurrent.futures import ThreadPoolExecutor
+
+        sys.path.insert(0, sys.argv[1])
+        import keeper
+
+        POOL = ThreadPoolExecutor(2)  # its workers end only when Python's exit wakes them
+        POOL.submit(keeper.LOG.write, "from a worker")
+    """)
+    assert start(server, script, str(tmp_path)).wait(timeout=60) == 0, \
+        script.with_suffix(".err").read_text()
+    assert out.read_text() == "from a worker"

@@ -64,6 +64,27 @@ def test_a_job_waiting_for_another_lends_its_slot_and_takes_it_back() -> None:
     assert most[0] == 2  # one over the pool's size only while a waited
 
 
+def test_one_slot_at_most_is_lent_however_many_jobs_wait() -> None:
+    lock, running, most = threading.Lock(), [0], [0]
+    ready = threading.Event()  # the shared result every job waits for
+    timer = threading.Timer(0.5, ready.set)  # ready half a second after the first job starts
+
+    def work(job: Job, lane: Lane, idle: Callable[[bool], None]) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            if not timer.is_alive() and not ready.is_set():
+                timer.start()
+        idle(True)
+        assert ready.wait(timeout=30)
+        idle(False)
+        with lock:
+            running[0] -= 1
+
+    schedule.run_all([Job(f"j{i}", False, None) for i in range(8)], 2, (), work)
+    assert most[0] == 3  # the pool's two, and one on a lent slot: not all eight at once
+
+
 def test_gpu_figures_take_turns_per_gpu_and_cpu_figures_see_no_gpu() -> None:
     lock = threading.Lock()
     active: Counter[str] = Counter()

@@ -140,7 +140,7 @@ def _execute(
     done = threading.Event()
     follower = threading.Thread(target=_follow, args=(Path(request.env[PROGRESS_FILE]),
                                                       progress, done), daemon=True)
-    if progress:  # else nobody reads the reports
+    if progress:  # builds always pass one: reports also say when a run waits
         follower.start()
     try:
         return proc.wait(timeout=timeout)

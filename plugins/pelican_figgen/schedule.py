@@ -6,7 +6,8 @@ on a machine without a GPU it joins the CPU pool. CPU figures see no GPU (``CUDA
 empty), so an undeclared torch figure cannot crowd the GPU queue.
 The slowest figures, known from their last run, start first; figures never run start before
 them (they may be the slowest), those that want a GPU first among them. A CPU job waiting
-for another's result lends its slot meanwhile. Each job is a thread waiting on a subprocess.
+for another's result lends its slot meanwhile (one slot at a time). Each job is a thread
+waiting on a subprocess.
 """
 
 from __future__ import annotations
@@ -96,29 +97,40 @@ def cores() -> int:
 
 
 class Seat:
-    """A job's slot in the CPU pool, lent to the next job while the job waits for another."""
+    """A job's slot in the CPU pool, lent to the next job while the job waits for another.
 
-    def __init__(self, pool: threading.Condition, free: list[int]) -> None:
-        self._pool, self._free, self._lent, self._left = pool, free, False, False
+    One slot at most is lent at a time, so the pool runs at most one job over its size:
+    figures waiting for one shared result would otherwise all let new ones start.
+    """
+
+    def __init__(self, pool: threading.Condition, state: dict[str, int]) -> None:
+        self._pool, self._state, self._lent, self._left = pool, state, False, False
 
     def idle(self, waiting: bool) -> None:
         """Lend the slot (waiting for another figure's result) or take it back."""
         with self._pool:
             if self._left or waiting == self._lent:
                 return
+            if waiting and self._state["lent"] >= 1:  # another waiter lent its slot already
+                return
             self._lent = waiting
-            # Taken back at once, even if the pool is full: the script runs on regardless,
-            # so the pool is one over until a job ends.
-            self._free[0] += 1 if waiting else -1
+            # Taken back at once, even if the pool is full: the script runs on regardless.
+            step = 1 if waiting else -1
+            self._state["lent"] += step
+            self._state["free"] += step
             self._pool.notify()
 
     def leave(self) -> None:
         """Give the slot back for good: the job has ended."""
         with self._pool:
-            if not self._left:
-                self._free[0] += 0 if self._lent else 1
-                self._left = True
-                self._pool.notify()
+            if self._left:
+                return
+            self._left = True
+            if self._lent:  # its slot went to another job already: the loan ends here
+                self._state["lent"] -= 1
+            else:
+                self._state["free"] += 1
+            self._pool.notify()
 
 
 Work = Callable[[Job, Lane, Callable[[bool], None]], T]
@@ -167,15 +179,15 @@ def _cpu_pool(
     failures: list[BaseException],
 ) -> list[threading.Thread]:
     """Start each CPU job, in order, as soon as the pool has a free slot; return the threads."""
-    pool, free, threads = threading.Condition(), [size], []
+    pool, state, threads = threading.Condition(), {"free": size, "lent": 0}, []
     for job in jobs:
         with pool:
-            while free[0] <= 0 and not failures:
+            while state["free"] <= 0 and not failures:
                 pool.wait()
             if failures:
                 break
-            free[0] -= 1
-        seat = Seat(pool, free)
+            state["free"] -= 1
+        seat = Seat(pool, state)
         threads.append(_start(_seated, job, lane, seat, attempt))
     return threads
 
