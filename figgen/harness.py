@@ -262,11 +262,6 @@ def seed_on_import(name: str, seed: int) -> None:
     sys.meta_path.insert(0, _SeedOnImport(name, seed))
 
 
-def seed_torch_on_import(seed: int) -> None:
-    """Seed torch with ``seed`` as soon as it is imported (the latest seed wins)."""
-    seed_on_import("torch", seed)
-
-
 _DEPENDS: set[Path] = set()  # project files a run depends on without importing them
 
 

@@ -31,7 +31,7 @@ RNG contract, so that a figure is byte-identical whether a result was computed o
 computation runs with Python's, NumPy's and torch's global generators (CPU, and CUDA once
 initialized) seeded with the run's seed, and every generator is put back as it was after;
 torch imported during the computation is left seeded as a fresh import is (see
-``figgen.harness.seed_torch_on_import``). A hit touches no generator.
+``figgen.harness.seed_everything``). A hit touches no generator.
 
 What a cached function must be: deterministic given its arguments and the seed, and
 returning plain data (NumPy arrays, small dataclasses, CPU tensors, small nn.Modules), which
@@ -63,7 +63,6 @@ from figgen.imports import closure
 
 FOLDER_ENV = "FIGGEN_INTERMEDIATES"  # where results are stored; unset: computed every run
 ENVIRONMENT_ENV = "FIGGEN_ENVIRONMENT"  # JSON from the plugin: Python and library versions
-THREADS_ENV = "FIGGEN_THREADS"
 LANE_ENV = "FIGGEN_LANE"  # "cpu" or "gpu"
 PROTOCOL = 5
 DIGEST = hashlib.sha256().digest_size  # bytes of the checksum that starts every file
@@ -132,7 +131,7 @@ def _key(func: Callable[..., Any], files: tuple[Path, ...], arguments: dict[str,
         "arguments": {n: _plain(v, f"{where}: argument {n!r}") for n, v in arguments.items()},
         "seed": harness.SEED,
         "environment": os.environ.get(ENVIRONMENT_ENV, ""),
-        "threads": os.environ.get(THREADS_ENV, "1"),
+        "threads": os.environ.get(harness.THREADS, "1"),
         "lane": os.environ.get(LANE_ENV, "cpu"),
     }
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -266,12 +265,8 @@ def _seeded(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> An
 
     seed, torch = harness.SEED, sys.modules.get("torch")
     saved = _generators(numpy, torch)
-    if torch is None:
-        harness.seed_torch_on_import(seed)  # a lazy import during func starts seeded
-    random.seed(seed)
-    numpy.random.seed(seed)
-    if torch is not None:
-        torch.manual_seed(seed)  # CUDA's generators too, once it is initialized
+    # As the run itself was seeded: torch now (CUDA's generators too), or as it is imported.
+    harness.seed_everything(seed)
     try:
         return func(*args, **kwargs)
     finally:
