@@ -54,10 +54,9 @@ class RunResult:
     modules: tuple[str, ...] | None = None  # what a failed run imported, if it could say
 
 
-def command(figure: Figure, settings: FiggenSettings, out_dir: Path) -> list[str]:
-    """The command line that runs a figure script for the plugin."""
-    return [
-        settings.python,
+def arguments(figure: Figure, settings: FiggenSettings, out_dir: Path) -> tuple[str, ...]:
+    """The interpreter's arguments that run a figure script for the plugin: script, options."""
+    return (
         str(figure.script),
         "--out",
         str(out_dir),
@@ -67,7 +66,7 @@ def command(figure: Figure, settings: FiggenSettings, out_dir: Path) -> list[str
         json.dumps(dict(figure.params), sort_keys=True),
         "--manifest",
         str(out_dir / "manifest.json"),
-    ]
+    )
 
 
 def script_env(settings: FiggenSettings) -> dict[str, str]:
@@ -104,7 +103,7 @@ def run_figure(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     request = Request(
-        tuple(command(figure, settings, out_dir)[1:]),
+        arguments(figure, settings, out_dir),
         script_env(settings) | dict(lane or {}) | {PROGRESS_FILE: str(out_dir / PROGRESS),
                                                    RUN_ENV: str(out_dir)},
         settings.root, out_dir / STDERR,
