@@ -58,6 +58,8 @@ class Runner:
     server: WarmServer | None
     board: progress.Board
     env: Mapping[str, str]  # added to every script's environment
+    scratch: Path  # this build's scratch folder in the cache
+    retry: bool  # run a figure whose last failure is known (strict builds, forced runs)
 
 
 def bring_up_to_date(
@@ -67,12 +69,12 @@ def bring_up_to_date(
     force: bool,
     outcome: Outcome,
     hashes: Hashes,
+    environment: Mapping[str, str],
 ) -> None:
     """Run the stale figures (all of them if force) and note each one's result in `outcome`."""
     assert outcome.store is not None
     pending = {name: Pending(figure, want, verdict.record, "forced" if force else verdict.reason)
                for name, (figure, want, verdict) in stale.items()}
-    environment = next(iter(pending.values())).want.environment
     done = _pool(pending, settings, outcome.store, hashes, force, environment, outcome)
     for name in pending:  # in the figures' order, however the pool ran them
         end = done[name]
@@ -88,6 +90,8 @@ def _pool(
     force: bool, environment: Mapping[str, str], outcome: Outcome,
 ) -> dict[str, Done]:
     """Run the pending figures in the pool (GPU ones in their queue), slowest first."""
+    # Strict builds (make site, CI) try every figure; others skip a failure already known,
+    # while nothing it read has changed.
     retry = force or settings.on_error == "strict"
     scripts = [job.figure.script for name, job in pending.items()
                if retry or not _known_failure(store, name, settings, job.want, hashes)]
@@ -99,7 +103,7 @@ def _pool(
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
         extra = {"FIGGEN_INTERMEDIATES": str(shared),
                  "FIGGEN_ENVIRONMENT": json.dumps(environment, sort_keys=True)}
-        runner = Runner(settings, store, hashes, force, server, board, extra)
+        runner = Runner(settings, store, hashes, force, server, board, extra, scratch, retry)
         outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
         in_use = gpus if any(job.gpu for job in jobs) else ()  # a GPU lane needs a core then
         workers = schedule.cpu_workers(settings.jobs, settings.threads, in_use)
@@ -158,10 +162,8 @@ def _attempt(
         verdict = cache.verdict(store.load(name), settings.root, job.want, store, hashes)
         if verdict.fresh and verdict.record and not runner.force:
             return Done(verdict.record, None, verdict.record)
-        # Strict builds (make site, CI) try every figure; others skip a failure already
-        # known, while nothing it read has changed.
-        retry = runner.force or settings.on_error == "strict"
-        known = None if retry else _known_failure(store, name, settings, job.want, hashes)
+        known = None if runner.retry else \
+            _known_failure(store, name, settings, job.want, hashes)
         if known:
             return Done(None, known, verdict.record)
         logger.info("figgen: running %s (%s)", name, job.reason)
@@ -229,7 +231,7 @@ def _run(
     for rel in previous.inputs if previous else ():
         hashes(settings.root / rel)
     prefix = figure.name.replace("/", "-")
-    with tempfile.TemporaryDirectory(dir=store.scratch(), prefix=prefix) as tmp:
+    with tempfile.TemporaryDirectory(dir=runner.scratch, prefix=prefix) as tmp:
         result = run_figure(figure, settings, Path(tmp),
                             _reports(runner.board.for_figure(figure.name), idle),
                             {**runner.env, **lane.env}, runner.server)

@@ -191,7 +191,8 @@ def make(
     if stale:
         from . import execute  # here: a no-op build never imports the run phase (~6 ms)
 
-        execute.bring_up_to_date(stale, settings, articles, force, outcome, hashes)
+        execute.bring_up_to_date(stale, settings, articles, force, outcome, hashes,
+                                 environment)
     return outcome
 
 
