@@ -31,7 +31,7 @@ RNG contract, so that a figure is byte-identical whether a result was computed o
 computation runs with Python's, NumPy's and torch's global generators (CPU, and CUDA once
 initialized) seeded with the run's seed, and every generator is put back as it was after;
 torch imported during the computation is left seeded as a fresh import is (see
-``figgen.harness.seed_everything``). A hit touches no generator.
+``figgen.harness.seed_on_import``). A hit touches no generator.
 
 What a cached function must be: deterministic given its arguments and the seed, and
 returning plain data (NumPy arrays, small dataclasses, CPU tensors, small nn.Modules), which
@@ -265,8 +265,12 @@ def _seeded(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> An
 
     seed, torch = harness.SEED, sys.modules.get("torch")
     saved = _generators(numpy, torch)
-    # As the run itself was seeded: torch now (CUDA's generators too), or as it is imported.
-    harness.seed_everything(seed)
+    if torch is None:
+        harness.seed_on_import("torch", seed)  # a lazy import during func starts seeded
+    random.seed(seed)
+    numpy.random.seed(seed)
+    if torch is not None:
+        torch.manual_seed(seed)  # CUDA's generators too, once it is initialized
     try:
         return func(*args, **kwargs)
     finally:
