@@ -185,7 +185,8 @@ def _become_script(request: dict[str, Any], server_fds: list[int], server: int) 
     root = Path(request["cwd"]).resolve()
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if file and Path(file).resolve().is_relative_to(root) and "site-packages" not in file:
+        # The cheap test first: most of them (torch's, matplotlib's) are installed packages.
+        if file and "site-packages" not in file and Path(file).resolve().is_relative_to(root):
             del sys.modules[name]
 
 
