@@ -179,12 +179,12 @@ def _stored(folder: Path, key: str, compute: Callable[[], Any]) -> Any:
     path = folder / key[:2] / f"{key}.pickle"
     found = _read(path)
     if found is not None:
-        return _hit(found[0])
+        return _hit(found)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.with_suffix(".lock")):
         found = _read(path)  # another process may have made it while this one waited
         if found is not None:
-            return _hit(found[0])
+            return _hit(found)
         value = _miss(compute)
         # The device goes with the value: a figure that only reads it names that device.
         _write(path, {"value": value, "device": harness.device()})
@@ -216,8 +216,8 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _read(path: Path) -> tuple[dict[str, Any]] | None:
-    """What is stored at path (value, device), in a 1-tuple; None if absent or damaged."""
+def _read(path: Path) -> dict[str, Any] | None:
+    """What is stored at path (value and device); None if absent or damaged."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -237,7 +237,7 @@ def _read(path: Path) -> tuple[dict[str, Any]] | None:
     if not isinstance(stored, dict) or stored.keys() != {"value", "device"}:
         _warn(f"cached intermediate {path} has an older layout: computing it again")
         return None
-    return (stored,)
+    return stored
 
 
 def _warn(message: str) -> None:
