@@ -95,12 +95,9 @@ def progress(iterable: Iterable[T], total: int | None = None, description: str =
 
 def _reporter(description: str, total: int | None) -> Callable[..., None]:
     """A function that reports `done` items: to the plugin's pipe, or as a line on stderr."""
-    channel = _progress_channel()
-    if channel is not None:
+    if _progress_channel() is not None:
         def to_plugin(done: int, final: bool) -> None:
-            report = {"description": description, "completed": done, "total": total}
-            channel.write(json.dumps(report) + "\n")
-            channel.flush()
+            _tell({"description": description, "completed": done, "total": total})
 
         return to_plugin
     live = sys.stderr.isatty()
@@ -118,9 +115,14 @@ def waiting(now: bool) -> None:
 
     The build's pool starts another figure on the core meanwhile; run alone, nothing happens.
     """
+    _tell({"waiting": now})
+
+
+def _tell(report: dict[str, Any]) -> None:
+    """Write one report line for the plugin, if it is listening."""
     channel = _progress_channel()
     if channel is not None:
-        channel.write(json.dumps({"waiting": now}) + "\n")
+        channel.write(json.dumps(report) + "\n")
         channel.flush()
 
 
