@@ -88,7 +88,7 @@ def figure_html(
     alt = html.escape(fill(ref.alt, record.fields, ref, "alt text"), quote=True)
     caption = render_caption(fill(ref.caption, record.fields, ref, "caption"))
     loading = ' loading="lazy"' if lazy else ""
-    anchor = "fig-" + ref.name.replace("/", "-")
+    anchor = _anchor(ref)
     mark = f'  <p class="figgen-stale-mark">stale: {html.escape(stale)}</p>\n' if stale else ""
     # Pelican resolves one link per tag, so srcset is added once the page is written.
     density = f' {DENSITY_MARK}"{where.density}"' if where.density > 1 else ""
@@ -109,9 +109,14 @@ def figure_html(
     )
 
 
+def _anchor(ref: FigureRef) -> str:
+    """The id of a reference's figure: its error box, standing in for it, keeps the same."""
+    return "fig-" + ref.name.replace("/", "-")
+
+
 def error_html(ref: FigureRef, errors: list[FigureError]) -> str:
     """The box that stands in for a figure that could not be made (keep-going builds)."""
-    anchor = "fig-" + ref.name.replace("/", "-")
+    anchor = _anchor(ref)
     text = "\n\n".join(e.describe() for e in errors)
     return (
         f'<figure class="figgen figgen-error" id="{anchor}" role="alert">\n'
