@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import itertools
 import logging
 import os
 import subprocess
@@ -34,7 +33,6 @@ RELOAD = (
     "if(seen!==null&&v!==seen)location.reload();seen=v}).catch(function(){})},1000)})();"
     "</script>"
 )
-BUILDS = itertools.count(1)
 VERSION = [0]  # the number of the last finished build, read by the server threads
 
 
@@ -54,7 +52,7 @@ def build(settings: str) -> bool:
     ok = subprocess.run(command, env=env).returncode == 0
     if not ok:
         logger.error("build failed (see above); still serving the last good output")
-    VERSION[0] = next(BUILDS)  # open pages reload, to the new site or the same one
+    VERSION[0] += 1  # open pages reload, to the new site or the same one
     return ok
 
 
