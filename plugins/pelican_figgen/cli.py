@@ -14,6 +14,7 @@ Settings and the content folder come from the Pelican settings file, as for a bu
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import shutil
@@ -45,8 +46,9 @@ class Project:
     refs: tuple[FigureRef, ...]
     errors: tuple[FigureError, ...]  # references that are wrong in themselves
 
-    @property
+    @functools.cached_property
     def articles(self) -> dict[str, list[str]]:
+        """The articles that reference each figure (read in loops: computed once)."""
         return pipeline.articles_of([list(self.refs)])
 
 
