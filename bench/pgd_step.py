@@ -12,9 +12,8 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
-from figgen.attacks import pgd
+from figgen.attacks import input_gradient, pgd
 from figgen.imagenet import models, photos
 
 STEPS = 8  # PGD steps per timed call; the ratio divides by them
@@ -45,9 +44,7 @@ def step_over_bare(model: models.Classifier, size: int) -> float:
     labels = torch.full((size,), 611, device=x.device)  # [B]
 
     def bare() -> None:
-        x_grad = x.detach().requires_grad_(True)
-        loss = F.cross_entropy(model(x_grad), labels, reduction="sum")
-        torch.autograd.grad(loss, x_grad)
+        input_gradient(model, x, labels)  # what each PGD step computes, and nothing else
 
     def attack() -> None:
         pgd(model, x, labels, 8 / 255, 2 / 255, STEPS, targeted=True)
