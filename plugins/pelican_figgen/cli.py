@@ -197,7 +197,8 @@ def cmd_verify(project: Project, args: argparse.Namespace) -> int:
     found = figures(project, [], errors)
     outcome = pipeline.make(found, s, project.articles, force=True)
     pipeline.save_report(s, outcome)
-    fresh, freeze = Store(s.cache_dir), Store(s.freeze_dir)
+    assert outcome.store is not None
+    fresh, freeze, hashes = outcome.store, Store(s.freeze_dir), Hashes()
     failures = 0
     for name in sorted(found):
         frozen = freeze.load(name)
@@ -207,19 +208,22 @@ def cmd_verify(project: Project, args: argparse.Namespace) -> int:
             result = verify.Comparison(name, "failed", outcome.report.causes.get(name, ""))
         else:
             result = verify.compare(name, frozen, freeze, outcome.records[name], fresh,
-                                    s.verify_tolerance)
+                                    s.verify_tolerance, hashes)
         failures += not result.ok
-        age = "" if result.verdict == "damaged" else _freeze_age(found[name], frozen, s)
+        age = "" if result.verdict == "damaged" else \
+            _freeze_age(found[name], frozen, s, freeze, hashes)
         print(f"{name}: {result.verdict} ({result.detail}){age}")
     return max(_finish(errors + outcome.errors), int(failures > 0))
 
 
-def _freeze_age(figure: Figure, frozen: Record | None, s: FiggenSettings) -> str:
+def _freeze_age(
+    figure: Figure, frozen: Record | None, s: FiggenSettings, freeze: Store, hashes: Hashes
+) -> str:
     """A note when the frozen figure predates an edit of its sources (drift is then expected)."""
     if frozen is None:
         return ""
     want = pipeline.expected(figure, s, {})
-    verdict = cache.verdict(frozen, s.root, want, Store(s.freeze_dir), Hashes())
+    verdict = cache.verdict(frozen, s.root, want, freeze, hashes)
     return "" if verdict.fresh else f"; frozen before {verdict.reason}: `make freeze` updates it"
 
 

@@ -23,10 +23,10 @@ class Comparison:
 
 
 def compare(name: str, frozen: Record, frozen_store: Store, fresh: Record, fresh_store: Store,
-            tolerance: float) -> Comparison:
+            tolerance: float, hashes: Hashes) -> Comparison:
     """Compare a figure's re-run image with its frozen image: by hash, then by pixels."""
     old, new = frozen.images[0], fresh.images[0]
-    if not intact(frozen, frozen_store, Hashes()):
+    if not intact(frozen, frozen_store, hashes):
         where = frozen_store.object_path(old)
         return Comparison(name, "damaged", f"its frozen image {where} is missing or damaged; "
                                            "`make freeze` copies it again")
