@@ -24,7 +24,9 @@ dicts with str keys, or frozen dataclasses of those; anything else is a TypeErro
 Results live in ``<folder>/<key[:2]>/<key>.pickle`` (a sha256 of the pickle, then the pickle,
 protocol 5, of the value and the device that computed it, which a figure reading it names in
 its provenance), written aside and renamed into place; a damaged file is reported and computed
-again. A lock per key makes a second process that wants the same result wait for the first
+again. A hit sets the file's modification time: the plugin trims the least recently used
+results when the folder outgrows its limit (``cache.trim_intermediates``), taking each one's
+lock first. A lock per key makes a second process that wants the same result wait for the first
 and read it; ``stats()`` counts hits, misses and the seconds spent waiting.
 
 RNG contract, so that a figure is byte-identical whether a result was computed or read: a
@@ -53,7 +55,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -179,6 +181,7 @@ def _stored(folder: Path, key: str, compute: Callable[[], Any]) -> Any:
     path = folder / key[:2] / f"{key}.pickle"
     found = _read(path)
     if found is not None:
+        _touch(path)
         return _hit(found)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.with_suffix(".lock")):
@@ -189,6 +192,12 @@ def _stored(folder: Path, key: str, compute: Callable[[], Any]) -> Any:
         # The device goes with the value: a figure that only reads it names that device.
         _write(path, {"value": value, "device": harness.device()})
         return value
+
+
+def _touch(path: Path) -> None:
+    """Mark a result as just used: the build trims the least recently used ones first."""
+    with suppress(OSError):  # a read-only store still serves hits
+        os.utime(path)
 
 
 def _hit(stored: dict[str, Any]) -> Any:

@@ -213,6 +213,16 @@ def test_a_damaged_file_is_reported_and_computed_again(
     assert work().CALLS == [3, 3, 3]
 
 
+def test_a_hit_marks_the_result_as_just_used(toy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work().draw()
+    (stored,) = (toy / "store").glob("*/*.pickle")
+    os.utime(stored, (1e9, 1e9))  # used long ago
+    forget(monkeypatch)
+    work().draw()
+    assert work().CALLS == [3] and stored.stat().st_mtime > 1e9  # read, and its time set: the
+    # build trims the least recently used first (pelican_figgen.cache.trim_intermediates)
+
+
 def test_a_result_read_back_names_the_device_that_computed_it(
     toy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
+import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 import markdown
@@ -120,6 +124,53 @@ def test_objects_are_stored_under_their_hash(tmp_path: Path) -> None:
     image = store.put(tmp_path / "x.png", 2, 3)
     assert image == Image(Hashes()(tmp_path / "x.png"), ".png", 2, 3)
     assert store.object_path(image).read_bytes() == b"abc"
+
+
+def _results(folder: Path, ages: dict[str, float], now: float) -> dict[str, Path]:
+    """Stored intermediates of 1 MB each, as figgen.intermediates lays them out, by age."""
+    paths = {}
+    for key, age in ages.items():
+        path = folder / key[:2] / f"{key}.pickle"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(2**20))
+        path.with_suffix(".lock").touch()
+        os.utime(path, (now - age, now - age))
+        paths[key] = path
+    return paths
+
+
+def test_intermediates_over_the_limit_lose_the_least_recently_used_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = time.time()
+    paths = _results(tmp_path, {"aa1": 400, "bb2": 300, "cc3": 200, "dd4": 100}, now)
+    cache.trim_intermediates(tmp_path, None, now)  # no limit: nothing goes
+    assert all(p.exists() for p in paths.values())
+    with caplog.at_level(logging.INFO, logger="pelican_figgen.cache"):
+        cache.trim_intermediates(tmp_path, 2, now - 150)
+    assert [k for k, p in paths.items() if p.exists()] == ["cc3", "dd4"]
+    assert not paths["aa1"].with_suffix(".lock").exists()  # its lock goes with it
+    assert "dropped the 2 least recently used" in caplog.text
+    # Those this build used stay, over the limit or not, and the build says so.
+    cache.trim_intermediates(tmp_path, 1, now - 250)
+    assert paths["cc3"].exists() and paths["dd4"].exists()
+    assert "in use take 2 MB, over FIGGEN['intermediates_max_mb'] = 1" in caplog.text
+
+
+def test_an_intermediate_whose_lock_is_held_is_not_dropped(tmp_path: Path) -> None:
+    now = time.time()
+    paths = _results(tmp_path, {"aa1": 400, "bb2": 300}, now)
+    with paths["aa1"].with_suffix(".lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a figure computing it again
+        cache.trim_intermediates(tmp_path, 1, now)
+    assert paths["aa1"].exists() and not paths["bb2"].exists()
+
+
+def test_the_intermediates_limit_is_a_whole_number_of_mb_or_none(tmp_path: Path) -> None:
+    assert merge({}, tmp_path).intermediates_max_mb == 2048
+    assert merge({"intermediates_max_mb": None}, tmp_path).intermediates_max_mb is None
+    with pytest.raises(SettingsError, match=r"intermediates_max_mb'\] is '2G'; expected a whole"):
+        merge({"intermediates_max_mb": "2G"}, tmp_path)
 
 
 TRACEBACK = '''\

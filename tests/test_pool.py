@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import os
 import re
 import shutil
 import sys
@@ -189,14 +190,14 @@ def value():
         log.write("computed\\n")
     return 3
 """
+USES_VALUE = "from helpers.slow import value\nctx.fields['v'] = value()\n"
 
 
 def test_intermediates_are_shared_and_a_forced_run_computes_them_again(site: Site) -> None:
     computed = site.root / "computed.log"
     site.write("helpers/slow.py", CACHED)
-    body = "from helpers.slow import value\nctx.fields['v'] = value()\n"
-    site.write("figs/alpha.py", script(body))
-    site.write("figs/beta.py", script(body))
+    site.write("figs/alpha.py", script(USES_VALUE))
+    site.write("figs/beta.py", script(USES_VALUE))
     site.build(FIGGEN=POOL)
     assert computed.read_text().split() == ["computed"]  # once, for both figures
     site.append("figs/alpha.py", "\n# restyled\n")
@@ -206,6 +207,23 @@ def test_intermediates_are_shared_and_a_forced_run_computes_them_again(site: Sit
     result = site.figgen("run", "--force", "alpha", "beta")
     assert result.returncode == 0, result.stderr
     assert computed.read_text().split() == ["computed"] * 2  # forced: made again, once
+
+
+def test_a_build_trims_intermediates_it_did_not_use_to_their_limit(site: Site) -> None:
+    site.write("helpers/slow.py", CACHED)
+    site.write("figs/alpha.py", script(USES_VALUE))
+    site.build(FIGGEN=POOL)
+    folder = site.root / ".figgen-cache/intermediates"
+    (used,) = folder.glob("*/*.pickle")
+    old = folder / "00" / f"00{'0' * 62}.pickle"  # a result no figure has used in a long time
+    old.parent.mkdir()
+    old.write_bytes(bytes(2 * 2**20))
+    os.utime(old, (1e9, 1e9))
+    os.utime(used, (1e9 + 1, 1e9 + 1))  # older still than this build, but it reads it: kept
+    site.append("figs/alpha.py", "\n# restyled\n")
+    assert site.build(FIGGEN=POOL | {"intermediates_max_mb": 1})["ran"].keys() == {"alpha"}
+    assert not old.exists() and used.exists()
+    assert (site.root / "computed.log").read_text().split() == ["computed"]  # the restyle read it
 
 
 def test_a_no_op_build_never_loads_the_run_phase(site: Site) -> None:

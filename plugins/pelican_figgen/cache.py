@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -198,6 +198,52 @@ class Store:
         mine = folder / f"{os.getpid()}-build"
         mine.mkdir(parents=True, exist_ok=True)
         return mine
+
+
+def trim_intermediates(folder: Path, limit_mb: int | None, since: float) -> None:
+    """Drop the least recently used intermediates while the folder is over its size limit.
+
+    figgen/intermediates.py keeps `<key[:2]>/<key>.pickle`, a `.lock` beside each, and sets a
+    file's time on every hit. Results used since `since` (this build) are never dropped.
+    """
+    if limit_mb is None:
+        return
+    results = sorted(_sizes(folder.glob("*/*.pickle")), key=lambda found: found[1])
+    total, limit = sum(size for _, _, size in results), limit_mb * 2**20
+    dropped = 0
+    for path, used, size in results:  # oldest use first
+        if total <= limit or used >= since:
+            break
+        if _drop_unlocked(path):
+            total, dropped = total - size, dropped + 1
+    if dropped:
+        logger.info("figgen: intermediates over %d MB: dropped the %d least recently used",
+                    limit_mb, dropped)
+    if total > limit:
+        logger.warning("figgen: the intermediates in use take %.0f MB, over FIGGEN['intermediates"
+                       "_max_mb'] = %d: raise it, or older ones are computed again when needed",
+                       total / 2**20, limit_mb)
+
+
+def _sizes(paths: Iterable[Path]) -> Iterator[tuple[Path, float, int]]:
+    """Each file with its modification time and size; those gone meanwhile left out."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            found = path.stat()
+            yield path, found.st_mtime, found.st_size
+
+
+def _drop_unlocked(result: Path) -> bool:
+    """Delete a stored intermediate and its lock, unless a figure holds the lock right now."""
+    lock = result.with_suffix(".lock")
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # being computed again (it was damaged): in use
+            return False
+        result.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)
+    return True
 
 
 def _digest(data: Mapping[str, Any]) -> str:

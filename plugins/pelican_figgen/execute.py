@@ -26,6 +26,7 @@ from .run import RunResult, run_figure, script_env
 from .settings import FiggenSettings
 
 logger = logging.getLogger(__name__)
+USE_SLACK = 2.0  # seconds: file times may lag the clock (coarse timestamps); keep those too
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,10 @@ def _pool(
 def _intermediates(settings: FiggenSettings, scratch: Path, force: bool) -> Iterator[Path]:
     """Where the build's figures keep their cached intermediates (figgen.intermediates)."""
     if not force:
-        yield settings.cache_dir / "intermediates"
+        shared, start = settings.cache_dir / "intermediates", time.time()
+        yield shared
+        # After the pool, not in a finally: an interrupted build drops nothing.
+        cache.trim_intermediates(shared, settings.intermediates_max_mb, start - USE_SLACK)
         return
     # Forced (run --force, verify): nothing made before is reused, not even an intermediate;
     # the figures of this build still share what they compute.

@@ -61,6 +61,10 @@ DEFAULTS: dict[str, Any] = {
     # share, forked per figure (Linux): interpreter start-up and imports are paid once per
     # build, not once per figure. False: each figure starts its own interpreter.
     "preload": True,
+    # Size limit of the cached intermediates (figgen.intermediates) in MB, or None for none.
+    # After a build that ran figures, the least recently used ones go until the folder fits;
+    # those this build used stay.
+    "intermediates_max_mb": 2048,
     # "run": run the scripts whose inputs changed. "frozen": run no script; take every figure
     # from the freeze (see freeze_dir), and fail when one is missing there. FIGGEN_MODE
     # overrides it, so CI or a machine without torch can build from the freeze.
@@ -98,6 +102,7 @@ class FiggenSettings:
     threads: int = 1
     gpus: str | tuple[str, ...] = "auto"  # "auto": detected when a figure wants one
     preload: bool = True
+    intermediates_max_mb: int | None = 2048  # None: no limit
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -123,6 +128,8 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
         raise SettingsError("FIGGEN['params'] must map figure names to dicts of parameters")
     threads = _positive(merged, "threads", overrides)
     jobs = None if merged["jobs"] is None else _positive(merged, "jobs", overrides)
+    limit = merged["intermediates_max_mb"]
+    limit = None if limit is None else _positive(merged, "intermediates_max_mb", overrides)
     if not isinstance(merged["preload"], bool):
         raise SettingsError(f"FIGGEN['preload'] is {merged['preload']!r}; expected True or False")
     return FiggenSettings(
@@ -143,6 +150,7 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
         threads=threads,
         gpus=_gpus(merged["gpus"]),
         preload=merged["preload"],
+        intermediates_max_mb=limit,
         params={str(k): dict(v) for k, v in merged["params"].items()},
     )
 
