@@ -156,6 +156,12 @@ def test_the_slowest_figure_of_the_last_build_starts_first(site: Site) -> None:
         site.append(f"figs/{name}.py", "\n# touched\n")
     site.build(FIGGEN=SERIAL)
     assert order.read_text().split()[0] == "beta"
+    # A fresh clone has no cache: the committed freeze says how long each figure took.
+    assert site.figgen("freeze").returncode == 0
+    shutil.rmtree(site.root / ".figgen-cache")
+    order.unlink()
+    site.build(FIGGEN=SERIAL)
+    assert order.read_text().split()[0] == "beta"
 
 
 def test_a_failing_figure_in_the_pool_shows_its_own_frames_only(site: Site) -> None:

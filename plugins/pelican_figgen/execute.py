@@ -96,7 +96,7 @@ def _pool(
     retry = force or settings.on_error == "strict"
     scripts = [job.figure.script for name, job in pending.items()
                if retry or not _known_failure(store, name, settings, job.want, hashes)]
-    jobs = [schedule.Job(name, job.figure.gpu, job.previous.seconds if job.previous else None)
+    jobs = [schedule.Job(name, job.figure.gpu, _last_seconds(settings, name, job.previous))
             for name, job in pending.items()]
     gpus = _gpus(settings) if scripts else ()
     scratch = store.scratch()
@@ -111,6 +111,13 @@ def _pool(
         return schedule.run_all(jobs, workers, gpus,
                                 lambda job, lane, idle: _attempt(runner, job.name,
                                                                  pending[job.name], lane, idle))
+
+
+def _last_seconds(settings: FiggenSettings, name: str, previous: Record | None) -> float | None:
+    """How long a figure took last time: its record says, else its frozen one (a fresh clone)."""
+    if previous is None and settings.freeze_dir.is_dir():
+        previous = Store(settings.freeze_dir).load(name)
+    return previous.seconds if previous else None
 
 
 @contextlib.contextmanager
