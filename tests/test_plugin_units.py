@@ -280,7 +280,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_lists_every_figure_slowest_first_cached_with_its_last_time() -> None:
-    outcome = pipeline.Outcome()
+    outcome = pipeline.Outcome(Store(Path("unused")))
     outcome.report.ran = {"fast": 1.0, "slow": 30.0}
     outcome.records["old"] = Record("old", {}, "{}", {}, (), seconds=12.5)
     outcome.report.cached = ["old"]

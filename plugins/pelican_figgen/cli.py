@@ -191,7 +191,6 @@ def cmd_verify(project: Project, args: argparse.Namespace) -> int:
     found = figures(project, [], errors)
     outcome = pipeline.make(found, s, project.articles, force=True)
     pipeline.save_report(s, outcome)
-    assert outcome.store is not None
     fresh, freeze, hashes = outcome.store, Store(s.freeze_dir), Hashes()
     failures = 0
     for name in sorted(found):

@@ -72,7 +72,6 @@ def bring_up_to_date(
     environment: Mapping[str, str],
 ) -> None:
     """Run the stale figures (all of them if force) and note each one's result in `outcome`."""
-    assert outcome.store is not None
     pending = {name: Pending(figure, want, verdict.record, "forced" if force else verdict.reason)
                for name, (figure, want, verdict) in stale.items()}
     start = outcome.store.now()  # file times lag time.time() by up to a kernel tick
@@ -213,7 +212,6 @@ def _account(
     hashes: Hashes,
 ) -> None:
     """Note a run's result: its record, or its errors and the last good record to show."""
-    assert outcome.store is not None
     if record:
         outcome.report.ran[name] = record.seconds
         outcome.report.compute[name] = compute_seconds(result.manifest or {})

@@ -47,11 +47,11 @@ class Report:
 class Outcome:
     """The records to embed (fresh, or the last good one), and what happened to each figure."""
 
+    store: Store  # where the records' images are
     records: dict[str, Record] = field(default_factory=dict)
     stale: dict[str, str] = field(default_factory=dict)  # shown although stale -> why
     errors: list[FigureError] = field(default_factory=list)
     report: Report = field(default_factory=Report)
-    store: Store | None = None  # where the records' images are
 
     def take_cached(self, record: Record) -> None:
         """Note a figure taken, fresh, from the cache."""

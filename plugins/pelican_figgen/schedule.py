@@ -43,7 +43,12 @@ class Lane:
     """Where a job runs: the CPU pool or one GPU, and the environment that says so."""
 
     kind: str  # "cpu" or "gpu"
-    env: Mapping[str, str]
+    device: str = ""  # the GPU's id; "" hides every GPU from a CPU figure
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """What a figure in this lane is told: the GPU it may see, and its lane."""
+        return {"CUDA_VISIBLE_DEVICES": self.device, "FIGGEN_LANE": self.kind}
 
 
 def slowest_first(jobs: Iterable[Job]) -> list[Job]:
@@ -78,8 +83,7 @@ def detect_gpus() -> tuple[str, ...]:
 
 def lanes(gpus: Sequence[str]) -> tuple[Lane, list[Lane]]:
     """The CPU pool's lane and one lane per GPU, each with the environment its scripts get."""
-    cpu = Lane("cpu", {"CUDA_VISIBLE_DEVICES": "", "FIGGEN_LANE": "cpu"})
-    return cpu, [Lane("gpu", {"CUDA_VISIBLE_DEVICES": g, "FIGGEN_LANE": "gpu"}) for g in gpus]
+    return Lane("cpu"), [Lane("gpu", g) for g in gpus]
 
 
 def cpu_workers(jobs: int | None, threads: int, gpus: Sequence[str]) -> int:
