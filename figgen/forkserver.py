@@ -224,6 +224,7 @@ def main() -> None:
     os.dup2(2, 1)
     # Asking torch whether CUDA is there must not start it here: a forked child cannot use it.
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    # As harness.project_root(), which the server must not import: children import it anew.
     serve(scripts, Path(os.environ.get("FIGGEN_ROOT", ".")).resolve(), out)
 
 

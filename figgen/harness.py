@@ -276,6 +276,11 @@ def depends_on(paths: Iterable[Path]) -> None:
     _DEPENDS.update(Path(p).resolve() for p in paths)
 
 
+def project_root() -> Path:
+    """The project root the plugin names (FIGGEN_ROOT), else the current folder."""
+    return Path(os.environ.get(ROOT_ENV, ".")).resolve()
+
+
 def project_modules(root: Path, script: Path) -> list[str]:
     """Source files of the project (not of installed packages) that this run imported."""
     prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
@@ -318,7 +323,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
     """Run a figure script's ``main`` from its command line and save what it made."""
     args = parse_args(argv)
     script = Path(sys.modules[main.__module__].__file__ or sys.argv[0]).resolve()
-    root = Path(os.environ.get(ROOT_ENV, ".")).resolve()
+    root = project_root()
     args.out.mkdir(parents=True, exist_ok=True)
     ctx = Context(script.stem, args.seed, json.loads(args.params), args.out)
     global SEED  # for library code: figgen.intermediates keys and seeds with it

@@ -105,11 +105,6 @@ def stats() -> dict[str, Any]:
     return {**_STATS, "waited": round(_STATS["waited"], 3), "warnings": list(_STATS["warnings"])}
 
 
-def root() -> Path:
-    """The project root whose files keys cover, as the harness finds it."""
-    return Path(os.environ.get(harness.ROOT_ENV, ".")).resolve()
-
-
 @functools.cache
 def _closure_at(file: Path, folders: tuple[Path, ...]) -> tuple[Path, ...]:
     """The project files a module file imports, itself first (read once per process)."""
@@ -121,7 +116,7 @@ def _closure(module: str) -> tuple[Path, ...]:
     file = Path(sys.modules[module].__file__ or module).resolve()
     # The folder its top-level package sits in, too: a module outside the root still counts.
     top = file.parents[module.count(".") + (file.name == "__init__.py")]
-    return _closure_at(file, tuple(dict.fromkeys((root(), top))))
+    return _closure_at(file, tuple(dict.fromkeys((harness.project_root(), top))))
 
 
 def _key(func: Callable[..., Any], files: tuple[Path, ...], arguments: dict[str, Any]) -> str:
@@ -142,7 +137,7 @@ def _key(func: Callable[..., Any], files: tuple[Path, ...], arguments: dict[str,
 
 def _name(file: Path) -> str:
     """A file as the key names it: relative to the root, so a moved checkout keeps its keys."""
-    here = root()
+    here = harness.project_root()
     return file.relative_to(here).as_posix() if file.is_relative_to(here) else str(file)
 
 
