@@ -209,22 +209,6 @@ def test_keep_going_does_not_rerun_a_failed_figure_until_something_it_reads_chan
     assert log.read_text().count("run") == 2
 
 
-def test_a_rerun_drops_the_image_it_replaced_and_a_failed_run_keeps_the_last_good_one(
-    site: Site,
-) -> None:
-    objects = site.root / ".figgen-cache/objects"
-    site.build()
-    before = set(objects.iterdir())
-    assert len(before) == 3  # a PNG per figure
-    site.write("figs/beta.py", line_script("green"))
-    site.build()
-    after = set(objects.iterdir())
-    assert len(after) == 3 and len(before - after) == 1  # beta's blue line is gone
-    site.write("figs/beta.py", line_script("green").replace("draw(ctx", "1 / 0; draw(ctx"))
-    site.build(FIGGEN={"scripts": "figs", "on_error": "keep-going"})
-    assert set(objects.iterdir()) == after  # the page still shows beta's last good image
-
-
 def test_images_declare_their_density_and_load_lazily_after_the_first(site: Site) -> None:
     site.build(RELATIVE_URLS=True)
     found = figures(site.html())

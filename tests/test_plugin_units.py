@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import importlib.metadata
 import logging
-import math
 import os
 import sys
 import time
@@ -125,23 +124,6 @@ def test_objects_are_stored_under_their_hash(tmp_path: Path) -> None:
     image = store.put(tmp_path / "x.png", 2, 3)
     assert image == Image(Hashes()(tmp_path / "x.png"), ".png", 2, 3)
     assert store.object_path(image).read_bytes() == b"abc"
-
-
-def test_images_no_record_uses_are_dropped_unless_put_since(tmp_path: Path) -> None:
-    store = Store(tmp_path / "cache")
-    (tmp_path / "x.png").write_bytes(b"abc")
-    image = store.put(tmp_path / "x.png", 2, 3)
-    os.utime(store.object_path(image), (1e9, 1e9))  # put long ago, by a run since replaced
-    since = store.now()
-    assert store.put(tmp_path / "x.png", 2, 3) == image  # the same bytes again, record to come
-    store.drop_unused(since)
-    assert store.object_path(image).exists()
-    store.save(Record("f", {}, "", {}, (image,)))
-    store.drop_unused(math.inf)
-    assert store.object_path(image).exists()  # a record uses it
-    store.record_path("f").unlink()
-    store.drop_unused(math.inf)
-    assert not store.object_path(image).exists()
 
 
 def _results(folder: Path, ages: dict[str, float], now: float) -> dict[str, Path]:

@@ -5,8 +5,6 @@ own hash; `records/<name>.json` says which inputs (by hash) made which objects. 
 written last and atomically, so a record never points at a missing or partial object, and a
 failed run leaves the previous record alone (`failures/<name>.json` says why it failed).
 Records carry their own hash and objects are named by theirs: a damaged entry reads as stale.
-After a build that ran figures, objects no record uses any more go (`Store.drop_unused`), and
-`intermediates/` (figgen's `@cached` results) is trimmed to its size limit.
 `locks/<name>.lock` serialises concurrent builds of one figure; `tmp/<pid>-*` are scratch
 folders, dropped once their process is gone (a build killed with -9 leaves one behind).
 """
@@ -120,12 +118,6 @@ class Store:
         """Where a figure's record is kept."""
         return self.path / "records" / f"{name}.json"
 
-    def names(self) -> list[str]:
-        """Every figure with a record here, by name."""
-        folder = self.path / "records"
-        return sorted(p.relative_to(folder).with_suffix("").as_posix()
-                      for p in folder.rglob("*.json"))
-
     def object_path(self, image: Image) -> Path:
         """Where an image is kept, named by its hash."""
         return self.path / "objects" / f"{image.sha256}{image.suffix}"
@@ -161,33 +153,7 @@ class Store:
         """Copy a produced file into the objects folder under its hash."""
         image = Image(hashlib.sha256(source.read_bytes()).hexdigest(), source.suffix, width, height)
         copy_unless_same(source, self.object_path(image), image.sha256)
-        os.utime(self.object_path(image))  # made now, even if the same bytes were there: kept
         return image
-
-    def now(self) -> float:
-        """The time a file written now gets here: the file system's clock, tick and all."""
-        stamp = _aside(self.path / "now")
-        stamp.touch()
-        try:
-            return stamp.stat().st_mtime
-        finally:
-            stamp.unlink()
-
-    def drop_unused(self, since: float) -> None:
-        """Delete images no record refers to (earlier runs' output), unless put since `since`."""
-        used = {self.object_path(i) for name in self.names() for i in self._images(name)}
-        unused = [path for path, put, _ in _sizes((self.path / "objects").glob("*"))
-                  if path not in used and put < since]
-        for path in unused:
-            path.unlink(missing_ok=True)
-        if unused:
-            logger.info("figgen: dropped %d image(s) no record uses from %s", len(unused),
-                        self.path / "objects")
-
-    def _images(self, name: str) -> tuple[Image, ...]:
-        """The images a figure's record names; none when it has no readable record."""
-        record = self.load(name)
-        return record.images if record else ()
 
     def save_failure(self, failure: Failure) -> None:
         """Remember why a figure's last run failed, apart from records: never a success."""

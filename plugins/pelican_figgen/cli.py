@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import math
 import os
 import shutil
 import sys
@@ -179,10 +178,17 @@ def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
 
 def _prune(freeze: Store, keep: set[str]) -> None:
     """Drop frozen records of figures no article uses, and images no record uses."""
-    for name in freeze.names():
-        if name not in keep or freeze.load(name) is None:
-            freeze.record_path(name).unlink()
-    freeze.drop_unused(since=math.inf)  # nothing else writes to the freeze meanwhile
+    used = set()
+    for path in sorted((freeze.path / "records").rglob("*.json")):
+        name = path.relative_to(freeze.path / "records").with_suffix("").as_posix()
+        record = freeze.load(name) if name in keep else None
+        if record is None:
+            path.unlink()
+            continue
+        used |= {freeze.object_path(i) for i in record.images}
+    for path in (freeze.path / "objects").glob("*"):
+        if path not in used:
+            path.unlink()
 
 
 def cmd_verify(project: Project, args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from .run import RunResult, run_figure, script_env
 from .settings import FiggenSettings
 
 logger = logging.getLogger(__name__)
+USE_SLACK = 2.0  # seconds: file times may lag the clock (coarse timestamps); keep those too
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,7 @@ def bring_up_to_date(
     """Run the stale figures (all of them if force) and note each one's result in `outcome`."""
     pending = {name: Pending(figure, want, verdict.record, "forced" if force else verdict.reason)
                for name, (figure, want, verdict) in stale.items()}
-    start = outcome.store.now()  # file times lag time.time() by up to a kernel tick
     done = _pool(pending, settings, outcome.store, hashes, force, environment, outcome)
-    _tidy(outcome.store, settings, force, start)  # not in a finally: an interrupt drops nothing
     for name in pending:  # in the figures' order, however the pool ran them
         end = done[name]
         if end.result is None and end.record:
@@ -113,16 +112,6 @@ def _pool(
                                                                  pending[job.name], lane, idle))
 
 
-def _tidy(store: Store, settings: FiggenSettings, force: bool, start: float) -> None:
-    """Drop what this build's runs made garbage; keep what anything used or made since start."""
-    # New records replaced old ones: their images go, unless a concurrent build sharing the
-    # cache has just put them.
-    store.drop_unused(since=start)
-    if not force:  # a forced build kept its intermediates apart, in a folder now gone
-        cache.trim_intermediates(settings.cache_dir / "intermediates",
-                                 settings.intermediates_max_mb, start)
-
-
 def _last_seconds(settings: FiggenSettings, name: str, previous: Record | None) -> float | None:
     """How long a figure took last time: its record says, else its frozen one (a fresh clone)."""
     if previous is None and settings.freeze_dir.is_dir():
@@ -134,7 +123,10 @@ def _last_seconds(settings: FiggenSettings, name: str, previous: Record | None) 
 def _intermediates(settings: FiggenSettings, scratch: Path, force: bool) -> Iterator[Path]:
     """Where the build's figures keep their cached intermediates (figgen.intermediates)."""
     if not force:
-        yield settings.cache_dir / "intermediates"
+        shared, start = settings.cache_dir / "intermediates", time.time()
+        yield shared
+        # After the pool, not in a finally: an interrupted build drops nothing.
+        cache.trim_intermediates(shared, settings.intermediates_max_mb, start - USE_SLACK)
         return
     # Forced (run --force, verify): nothing made before is reused, not even an intermediate;
     # the figures of this build still share what they compute.
