@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from figgen import harness
 from figgen.imports import closure
@@ -182,6 +182,7 @@ def _stored(folder: Path, key: str, compute: Callable[[], Any]) -> Any:
     with _locked(path.with_suffix(".lock")):
         found = _read(path)  # another process may have made it while this one waited
         if found is not None:
+            _touch(path)  # renamed into place, it bears the time it was written aside
             return _hit(found)
         value = _miss(compute)
         # The device goes with the value: a figure that only reads it names that device.
@@ -205,19 +206,39 @@ def _hit(stored: dict[str, Any]) -> Any:
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on path, counting the seconds spent waiting for it."""
-    with path.open("a") as handle:
-        start = time.perf_counter()
+    start = time.perf_counter()
+    handle = _lock(path)
+    _STATS["waited"] += time.perf_counter() - start
+    try:
+        yield
+    finally:
+        handle.close()  # which releases the lock
+
+
+def _lock(path: Path) -> IO[str]:
+    """The lock file at path, open and locked: the one there now, not one deleted meanwhile."""
+    while True:
+        handle = path.open("a")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # another figure is computing it: lend our core meanwhile
             harness.waiting(True)
             fcntl.flock(handle, fcntl.LOCK_EX)
             harness.waiting(False)
-        _STATS["waited"] += time.perf_counter() - start
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        if _still_at(handle, path):
+            return handle
+        # The plugin's trim deleted it while we waited: a newcomer may lock a new file there.
+        handle.close()
+
+
+def _still_at(handle: IO[str], path: Path) -> bool:
+    """Whether an open file is still the one at path."""
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _read(path: Path) -> dict[str, Any] | None:

@@ -32,10 +32,9 @@ FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--window-size=1280,900", "--hide-scrollbars",
 ]
-IN_BROWSER = {"data", "blob", "about", "chrome"}  # schemes no request leaves the browser for
-# The browser's own pages (a new tab page that some Chromium builds open at start-up, and may
-# still be loading when the first visit begins): their requests are not the article's.
-BROWSER_PAGES = {"chrome", "chrome-untrusted", "devtools"}
+# Schemes no request leaves the browser for: Chromium's start-up new tab page may still be
+# loading chrome:// and chrome-untrusted:// files when the first visit begins.
+IN_BROWSER = {"data", "blob", "about", "chrome", "chrome-untrusted", "devtools"}
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
 
 # Count the images not loaded yet (lazy, below the fold), then scroll each into view, wait
@@ -117,11 +116,8 @@ def requests_and_errors(driver: object) -> tuple[list[str], list[str]]:
     urls = []
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
-        if message["method"] != "Network.requestWillBeSent":
-            continue
-        params = message["params"]
-        if urlparse(params.get("documentURL", "")).scheme not in BROWSER_PAGES:
-            urls.append(params["request"]["url"])
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
     errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     return urls, errors
 

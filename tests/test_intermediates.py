@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -11,6 +12,8 @@ import random
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +224,29 @@ def test_a_hit_marks_the_result_as_just_used(toy: Path, monkeypatch: pytest.Monk
     work().draw()
     assert work().CALLS == [3] and stored.stat().st_mtime > 1e9  # read, and its time set: the
     # build trims the least recently used first (pelican_figgen.cache.trim_intermediates)
+
+
+def test_a_lock_deleted_while_waited_for_is_taken_again_where_it_now_is(tmp_path: Path) -> None:
+    path = tmp_path / "key.lock"
+    held = path.open("a")
+    fcntl.flock(held, fcntl.LOCK_EX)  # a figure computing the result
+    got, release = threading.Event(), threading.Event()
+
+    def waiter() -> None:
+        with intermediates._locked(path):
+            got.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.2)  # it now waits on the file held here (if not yet, it locks the new one)
+    path.unlink()  # as the plugin's trim does: delete, then release
+    held.close()
+    assert got.wait(10)
+    with path.open("a") as newcomer, pytest.raises(BlockingIOError):
+        fcntl.flock(newcomer, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the waiter holds the one here
+    release.set()
+    thread.join()
 
 
 def test_a_result_read_back_names_the_device_that_computed_it(

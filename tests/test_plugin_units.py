@@ -154,7 +154,21 @@ def test_intermediates_over_the_limit_lose_the_least_recently_used_first(
     # Those this build used stay, over the limit or not, and the build says so.
     cache.trim_intermediates(tmp_path, 1, now - 250)
     assert paths["cc3"].exists() and paths["dd4"].exists()
-    assert "in use take 2 MB, over FIGGEN['intermediates_max_mb'] = 1" in caplog.text
+    assert "in use take 2 MiB, over FIGGEN['intermediates_max_mb'] = 1" in caplog.text
+
+
+def test_a_store_that_cannot_be_trimmed_warns_and_the_build_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = time.time()
+    paths = _results(tmp_path, {"aa1": 400}, now)
+
+    def refused(path: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(path.with_suffix(".lock")))
+
+    monkeypatch.setattr(cache, "_drop_unlocked", refused)  # a read-only store (root ignores modes)
+    cache.trim_intermediates(tmp_path, 0, now)  # no exception
+    assert paths["aa1"].exists() and "cannot trim the intermediates" in caplog.text
 
 
 def test_an_intermediate_whose_lock_is_held_is_not_dropped(tmp_path: Path) -> None:

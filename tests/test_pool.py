@@ -224,8 +224,8 @@ def test_a_build_trims_intermediates_it_did_not_use_to_their_limit(site: Site) -
     old = folder / "00" / f"00{'0' * 62}.pickle"  # a result no figure has used in a long time
     old.parent.mkdir()
     old.write_bytes(bytes(2 * 2**20))
-    os.utime(old, (1e9, 1e9))
-    os.utime(used, (1e9 + 1, 1e9 + 1))  # older still than this build, but it reads it: kept
+    os.utime(old, (1e9 + 1, 1e9 + 1))
+    os.utime(used, (1e9, 1e9))  # the oldest of all, dropped first unless the build's hit marks it
     site.append("figs/alpha.py", "\n# restyled\n")
     assert site.build(FIGGEN=POOL | {"intermediates_max_mb": 1})["ran"].keys() == {"alpha"}
     assert not old.exists() and used.exists()

@@ -116,8 +116,8 @@ def test_without_a_gpu_gpu_figures_join_the_cpu_pool() -> None:
     seen: dict[str, Lane] = {}
     schedule.run_all([Job("g", True, None), Job("c", False, None)], 2, (),
                      lambda job, lane, idle: seen.setdefault(job.name, lane))
-    assert seen["g"] == seen["c"] == Lane("cpu")
-    assert Lane("cpu").env == {"CUDA_VISIBLE_DEVICES": "", "FIGGEN_LANE": "cpu"}
+    assert seen["g"] == seen["c"] == Lane("cpu", "")
+    assert Lane("cpu", "").env == {"CUDA_VISIBLE_DEVICES": "", "FIGGEN_LANE": "cpu"}
 
 
 def test_an_error_in_the_build_itself_stops_the_pool_and_is_raised() -> None:

@@ -200,29 +200,41 @@ class Store:
         return mine
 
 
-def trim_intermediates(folder: Path, limit_mb: int | None, since: float) -> None:
-    """Drop the least recently used intermediates while the folder is over its size limit.
-
-    figgen/intermediates.py keeps `<key[:2]>/<key>.pickle`, a `.lock` beside each, and sets a
-    file's time on every hit. Results used since `since` (this build) are never dropped.
-    """
-    if limit_mb is None:
+def trim_intermediates(folder: Path, limit_mib: int | None, since: float) -> None:
+    """Drop the least recently used intermediates, none used since `since`, to fit the limit."""
+    # figgen/intermediates.py keeps <key[:2]>/<key>.pickle, a .lock beside each, and sets a
+    # result's time on every hit. A dropped result is computed again when next needed.
+    if limit_mib is None:
         return
     results = sorted(_sizes(folder.glob("*/*.pickle")), key=lambda found: found[1])
-    total, limit = sum(size for _, _, size in results), limit_mb * 2**20
+    total, limit = sum(size for _, _, size in results), limit_mib * 2**20
     dropped = 0
-    for path, used, size in results:  # oldest use first
-        if total <= limit or used >= since:
-            break
-        if _drop_unlocked(path):
-            total, dropped = total - size, dropped + 1
+    try:
+        for path, used, size in results:  # oldest use first
+            if total <= limit or used >= since:
+                break
+            if _drop_unlocked(path):
+                total, dropped = total - size, dropped + 1
+    except OSError as err:  # a read-only store, say: housekeeping never fails a build
+        logger.warning("figgen: cannot trim the intermediates in %s (%s)", folder, err)
+        return
     if dropped:
-        logger.info("figgen: intermediates over %d MB: dropped the %d least recently used",
-                    limit_mb, dropped)
+        logger.info("figgen: intermediates over %d MiB: dropped the %d least recently used",
+                    limit_mib, dropped)
     if total > limit:
-        logger.warning("figgen: the intermediates in use take %.0f MB, over FIGGEN['intermediates"
+        logger.warning("figgen: the intermediates in use take %.0f MiB, over FIGGEN['intermediates"
                        "_max_mb'] = %d: raise it, or older ones are computed again when needed",
-                       total / 2**20, limit_mb)
+                       total / 2**20, limit_mib)
+
+
+def file_clock(folder: Path) -> float:
+    """The time a file written in folder now gets: its file system's clock, tick and all."""
+    stamp = _aside(folder / "clock")
+    stamp.touch()
+    try:
+        return stamp.stat().st_mtime
+    finally:
+        stamp.unlink()
 
 
 def _sizes(paths: Iterable[Path]) -> Iterator[tuple[Path, float, int]]:

@@ -26,7 +26,6 @@ from .run import RunResult, run_figure, script_env
 from .settings import FiggenSettings
 
 logger = logging.getLogger(__name__)
-USE_SLACK = 2.0  # seconds: file times may lag the clock (coarse timestamps); keep those too
 
 
 @dataclass(frozen=True)
@@ -123,10 +122,11 @@ def _last_seconds(settings: FiggenSettings, name: str, previous: Record | None) 
 def _intermediates(settings: FiggenSettings, scratch: Path, force: bool) -> Iterator[Path]:
     """Where the build's figures keep their cached intermediates (figgen.intermediates)."""
     if not force:
-        shared, start = settings.cache_dir / "intermediates", time.time()
+        # File times lag time.time() by up to a kernel tick: compare like with like.
+        shared, start = settings.cache_dir / "intermediates", cache.file_clock(scratch)
         yield shared
         # After the pool, not in a finally: an interrupted build drops nothing.
-        cache.trim_intermediates(shared, settings.intermediates_max_mb, start - USE_SLACK)
+        cache.trim_intermediates(shared, settings.intermediates_max_mb, start)
         return
     # Forced (run --force, verify): nothing made before is reused, not even an intermediate;
     # the figures of this build still share what they compute.

@@ -272,7 +272,7 @@ def _figure_tag(
 ) -> str | None:
     """The <figure> of one reference; None when its figure has no record to show."""
     record = outcome.records.get(ref.name)
-    if record is None or outcome.store is None:
+    if record is None:
         return None
     figure = figures[ref.name]
     if ref.name not in published:

@@ -43,7 +43,7 @@ class Lane:
     """Where a job runs: the CPU pool or one GPU, and the environment that says so."""
 
     kind: str  # "cpu" or "gpu"
-    device: str = ""  # the GPU's id; "" hides every GPU from a CPU figure
+    device: str  # the GPU's id; "" for the CPU lane, which hides every GPU
 
     @property
     def env(self) -> Mapping[str, str]:
@@ -83,7 +83,7 @@ def detect_gpus() -> tuple[str, ...]:
 
 def lanes(gpus: Sequence[str]) -> tuple[Lane, list[Lane]]:
     """The CPU pool's lane and one lane per GPU, each with the environment its scripts get."""
-    return Lane("cpu"), [Lane("gpu", g) for g in gpus]
+    return Lane("cpu", ""), [Lane("gpu", g) for g in gpus]
 
 
 def cpu_workers(jobs: int | None, threads: int, gpus: Sequence[str]) -> int:

@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     # share, forked per figure (Linux): interpreter start-up and imports are paid once per
     # build, not once per figure. False: each figure starts its own interpreter.
     "preload": True,
-    # Size limit of the cached intermediates (figgen.intermediates) in MB, or None for none.
+    # Size limit of the cached intermediates (figgen.intermediates) in MiB, or None for none.
     # After a build that ran figures, the least recently used ones go until the folder fits;
     # those this build used stay.
     "intermediates_max_mb": 2048,
