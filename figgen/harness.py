@@ -3,7 +3,7 @@
 A figure script defines ``main(ctx)`` and ends with ``if __name__ == "__main__": run(main)``.
 Run on its own it writes ``<script>.png`` into ``--out`` (default: the current folder); the
 Pelican plugin runs the same command with ``--manifest`` to learn what was made, which
-project modules the script imported and on which device it ran.
+project modules the script imported, on which device it ran and its peak memory.
 """
 
 from __future__ import annotations
@@ -276,6 +276,16 @@ def depends_on(paths: Iterable[Path]) -> None:
     _DEPENDS.update(Path(p).resolve() for p in paths)
 
 
+def peak_rss_mib() -> float:
+    """This run's peak resident memory, its child processes' added, in MiB (an upper bound)."""
+    import resource
+
+    per_kib = 1024 if sys.platform == "darwin" else 1  # macOS counts bytes, Linux KiB
+    kib = sum(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF,
+                                                             resource.RUSAGE_CHILDREN))
+    return round(kib / per_kib / 1024, 1)
+
+
 def project_root() -> Path:
     """The project root the plugin names (FIGGEN_ROOT), else the current folder."""
     return Path(os.environ.get(ROOT_ENV, ".")).resolve()
@@ -347,6 +357,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
             "modules": project_modules(root, script),
             "seconds": round(seconds, 3),
             "device": device(),
+            "peak_rss_mib": peak_rss_mib(),
         }
         if "figgen.intermediates" in sys.modules:  # hits, misses, seconds spent waiting
             manifest["intermediates"] = sys.modules["figgen.intermediates"].stats()

@@ -164,6 +164,22 @@ def test_the_slowest_figure_of_the_last_build_starts_first(site: Site) -> None:
     assert order.read_text().split()[0] == "beta"
 
 
+def test_a_run_records_its_peak_memory_and_the_next_build_schedules_by_it(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    site.write("figs/beta.py", script("ballast = b'x' * (300 * 2**20)  # written: resident\n"))
+    site.build(FIGGEN=POOL)
+    records = {n: json.loads((site.root / f".figgen-cache/records/{n}.json").read_text())
+               for n in ("alpha", "beta")}
+    assert records["beta"]["memory"] > records["alpha"]["memory"] + 250  # MiB
+    site.append("figs/beta.py", "\n# touched\n")
+    site.append("figs/alpha.py", "\n# touched\n")
+    budget = records["beta"]["memory"] + records["alpha"]["memory"] / 2  # not both at once
+    with caplog.at_level(logging.INFO, logger="pelican_figgen.schedule"):
+        site.build(FIGGEN=POOL | {"memory_mb": int(budget)})
+    assert re.search(r"(alpha|beta) waits for memory", caplog.text)  # whichever came second
+
+
 def test_a_failing_figure_in_the_pool_shows_its_own_frames_only(site: Site) -> None:
     site.write("figs/beta.py", script("def load():\n    raise ValueError('no beta')\nload()\n"))
     report = site.build(FIGGEN=POOL | {"on_error": "keep-going"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -181,9 +182,54 @@ def test_the_pool_defaults_to_the_cores_shared_by_each_figure_s_threads(
     assert settings.merge({"jobs": 5}, "content").jobs == 3
 
 
+def overlaps(jobs: list[Job], memory: float | None) -> set[frozenset[str]]:
+    """Run jobs in a pool of four with a memory budget; the pairs that ran at the same time."""
+    lock, running, pairs = threading.Lock(), set(), set()
+    started = {job.name: threading.Event() for job in jobs}
+
+    def work(job: Job, lane: Lane, idle: object) -> None:
+        with lock:
+            pairs.update(frozenset((job.name, other)) for other in running)
+            running.add(job.name)
+        started[job.name].set()
+        # Long enough for a job the pool wrongly let start to start meanwhile.
+        for other in started.values():
+            other.wait(timeout=1.0 if other is not started[job.name] else 0)
+        with lock:
+            running.discard(job.name)
+
+    schedule.run_all(jobs, 4, (), work, memory)
+    return pairs
+
+
+def test_a_job_starts_only_when_its_memory_fits_beside_the_running_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    two = [Job("a", False, 2.0, 600.0), Job("b", False, 1.0, 600.0)]
+    assert overlaps(two, None) == {frozenset("ab")}  # no cap: the slots allow both
+    assert overlaps(two, 1300.0) == {frozenset("ab")}
+    with caplog.at_level("INFO", logger="pelican_figgen.schedule"):
+        assert overlaps(two, 1000.0) == set()  # 1200 MiB do not fit in 1000
+    assert "b waits for memory: it took 600 MiB last time" in caplog.text
+    # One larger than the whole budget still runs, alone; one never measured counts as the
+    # largest measured.
+    assert overlaps([Job("huge", False, 2.0, 5000.0), Job("c", False, 1.0, 10.0)], 1000.0) == set()
+    assert overlaps([Job("new", False, None), Job("d", False, 1.0, 600.0)], 1000.0) == set()
+    assert overlaps([Job("new", False, None), Job("e", False, 1.0, 400.0)], 1000.0) != set()
+
+
+def test_the_memory_budget_is_what_the_kernel_says_is_available_or_the_setting() -> None:
+    assert settings.merge({}, "content").memory_mb == "auto"
+    assert settings.merge({"memory_mb": None}, "content").memory_mb is None
+    assert settings.merge({"memory_mb": 4096}, "content").memory_mb == 4096
+    available = schedule.available_memory()
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20  # MiB
+    assert available is not None and 0 < available <= total
+
+
 @pytest.mark.parametrize(("key", "value"), [
     ("jobs", 0), ("jobs", "two"), ("threads", 1.5), ("threads", -1), ("gpus", "all"),
-    ("gpus", [0.5]), ("preload", "no"),
+    ("gpus", [0.5]), ("preload", "no"), ("memory_mb", 0), ("memory_mb", "8G"),
 ])
 def test_bad_pool_settings_are_refused(
     monkeypatch: pytest.MonkeyPatch, key: str, value: object

@@ -54,6 +54,9 @@ class Record:
     seconds: float = 0.0
     # How it was made, beyond the key: device, source commit, whether the tree was dirty.
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    # Peak resident memory of the run, MiB: the pool's estimate for the next run. Not
+    # published: it varies between runs as the run time does. None: not measured.
+    memory: float | None = None
 
 
 @dataclass(frozen=True)

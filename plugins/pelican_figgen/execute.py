@@ -94,8 +94,7 @@ def _pool(
     retry = force or settings.on_error == "strict"
     scripts = [job.figure.script for name, job in pending.items()
                if retry or not _known_failure(store, name, settings, job.want, hashes)]
-    jobs = [schedule.Job(name, job.figure.gpu, _last_seconds(settings, name, job.previous))
-            for name, job in pending.items()]
+    jobs = [_job(settings, name, job) for name, job in pending.items()]
     gpus = _gpus(settings) if scripts else ()
     scratch = store.scratch()
     with _intermediates(settings, scratch, force) as shared, \
@@ -108,14 +107,25 @@ def _pool(
         workers = schedule.cpu_workers(settings.jobs, settings.threads, in_use)
         return schedule.run_all(jobs, workers, gpus,
                                 lambda job, lane, idle: _attempt(runner, job.name,
-                                                                 pending[job.name], lane, idle))
+                                                                 pending[job.name], lane, idle),
+                                _memory(settings))
 
 
-def _last_seconds(settings: FiggenSettings, name: str, previous: Record | None) -> float | None:
-    """How long a figure took last time: its record says, else its frozen one (a fresh clone)."""
-    if previous is None and settings.freeze_dir.is_dir():
-        previous = Store(settings.freeze_dir).load(name)
-    return previous.seconds if previous else None
+def _job(settings: FiggenSettings, name: str, pending: Pending) -> schedule.Job:
+    """A pending figure as the pool sees it: its last run's time and memory, if it ran."""
+    last = pending.previous
+    if last is None and settings.freeze_dir.is_dir():  # a fresh clone: the freeze knows them
+        last = Store(settings.freeze_dir).load(name)
+    if last is None:
+        return schedule.Job(name, pending.figure.gpu, None)
+    return schedule.Job(name, pending.figure.gpu, last.seconds, last.memory)
+
+
+def _memory(settings: FiggenSettings) -> float | None:
+    """The MiB the CPU pool's figures may need together: the setting, or what is free now."""
+    if settings.memory_mb == "auto":
+        return schedule.available_memory()
+    return settings.memory_mb
 
 
 @contextlib.contextmanager
@@ -300,6 +310,7 @@ def _record(
     )
     made = {"device": str(manifest.get("device", "unknown")),
             **provenance.source_commit(settings.root)}
+    memory = manifest.get("peak_rss_mib")
     return Record(
         name=figure.name,
         inputs=_inputs(manifest.get("modules", []), before, settings, hashes),
@@ -309,6 +320,7 @@ def _record(
         fields=manifest.get("fields", {}),
         seconds=result.seconds,
         provenance=made,
+        memory=float(memory) if isinstance(memory, int | float) else None,
     )
 
 

@@ -6,8 +6,9 @@ on a machine without a GPU it joins the CPU pool. CPU figures see no GPU (``CUDA
 empty), so an undeclared torch figure cannot crowd the GPU queue.
 The slowest figures, known from their last run, start first; figures never run start before
 them (they may be the slowest), those that want a GPU first among them. A CPU job waiting
-for another's result lends its slot meanwhile (one slot at a time). Each job is a thread
-waiting on a subprocess.
+for another's result lends its slot meanwhile (one slot at a time). With a memory budget, a
+CPU job starts only when its last run's peak memory fits beside the running ones' (or when
+nothing runs). Each job is a thread waiting on a subprocess.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Job:
     name: str
     gpu: bool  # declared `"gpu": True`
     last_seconds: float | None  # its last run's time; None: it never ran
+    memory: float | None = None  # its last run's peak resident memory, MiB; None: unknown
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,17 @@ def cpu_workers(jobs: int | None, threads: int, gpus: Sequence[str]) -> int:
     return max(1, cores() // threads - len(gpus))
 
 
+def available_memory() -> float | None:
+    """MiB the kernel says can be used without swapping (MemAvailable); None if it cannot say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
 def cores() -> int:
     """The cores this process may run on (a container's or taskset's limit, not the host's)."""
     if hasattr(os, "sched_getaffinity"):
@@ -107,8 +120,9 @@ class Seat:
     figures waiting for one shared result would otherwise all let new ones start.
     """
 
-    def __init__(self, pool: threading.Condition, state: dict[str, int]) -> None:
+    def __init__(self, pool: threading.Condition, state: dict[str, float], memory: float) -> None:
         self._pool, self._state, self._lent, self._left = pool, state, False, False
+        self._memory = memory  # held until the job ends, waiting or not
 
     def idle(self, waiting: bool) -> None:
         """Lend the slot (waiting for another figure's result) or take it back."""
@@ -134,6 +148,8 @@ class Seat:
                 self._state["lent"] -= 1
             else:
                 self._state["free"] += 1
+            self._state["running"] -= 1
+            self._state["memory"] -= self._memory
             self._pool.notify()
 
 
@@ -141,12 +157,14 @@ Work = Callable[[Job, Lane, Callable[[bool], None]], T]
 
 
 def run_all(
-    jobs: Sequence[Job], cpu_workers: int, gpus: Sequence[str], work: Work
+    jobs: Sequence[Job], cpu_workers: int, gpus: Sequence[str], work: Work,
+    memory: float | None = None,
 ) -> dict[str, T]:
     """Run `work` on every job in its lanes, slowest first; results by job name.
 
     `work(job, lane, idle)` may call `idle(True)` while it waits for another job's result,
     so that the CPU pool starts one more job meanwhile, and `idle(False)` when it goes on.
+    `memory` (MiB) caps what the CPU pool's jobs may need together, by their last runs.
     """
     cpu_lane, gpu_lanes = lanes(gpus)
     order = slowest_first(jobs)
@@ -167,7 +185,8 @@ def run_all(
         gpu_queue.put(job)
     threads = [_start(_gpu_worker, gpu_queue, lane, attempt, failures) for lane in gpu_lanes]
     try:
-        threads += _cpu_pool(on_cpu, cpu_workers, cpu_lane, attempt, failures)
+        threads += _cpu_pool(on_cpu, Budget(cpu_workers, memory, _guess(jobs)), cpu_lane,
+                             attempt, failures)
         for thread in threads:
             thread.join()
     except BaseException as err:  # Ctrl-C: no job starts any more; running ones die
@@ -178,22 +197,57 @@ def run_all(
     return results
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What the CPU pool may use at once: slots, and memory (MiB) if capped."""
+
+    slots: int
+    memory: float | None  # None: no cap
+    guess: float  # MiB assumed for a job whose memory is unknown
+
+    def need(self, job: Job) -> float:
+        """The memory a job is expected to take: its last run's, else the guess."""
+        return job.memory if job.memory is not None else self.guess
+
+    def fits(self, state: Mapping[str, float], need: float) -> bool:
+        """Whether a job needing `need` MiB may start beside those running (always, if none)."""
+        return self.memory is None or not state["running"] or state["memory"] + need <= self.memory
+
+
+def _guess(jobs: Sequence[Job]) -> float:
+    """The memory assumed for a job never measured: the largest measured one's, else none."""
+    return max((j.memory for j in jobs if j.memory is not None), default=0.0)
+
+
 def _cpu_pool(
-    jobs: list[Job], size: int, lane: Lane, attempt: Callable[..., None],
+    jobs: list[Job], budget: Budget, lane: Lane, attempt: Callable[..., None],
     failures: list[BaseException],
 ) -> list[threading.Thread]:
-    """Start each CPU job, in order, as soon as the pool has a free slot; return the threads."""
-    pool, state, threads = threading.Condition(), {"free": size, "lent": 0}, []
+    """Start each CPU job, in order, once a slot is free and its memory fits; the threads."""
+    pool, threads = threading.Condition(), []
+    state = {"free": budget.slots, "lent": 0, "running": 0, "memory": 0.0}
     for job in jobs:
+        need, said = budget.need(job), False
         with pool:
-            while state["free"] <= 0 and not failures:
+            while not failures and (state["free"] <= 0 or not budget.fits(state, need)):
+                if state["free"] > 0 and not said:  # a free slot left empty: say why, once
+                    said = _say_memory_binds(job, state, budget)
                 pool.wait()
             if failures:
                 break
             state["free"] -= 1
-        seat = Seat(pool, state)
-        threads.append(_start(_seated, job, lane, seat, attempt))
+            state["running"] += 1
+            state["memory"] += need
+        threads.append(_start(_seated, job, lane, Seat(pool, state, need), attempt))
     return threads
+
+
+def _say_memory_binds(job: Job, state: Mapping[str, float], budget: Budget) -> bool:
+    """Log that a job waits for memory, not for a slot; True (it has been said)."""
+    logger.info("figgen: %s waits for memory: it took %.0f MiB last time, and the running "
+                "figures %.0f MiB of the %.0f MiB the pool may use (FIGGEN['memory_mb'])",
+                job.name, budget.need(job), state["memory"], budget.memory)
+    return True
 
 
 def _seated(job: Job, lane: Lane, seat: Seat, attempt: Callable[..., None]) -> None:

@@ -61,6 +61,11 @@ DEFAULTS: dict[str, Any] = {
     # share, forked per figure (Linux): interpreter start-up and imports are paid once per
     # build, not once per figure. False: each figure starts its own interpreter.
     "preload": True,
+    # MiB the CPU pool's figures may need at once, each counted at its last run's peak resident
+    # memory (an upper bound: pages shared with the warm server count in each). A figure starts
+    # when a slot is free and it fits beside the running ones, or when none runs. "auto": the
+    # memory available when the build starts (MemAvailable); None: no cap, only `jobs`.
+    "memory_mb": "auto",
     # Size limit of the cached intermediates (figgen.intermediates) in MiB, or None for none.
     # After a build that ran figures, the least recently used ones go until the folder fits;
     # those this build used stay.
@@ -103,6 +108,7 @@ class FiggenSettings:
     gpus: str | tuple[str, ...] = "auto"  # "auto": detected when a figure wants one
     preload: bool = True
     intermediates_max_mb: int | None = 2048  # None: no limit
+    memory_mb: int | str | None = "auto"  # "auto": MemAvailable when the build starts
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -130,6 +136,8 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
     jobs = None if merged["jobs"] is None else _positive(merged, "jobs", overrides)
     limit = merged["intermediates_max_mb"]
     limit = None if limit is None else _positive(merged, "intermediates_max_mb", overrides)
+    memory = merged["memory_mb"]
+    memory = memory if memory in (None, "auto") else _positive(merged, "memory_mb", overrides)
     if not isinstance(merged["preload"], bool):
         raise SettingsError(f"FIGGEN['preload'] is {merged['preload']!r}; expected True or False")
     return FiggenSettings(
@@ -151,6 +159,7 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
         gpus=_gpus(merged["gpus"]),
         preload=merged["preload"],
         intermediates_max_mb=limit,
+        memory_mb=memory,
         params={str(k): dict(v) for k, v in merged["params"].items()},
     )
 
