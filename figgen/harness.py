@@ -278,12 +278,25 @@ def depends_on(paths: Iterable[Path]) -> None:
 
 def peak_rss_mib() -> float:
     """This run's peak resident memory, its child processes' added, in MiB (an upper bound)."""
-    import resource
+    import resource  # here: only a run that writes a manifest needs it
 
     per_kib = 1024 if sys.platform == "darwin" else 1  # macOS counts bytes, Linux KiB
-    kib = sum(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF,
-                                                             resource.RUSAGE_CHILDREN))
-    return round(kib / per_kib / 1024, 1)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / per_kib
+    return round((_own_peak_kib() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                  / per_kib) / 1024 + children / 1024, 1)
+
+
+def _own_peak_kib() -> float | None:
+    """This process's own peak (Linux VmHWM), in KiB; None where the kernel does not say."""
+    # Not ru_maxrss: after exec it still holds the parent's peak (Pelican's, for a script
+    # started in its own interpreter), which would make a small figure look big.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def project_root() -> Path:

@@ -210,12 +210,22 @@ def test_a_job_starts_only_when_its_memory_fits_beside_the_running_ones(
     assert overlaps(two, 1300.0) == {frozenset("ab")}
     with caplog.at_level("INFO", logger="pelican_figgen.schedule"):
         assert overlaps(two, 1000.0) == set()  # 1200 MiB do not fit in 1000
-    assert "b waits for memory: it took 600 MiB last time" in caplog.text
+    assert "b waits for memory (its last run took 600 MiB; the running figures hold 600" \
+        in caplog.text
     # One larger than the whole budget still runs, alone; one never measured counts as the
     # largest measured.
     assert overlaps([Job("huge", False, 2.0, 5000.0), Job("c", False, 1.0, 10.0)], 1000.0) == set()
     assert overlaps([Job("new", False, None), Job("d", False, 1.0, 600.0)], 1000.0) == set()
     assert overlaps([Job("new", False, None), Job("e", False, 1.0, 400.0)], 1000.0) != set()
+
+
+def test_the_gpu_lanes_largest_jobs_are_taken_off_the_cpu_pool_s_memory() -> None:
+    gpu = [Job("g1", True, 1.0, 300.0), Job("g2", True, 1.0, 100.0)]
+    assert schedule._beside_gpus(1000.0, gpu, 1) == 700  # one lane: one GPU job at a time
+    assert schedule._beside_gpus(1000.0, gpu, 2) == 400
+    assert schedule._beside_gpus(1000.0, gpu[:1], 2) == 700  # one job: one lane busy at most
+    assert schedule._beside_gpus(1000.0, [], 2) == 1000
+    assert schedule._beside_gpus(None, gpu, 1) is None
 
 
 def test_the_memory_budget_is_what_the_kernel_says_is_available_or_the_setting() -> None:
@@ -225,6 +235,57 @@ def test_the_memory_budget_is_what_the_kernel_says_is_available_or_the_setting()
     available = schedule.available_memory()
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20  # MiB
     assert available is not None and 0 < available <= total
+
+
+def test_the_pool_starts_the_first_job_that_fits_and_a_lent_slot_keeps_the_memory() -> None:
+    # c needs too much beside a; d, behind it, fits: it goes first.
+    order = [Job("a", False, 9.0, 600.0), Job("c", False, 5.0, 600.0), Job("d", False, 1.0, 100.0)]
+    pairs = overlaps(order, 1000.0)
+    assert frozenset("ad") in pairs and frozenset("ac") not in pairs  # (c may meet d, after a)
+    # a waits for another figure's result and lends its slot: its memory stays taken.
+    lock, running, pairs = threading.Lock(), set(), set()
+    c_started = threading.Event()
+
+    def work(job: Job, lane: Lane, idle: Callable[[bool], None]) -> None:
+        with lock:
+            pairs.update(frozenset((job.name, other)) for other in running)
+            running.add(job.name)
+        if job.name == "a":
+            idle(True)
+            c_started.wait(timeout=1.0)  # c must not start on a's lent slot: no room
+            idle(False)
+        if job.name == "c":
+            c_started.set()
+        with lock:
+            running.discard(job.name)
+
+    jobs = [Job("a", False, 9.0, 600.0), Job("c", False, 5.0, 600.0)]
+    schedule.run_all(jobs, 1, (), work, 1000.0)
+    assert pairs == set()
+
+
+def test_available_memory_is_within_the_cgroup_s_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "meminfo").write_text("MemTotal: 8388608 kB\nMemAvailable: 4194304 kB\n")
+    monkeypatch.setattr(schedule, "MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(schedule, "CGROUPS", tmp_path / "cgroup")
+    monkeypatch.setattr(schedule, "PROC_CGROUP", tmp_path / "self-cgroup")
+    assert schedule.available_memory() == 4096  # no cgroup file: MemAvailable alone
+    (tmp_path / "self-cgroup").write_text("0::/ci/job\n")  # v2, a 2 GiB limit, 1 GiB used
+    group = tmp_path / "cgroup/ci/job"
+    group.mkdir(parents=True)
+    (group / "memory.max").write_text("2147483648\n")
+    (group / "memory.current").write_text("1073741824\n")
+    assert schedule.available_memory() == 1024
+    (group / "memory.max").write_text("max\n")
+    assert schedule.available_memory() == 4096
+    # v1 in a container without a cgroup namespace: the group's path is the host's.
+    (tmp_path / "self-cgroup").write_text("4:memory:/docker/abc\n1:cpu:/docker/abc\n")
+    (tmp_path / "cgroup/memory").mkdir()
+    (tmp_path / "cgroup/memory/memory.limit_in_bytes").write_text("536870912\n")
+    (tmp_path / "cgroup/memory/memory.usage_in_bytes").write_text("268435456\n")
+    assert schedule.available_memory() == 256
 
 
 @pytest.mark.parametrize(("key", "value"), [

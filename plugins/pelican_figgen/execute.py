@@ -123,9 +123,13 @@ def _job(settings: FiggenSettings, name: str, pending: Pending) -> schedule.Job:
 
 def _memory(settings: FiggenSettings) -> float | None:
     """The MiB the CPU pool's figures may need together: the setting, or what is free now."""
-    if settings.memory_mb == "auto":
-        return schedule.available_memory()
-    return settings.memory_mb
+    if settings.memory_mb != "auto":
+        return settings.memory_mb  # type: ignore[return-value]
+    available = schedule.available_memory()
+    if available is None:
+        logger.warning("figgen: cannot tell how much memory is free here: only FIGGEN['jobs'] "
+                       "bounds the pool (set FIGGEN['memory_mb'] to bound its memory)")
+    return available
 
 
 @contextlib.contextmanager

@@ -8,7 +8,8 @@ The slowest figures, known from their last run, start first; figures never run s
 them (they may be the slowest), those that want a GPU first among them. A CPU job waiting
 for another's result lends its slot meanwhile (one slot at a time). With a memory budget, a
 CPU job starts only when its last run's peak memory fits beside the running ones' (or when
-nothing runs). Each job is a thread waiting on a subprocess.
+nothing runs); the first in order that fits goes next. Each job is a thread waiting on a
+subprocess.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver knows
 NVIDIA_SMI_TIMEOUT = 10.0  # seconds
+CGROUPS = Path("/sys/fs/cgroup")  # where cgroup hierarchies are mounted
+PROC_CGROUP = Path("/proc/self/cgroup")  # this process's cgroups
+MEMINFO = Path("/proc/meminfo")
 logger = logging.getLogger(__name__)
 
 
@@ -96,14 +100,54 @@ def cpu_workers(jobs: int | None, threads: int, gpus: Sequence[str]) -> int:
 
 
 def available_memory() -> float | None:
-    """MiB the kernel says can be used without swapping (MemAvailable); None if it cannot say."""
+    """MiB this build may use without swapping: MemAvailable, within its cgroup's limit."""
+    found = [m for m in (_meminfo_available(), _cgroup_room()) if m is not None]
+    return min(found) if found else None
+
+
+def _meminfo_available() -> float | None:
+    """The kernel's estimate of memory available without swapping, in MiB."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in MEMINFO.read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) / 1024  # kB
     except OSError:
         pass
     return None
+
+
+def _cgroup_room() -> float | None:
+    """MiB left below this process's cgroup memory limit (a container's); None: no limit."""
+    try:
+        lines = PROC_CGROUP.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, group = line.split(":", 2)
+        if controllers == "":  # cgroup v2
+            mount, names = CGROUPS, ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):  # cgroup v1
+            mount, names = CGROUPS / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        # Without a cgroup namespace the group's path is the host's: the mount is then ours.
+        for folder in (mount / group.lstrip("/"), mount):
+            room = _room(folder, *names)
+            if room is not None:
+                return room
+    return None
+
+
+def _room(folder: Path, limit_file: str, usage_file: str) -> float | None:
+    """MiB between a cgroup's memory use and its limit; None if unreadable or unlimited."""
+    try:
+        limit = (folder / limit_file).read_text().strip()
+        usage = int((folder / usage_file).read_text())
+    except (OSError, ValueError):
+        return None
+    if not limit.isdigit() or int(limit) >= 2**60:  # "max" (v2) or a page-rounded 2**63 (v1)
+        return None
+    return (int(limit) - usage) / 2**20
 
 
 def cores() -> int:
@@ -185,8 +229,8 @@ def run_all(
         gpu_queue.put(job)
     threads = [_start(_gpu_worker, gpu_queue, lane, attempt, failures) for lane in gpu_lanes]
     try:
-        threads += _cpu_pool(on_cpu, Budget(cpu_workers, memory, _guess(jobs)), cpu_lane,
-                             attempt, failures)
+        budget = Budget(cpu_workers, _beside_gpus(memory, on_gpu, len(gpu_lanes)), _guess(jobs))
+        threads += _cpu_pool(on_cpu, budget, cpu_lane, attempt, failures)
         for thread in threads:
             thread.join()
     except BaseException as err:  # Ctrl-C: no job starts any more; running ones die
@@ -214,6 +258,14 @@ class Budget:
         return self.memory is None or not state["running"] or state["memory"] + need <= self.memory
 
 
+def _beside_gpus(memory: float | None, on_gpu: Sequence[Job], lanes: int) -> float | None:
+    """The CPU pool's memory: what is left once each GPU lane's largest job has its share."""
+    if memory is None or not on_gpu:
+        return memory
+    largest = max((j.memory or 0.0) for j in on_gpu)  # their host side: model, images
+    return max(0.0, memory - largest * min(lanes, len(on_gpu)))
+
+
 def _guess(jobs: Sequence[Job]) -> float:
     """The memory assumed for a job never measured: the largest measured one's, else none."""
     return max((j.memory for j in jobs if j.memory is not None), default=0.0)
@@ -223,31 +275,39 @@ def _cpu_pool(
     jobs: list[Job], budget: Budget, lane: Lane, attempt: Callable[..., None],
     failures: list[BaseException],
 ) -> list[threading.Thread]:
-    """Start each CPU job, in order, once a slot is free and its memory fits; the threads."""
-    pool, threads = threading.Condition(), []
+    """Start the CPU jobs, each once a slot is free and its memory fits; return the threads."""
+    pool, threads, left, said = threading.Condition(), [], list(jobs), set()
     state = {"free": budget.slots, "lent": 0, "running": 0, "memory": 0.0}
-    for job in jobs:
-        need, said = budget.need(job), False
+    while left:
         with pool:
-            while not failures and (state["free"] <= 0 or not budget.fits(state, need)):
-                if state["free"] > 0 and not said:  # a free slot left empty: say why, once
-                    said = _say_memory_binds(job, state, budget)
+            while not failures and (job := _next(left, state, budget)) is None:
+                if state["free"] > 0 and left[0].name not in said:  # memory, not slots: say so
+                    said.add(_say_memory_binds(left[0], state, budget))
                 pool.wait()
             if failures:
                 break
+            left.remove(job)
             state["free"] -= 1
             state["running"] += 1
-            state["memory"] += need
-        threads.append(_start(_seated, job, lane, Seat(pool, state, need), attempt))
+            state["memory"] += budget.need(job)
+        threads.append(_start(_seated, job, lane, Seat(pool, state, budget.need(job)), attempt))
     return threads
 
 
-def _say_memory_binds(job: Job, state: Mapping[str, float], budget: Budget) -> bool:
-    """Log that a job waits for memory, not for a slot; True (it has been said)."""
-    logger.info("figgen: %s waits for memory: it took %.0f MiB last time, and the running "
-                "figures %.0f MiB of the %.0f MiB the pool may use (FIGGEN['memory_mb'])",
-                job.name, budget.need(job), state["memory"], budget.memory)
-    return True
+def _next(left: list[Job], state: Mapping[str, float], budget: Budget) -> Job | None:
+    """The first job in order whose memory fits now, if a slot is free; else None."""
+    if state["free"] <= 0:
+        return None
+    return next((job for job in left if budget.fits(state, budget.need(job))), None)
+
+
+def _say_memory_binds(job: Job, state: Mapping[str, float], budget: Budget) -> str:
+    """Log that a job waits for memory, not for a slot; return its name."""
+    known = "its last run took" if job.memory is not None else "never measured, assumed"
+    logger.info("figgen: %s waits for memory (%s %.0f MiB; the running figures hold %.0f MiB "
+                "of the %.0f MiB the pool may use, FIGGEN['memory_mb'])",
+                job.name, known, budget.need(job), state["memory"], budget.memory)
+    return job.name
 
 
 def _seated(job: Job, lane: Lane, seat: Seat, attempt: Callable[..., None]) -> None:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import SettingsError
 
@@ -62,9 +62,10 @@ DEFAULTS: dict[str, Any] = {
     # build, not once per figure. False: each figure starts its own interpreter.
     "preload": True,
     # MiB the CPU pool's figures may need at once, each counted at its last run's peak resident
-    # memory (an upper bound: pages shared with the warm server count in each). A figure starts
-    # when a slot is free and it fits beside the running ones, or when none runs. "auto": the
-    # memory available when the build starts (MemAvailable); None: no cap, only `jobs`.
+    # memory (an upper bound: pages shared with the warm server count in each), less the
+    # largest GPU figure's per busy GPU lane. A figure starts when a slot is free and it fits
+    # beside the running ones, or when none runs. "auto": what is available when the pool
+    # starts (MemAvailable, within the cgroup's limit); None: no cap, only `jobs`.
     "memory_mb": "auto",
     # Size limit of the cached intermediates (figgen.intermediates) in MiB, or None for none.
     # After a build that ran figures, the least recently used ones go until the folder fits;
@@ -108,7 +109,7 @@ class FiggenSettings:
     gpus: str | tuple[str, ...] = "auto"  # "auto": detected when a figure wants one
     preload: bool = True
     intermediates_max_mb: int | None = 2048  # None: no limit
-    memory_mb: int | str | None = "auto"  # "auto": MemAvailable when the build starts
+    memory_mb: int | Literal["auto"] | None = "auto"  # "auto": what is free when the pool starts
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -137,7 +138,10 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
     limit = merged["intermediates_max_mb"]
     limit = None if limit is None else _positive(merged, "intermediates_max_mb", overrides)
     memory = merged["memory_mb"]
-    memory = memory if memory in (None, "auto") else _positive(merged, "memory_mb", overrides)
+    if memory not in (None, "auto") and (isinstance(memory, bool) or not isinstance(memory, int)
+                                         or memory < 1):
+        raise SettingsError(f"FIGGEN['memory_mb'] is {memory!r}; expected 'auto', None or a "
+                            "whole number of MiB >= 1")
     if not isinstance(merged["preload"], bool):
         raise SettingsError(f"FIGGEN['preload'] is {merged['preload']!r}; expected True or False")
     return FiggenSettings(
