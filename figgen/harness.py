@@ -281,9 +281,11 @@ def peak_rss_mib() -> float:
     import resource  # here: only a run that writes a manifest needs it
 
     per_kib = 1024 if sys.platform == "darwin" else 1  # macOS counts bytes, Linux KiB
+    own = _own_peak_kib()
+    if own is None:
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / per_kib
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / per_kib
-    return round((_own_peak_kib() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                  / per_kib) / 1024 + children / 1024, 1)
+    return round((own + children) / 1024, 1)
 
 
 def _own_peak_kib() -> float | None:
