@@ -104,12 +104,12 @@ class FiggenSettings:
     mode: str
     freeze_dir: Path
     verify_tolerance: float
-    jobs: int | None = None  # None: as many as the cores allow (schedule.cpu_workers)
-    threads: int = 1
-    gpus: str | tuple[str, ...] = "auto"  # "auto": detected when a figure wants one
-    preload: bool = True
-    intermediates_max_mb: int | None = 2048  # None: no limit
-    memory_mb: int | Literal["auto"] | None = "auto"  # "auto": what is free when the pool starts
+    jobs: int | None  # None: as many as the cores allow (schedule.cpu_workers)
+    threads: int
+    gpus: str | tuple[str, ...]  # "auto": detected when a figure wants one
+    preload: bool
+    intermediates_max_mb: int | None  # None: no limit
+    memory_mb: int | Literal["auto"] | None  # "auto": what is free when the pool starts
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
