@@ -74,7 +74,7 @@ def bring_up_to_date(
     """Run the stale figures (all of them if force) and note each one's result in `outcome`."""
     pending = {name: Pending(figure, want, verdict.record, "forced" if force else verdict.reason)
                for name, (figure, want, verdict) in stale.items()}
-    done = _pool(pending, settings, outcome.store, hashes, force, environment, outcome)
+    done = _pool(pending, settings, hashes, force, environment, outcome)
     for name in pending:  # in the figures' order, however the pool ran them
         end = done[name]
         if end.result is None and end.record:
@@ -85,17 +85,19 @@ def bring_up_to_date(
 
 
 def _pool(
-    pending: Mapping[str, Pending], settings: FiggenSettings, store: Store, hashes: Hashes,
+    pending: Mapping[str, Pending], settings: FiggenSettings, hashes: Hashes,
     force: bool, environment: Mapping[str, str], outcome: Outcome,
 ) -> dict[str, Done]:
     """Run the pending figures in the pool (GPU ones in their queue), slowest first."""
+    store = outcome.store
     # Strict builds (make site, CI) try every figure; others skip a failure already known,
     # while nothing it read has changed.
     retry = force or settings.on_error == "strict"
     scripts = [job.figure.script for name, job in pending.items()
                if retry or not _known_failure(store, name, settings, job.want, hashes)]
     jobs = [_job(settings, name, job) for name, job in pending.items()]
-    gpus = _gpus(settings) if scripts else ()
+    # Found only when a figure wants one: nvidia-smi may take seconds to answer.
+    gpus = _gpus(settings) if scripts and any(job.gpu for job in jobs) else ()
     scratch = store.scratch()
     with _intermediates(settings, scratch, force) as shared, \
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
@@ -103,8 +105,7 @@ def _pool(
                  "FIGGEN_ENVIRONMENT": json.dumps(environment, sort_keys=True)}
         runner = Runner(settings, store, hashes, force, server, board, extra, scratch, retry)
         outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
-        in_use = gpus if any(job.gpu for job in jobs) else ()  # a GPU lane needs a core then
-        workers = schedule.cpu_workers(settings.jobs, settings.threads, in_use)
+        workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)  # a core per lane
         return schedule.run_all(jobs, workers, gpus,
                                 lambda job, lane, idle: _attempt(runner, job.name,
                                                                  pending[job.name], lane, idle),
