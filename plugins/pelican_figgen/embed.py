@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import re
@@ -141,14 +142,15 @@ def fill(template: str, fields: Mapping[str, Any], ref: FigureRef, what: str) ->
         raise FigureError(ref.article, ref.name, f"the {what} cannot be filled: {err}") from None
 
 
-_CAPTIONS: list[markdown.Markdown] = []  # one converter, reset per caption: making one costs
+@functools.cache
+def _caption_converter() -> markdown.Markdown:
+    """The one converter of every caption, reset per caption: making one costs."""
+    return markdown.Markdown(output_format="html")
 
 
 def render_caption(text: str) -> str:
     """Render a caption's inline Markdown (links, emphasis, code) to HTML."""
-    if not _CAPTIONS:
-        _CAPTIONS.append(markdown.Markdown(output_format="html"))
-    rendered = _CAPTIONS[0].reset().convert(text).strip()
+    rendered = _caption_converter().reset().convert(text).strip()
     match = PARAGRAPH.match(rendered)
     return match.group(1) if match else rendered
 
