@@ -93,7 +93,7 @@ def cached(func: F) -> F:
             return _MEMO[key]
         folder = os.environ.get(FOLDER_ENV)
         compute = functools.partial(_seeded, func, args, kwargs)
-        value = _stored(Path(folder), key, compute) if folder else _miss(compute)
+        value = _stored(Path(folder), key, compute) if folder else _as_read(_miss(compute))
         _MEMO[key] = value
         return value
 
@@ -163,12 +163,18 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
-def _miss(compute: Callable[[], Any]) -> Any:
-    """Compute a result that no store had, counting it; return it as a hit would."""
+def _miss(compute: Callable[[], Any]) -> bytes:
+    """Compute a result that no store had, counting it: the pickle a store keeps of it."""
     _STATS["misses"] += 1
-    # Through pickle, as a hit reads it: what pickle drops (a tensor's grad, its graph, memory
-    # shared with another object) is dropped alike, computed or read.
-    return pickle.loads(pickle.dumps(compute(), protocol=PROTOCOL))
+    # The device goes with the value: a figure that only reads it names that device.
+    return pickle.dumps({"value": compute(), "device": harness.device()}, protocol=PROTOCOL)
+
+
+def _as_read(body: bytes) -> Any:
+    """A computed result's value as a hit reads it back from its pickle."""
+    # Through pickle: what pickle drops (a tensor's grad, its graph, memory shared with another
+    # object) is dropped alike, computed or read.
+    return pickle.loads(body)["value"]
 
 
 def _stored(folder: Path, key: str, compute: Callable[[], Any]) -> Any:
@@ -176,18 +182,15 @@ def _stored(folder: Path, key: str, compute: Callable[[], Any]) -> Any:
     path = folder / key[:2] / f"{key}.pickle"
     found = _read(path)
     if found is not None:
-        _touch(path)
-        return _hit(found)
+        return _hit(path, found)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.with_suffix(".lock")):
         found = _read(path)  # another process may have made it while this one waited
         if found is not None:
-            _touch(path)  # renamed into place, it bears the time it was written aside
-            return _hit(found)
-        value = _miss(compute)
-        # The device goes with the value: a figure that only reads it names that device.
-        _write(path, {"value": value, "device": harness.device()})
-        return value
+            return _hit(path, found)
+        body = _miss(compute)
+        _write(path, body)
+        return _as_read(body)
 
 
 def _touch(path: Path) -> None:
@@ -196,8 +199,9 @@ def _touch(path: Path) -> None:
         os.utime(path)
 
 
-def _hit(stored: dict[str, Any]) -> Any:
-    """A stored result's value, its device noted for the run's provenance; counted."""
+def _hit(path: Path, stored: dict[str, Any]) -> Any:
+    """A stored result's value, its device noted for the run's provenance; counted, marked used."""
+    _touch(path)  # also a result another process renamed into place, timed when written aside
     _STATS["hits"] += 1
     harness.computed_on(stored["device"])
     return stored["value"]
@@ -271,9 +275,8 @@ def _warn(message: str) -> None:
     _STATS["warnings"].append(message)
 
 
-def _write(path: Path, value: Any) -> None:
-    """Store value at path atomically: written aside (named by pid), then renamed."""
-    body = pickle.dumps(value, protocol=PROTOCOL)
+def _write(path: Path, body: bytes) -> None:
+    """Store a pickle at path, its checksum first, atomically: written aside, then renamed."""
     # Named as the plugin's own leftovers are (".name.pid.tmp"): a build drops them once their
     # process is gone, a kill -9 or the out-of-memory killer included.
     aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
