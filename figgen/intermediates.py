@@ -296,7 +296,7 @@ def _seeded(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> An
     if torch is None:
         harness.seed_on_import("torch", seed)  # a lazy import during func starts seeded
     random.seed(seed)
-    numpy.random.seed(seed)
+    harness.seed_numpy(numpy, seed)
     if torch is not None:
         torch.manual_seed(seed)  # CUDA's generators too, once it is initialized
     try:
