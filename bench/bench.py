@@ -101,8 +101,6 @@ def cold_builds(project: Project) -> dict:
     print("cold build, serial, each figure its own interpreter (no warm server)...", flush=True)
     _, direct, _ = project.build("cache-direct", "out-direct", jobs=1, preload=False)
     compute = sum(pool["compute"].values())
-    startup = {name: pool["ran"][name] - pool["compute"][name] for name in pool["ran"]}
-    alone = {name: direct["ran"][name] - direct["compute"][name] for name in direct["ran"]}
     root = project.root.parent
     return {
         "cold_pool_s": round(pool_s, 2), "cold_serial_s": round(serial_s, 2),
@@ -111,12 +109,17 @@ def cold_builds(project: Project) -> dict:
         "cold_over_compute": round(pool_s / compute, 3),
         # The same without the pool's help: what start-up and imports still add, figure by figure.
         "serial_over_compute": round(serial_s / sum(serial["compute"].values()), 3),
-        "startup_per_figure_warm_s": round(statistics.mean(startup.values()), 3),
-        "startup_per_figure_direct_s": round(statistics.mean(alone.values()), 3),
+        "startup_per_figure_warm_s": _startup(pool),
+        "startup_per_figure_direct_s": _startup(direct),
         "peak_rss_gib": round(peak / 2**30, 3),
         "pool_same_bytes_as_serial": same_images(root / "out-pool", root / "out-serial")
         and same_images(root / "out-pool", root / "out-direct"),
     }
+
+
+def _startup(report: dict) -> float:
+    """Mean start-up and imports per figure of a build: each run's time less its compute."""
+    return round(statistics.mean(report["ran"][n] - report["compute"][n] for n in report["ran"]), 3)
 
 
 def rebuilds(project: Project) -> dict:
