@@ -19,6 +19,7 @@ from pelican_figgen import discover, embed
 from pelican_figgen.discover import FigureRef
 from pelican_figgen.errors import FigureBuildError, FigureError
 from pelican_figgen.markdown_ext import FigureReferenceExtension
+from pelican_figgen.settings import merge
 from test_build import figures
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -247,13 +248,13 @@ def md(text: str) -> str:
 
 
 @pytest.mark.parametrize("name", ["a b", 'a"b', "a&quot;b", "", "sub/a b/c"])
-def test_a_malformed_name_is_marked_beside_the_other_references(name: str) -> None:
+def test_a_malformed_name_is_marked_beside_the_other_references(name: str, tmp_path: Path) -> None:
     html = md(f'![one]({{figure}}{name} "c")\n\n![two]({{figure}}ok "d")\n')
     refs = discover.find_refs("post.md", html)
     assert [r.name for r in refs] == [name.replace("&quot;", '"'), "ok"]
     assert discover.stray_errors("post.md", html) == []
     with pytest.raises(FigureError, match=rf"not a figure name .*{re.escape(repr(refs[0].name))}"):
-        discover.load_figure("post.md", refs[0].name, None, [])  # type: ignore[arg-type]
+        discover.load_figure("post.md", refs[0].name, merge({}, tmp_path / "content"), ["ok"])
 
 
 def test_a_stray_reference_is_an_error_and_the_others_still_found() -> None:
