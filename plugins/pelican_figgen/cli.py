@@ -64,10 +64,9 @@ def load(settings_file: Path) -> Project:
     for path in sorted(Path(conf["PATH"]).rglob("*")):
         if path.suffix in MARKDOWN_SUFFIXES and path.is_file():
             article = path.resolve().relative_to(settings.root).as_posix()
-            try:
-                refs += discover.find_refs(article, md.reset().convert(path.read_text("utf-8")))
-            except FigureError as err:
-                errors.append(err)
+            html = md.reset().convert(path.read_text("utf-8"))
+            errors += discover.stray_errors(article, html)
+            refs += discover.find_refs(article, html)
     return Project(settings, tuple(refs), tuple(errors))
 
 

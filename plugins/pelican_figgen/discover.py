@@ -58,22 +58,28 @@ class _Attrs(HTMLParser):
 
 
 def find_refs(article: str, html: str) -> list[FigureRef]:
-    """List the figure references marked in an article's HTML."""
+    """List the figure references marked in an article's HTML, malformed names included."""
     refs = []
     for match in MARKER.finditer(html):
         parser = _Attrs()
         parser.feed(match.group())
         a = parser.attrs
-        refs.append(FigureRef(article, a["name"], a["alt"], a.get("caption", ""), match.group()))
-    stray = STRAY.search(MARKER.sub("", html))
-    if stray:
-        raise FigureError(
+        refs.append(FigureRef(article, a.get("name", ""), a.get("alt", ""),
+                              a.get("caption", ""), match.group()))
+    return refs
+
+
+def stray_errors(article: str, html: str) -> list[FigureError]:
+    """An error for each `{figure}` link that is not a paragraph of its own."""
+    return [
+        FigureError(
             article,
             stray["name"],
             "a figure reference must be a paragraph of its own, written "
             '![alt text]({figure}name "caption")',
         )
-    return refs
+        for stray in STRAY.finditer(MARKER.sub("", html))
+    ]
 
 
 def script_names(scripts: Path) -> list[str]:

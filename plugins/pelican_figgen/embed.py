@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import html
+import logging
 import re
-from collections.abc import Mapping, MutableMapping
+import string
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +21,26 @@ from pygments.formatters import HtmlFormatter
 
 from . import provenance
 from .cache import Record, Store, copy_unless_same, write_atomic
-from .discover import Figure, FigureRef
+from .discover import Figure, FigureRef, find_refs
 from .errors import FigureError
+from .markdown_ext import MARKER_TAG
 from .settings import FiggenSettings
+
+logger = logging.getLogger(__name__)
 
 PARAGRAPH = re.compile(r"^<p>(.*)</p>$", re.S)
 DENSITY_MARK = "data-figgen-density="  # on <img> until the page is written, then srcset
 DENSITY_IMG = re.compile(r'<img\b[^>]*?\s' + DENSITY_MARK + r'"(\d+)"[^>]*>')
 SRC = re.compile(r'\ssrc="([^"]*)"')
+# A caption's `{field}` slot while Markdown renders the caption: letters and digits only, so
+# Markdown reads nothing in it; the run's value, HTML-escaped, replaces it afterwards.
+SLOT = re.compile(r"figgenslot(\d+)e")
+SAFE_SCHEMES = {"http", "https", "mailto"}  # and relative URLs, which have no scheme
+SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+# Browsers ignore ASCII white space and control characters inside a URL's scheme.
+URL_IGNORED = re.compile(r"[\x00-\x20\x7f]")
+ANCHOR_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+LEFTOVER = re.compile(rf"<{MARKER_TAG}\b[^>]*>(?:\s*</{MARKER_TAG}\s*>)?|</{MARKER_TAG}\s*>")
 
 
 @dataclass(frozen=True)
@@ -87,7 +102,7 @@ def figure_html(
 ) -> str:
     """The <figure> that replaces one reference; `stale` says why it is not fresh, if not."""
     alt = html.escape(fill(ref.alt, record.fields, ref, "alt text"), quote=True)
-    caption = render_caption(fill(ref.caption, record.fields, ref, "caption"))
+    caption = caption_html(ref, record.fields)
     loading = ' loading="lazy"' if lazy else ""
     anchor = _anchor(ref)
     mark = f'  <p class="figgen-stale-mark">stale: {html.escape(stale)}</p>\n' if stale else ""
@@ -95,8 +110,8 @@ def figure_html(
     density = f' {DENSITY_MARK}"{where.density}"' if where.density > 1 else ""
     return (
         f'<figure class="figgen{" figgen-stale" if stale else ""}" id="{anchor}">\n{mark}'
-        f'  <img src="{where.image}" alt="{alt}" width="{where.width}" '
-        f'height="{where.height}"{loading} decoding="async"{density}>\n'
+        f'  <img src="{html.escape(where.image, quote=True)}" alt="{alt}" '
+        f'width="{where.width:d}" height="{where.height:d}"{loading} decoding="async"{density}>\n'
         f"  <figcaption>\n"
         f'    <span class="figgen-caption">{caption}</span>\n'
         f'    <a class="figgen-source" href="{html.escape(where.source, quote=True)}">'
@@ -112,7 +127,8 @@ def figure_html(
 
 def _anchor(ref: FigureRef) -> str:
     """The id of a reference's figure: its error box, standing in for it, keeps the same."""
-    return "fig-" + ref.name.replace("/", "-")
+    # Only [A-Za-z0-9_-]: a malformed name (quotes, spaces) cannot leave the attribute.
+    return "fig-" + ANCHOR_UNSAFE.sub("-", ref.name)
 
 
 def error_html(ref: FigureRef, errors: list[FigureError]) -> str:
@@ -130,22 +146,100 @@ def error_html(ref: FigureRef, errors: list[FigureError]) -> str:
 
 def fill(template: str, fields: Mapping[str, Any], ref: FigureRef, what: str) -> str:
     """Put the run's values into `{field}` slots of an alt text or caption."""
+    return _filled(lambda: template.format_map(fields), fields, ref, what)
+
+
+def _filled(
+    format_: Callable[[], str], fields: Mapping[str, Any], ref: FigureRef, what: str
+) -> str:
+    """Call `format_`, turning a slot it cannot fill into an error naming the reference."""
     try:
-        return template.format_map(fields)
+        return format_()
     except KeyError as err:
         known = ", ".join(sorted(fields)) or "none"
         raise FigureError(
             ref.article, ref.name, f"the {what} quotes {{{err.args[0]}}}, which the script "
             f"did not set (it set: {known})"
         ) from None
-    except (ValueError, IndexError, AttributeError) as err:
+    except (ValueError, IndexError, AttributeError, TypeError) as err:
         raise FigureError(ref.article, ref.name, f"the {what} cannot be filled: {err}") from None
+
+
+class _Slots(string.Formatter):
+    """Format each `{field}` of a caption, leaving a slot Markdown cannot read in its place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[str] = []
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        # A nested spec ({x:{width}}) was slotted first: it needs the plain value back.
+        # A nested spec ({x:{width}}) was slotted first: it needs its plain value back.
+        self.values.append(format(value, self.put(format_spec, str)))
+        return f"figgenslot{len(self.values) - 1}e"
+
+    def put(self, text: str, escape: Callable[[str], str]) -> str:
+        """Replace each slot in text by its value, through `escape`, in one pass."""
+        def value(slot: re.Match) -> str:
+            index = int(slot.group(1))
+            return escape(self.values[index]) if index < len(self.values) else slot.group()
+
+        return SLOT.sub(value, text)
+
+
+def caption_html(ref: FigureRef, fields: Mapping[str, Any]) -> str:
+    """A caption as HTML: the author's Markdown rendered, the run's values as escaped text."""
+    slots = _Slots()
+    template = _filled(lambda: slots.vformat(ref.caption, (), fields), fields, ref, "caption")
+    rendered = render_caption(template)
+    # One pass: a value that looks like a slot is not expanded again.
+    caption = slots.put(rendered, lambda value: html.escape(value, quote=True))
+    for url in _urls(caption):
+        if not safe_url(url):
+            raise FigureError(
+                ref.article, ref.name, f"the caption links to {url!r}: only http, https, "
+                "mailto and relative links are allowed"
+            )
+    return caption
+
+
+def safe_url(url: str) -> bool:
+    """Whether a link or image URL is http, https, mailto or relative (no scheme)."""
+    scheme = SCHEME.match(URL_IGNORED.sub("", url))
+    return scheme is None or scheme.group(1).lower() in SAFE_SCHEMES
+
+
+class _Urls(HTMLParser):
+    """Collect every URL-valued attribute of an HTML fragment, entities decoded."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [v or "" for k, v in attrs if k in ("href", "src", "srcset", "action")]
+
+
+def _urls(fragment: str) -> list[str]:
+    """The URLs an HTML fragment links to or loads."""
+    parser = _Urls()
+    parser.feed(fragment)
+    parser.close()
+    return parser.urls
+
+
+class _EscapeRawHtml(markdown.Extension):
+    """Show raw HTML in a caption as text: a caption is Markdown, never markup."""
+
+    def extendMarkdown(self, md: markdown.Markdown) -> None:  # noqa: N802 (Markdown's API)
+        md.preprocessors.deregister("html_block")
+        md.inlinePatterns.deregister("html")
 
 
 @functools.cache
 def _caption_converter() -> markdown.Markdown:
     """The one converter of every caption, reset per caption: making one costs."""
-    return markdown.Markdown(output_format="html")
+    return markdown.Markdown(output_format="html", extensions=[_EscapeRawHtml()])
 
 
 def render_caption(text: str) -> str:
@@ -153,6 +247,22 @@ def render_caption(text: str) -> str:
     rendered = _caption_converter().reset().convert(text).strip()
     match = PARAGRAPH.match(rendered)
     return match.group(1) if match else rendered
+
+
+def without_markers(text: str, where: str) -> tuple[str, list[FigureError]]:
+    """Replace every reference marker left in a page by an error box: none reaches a reader."""
+    errors: list[FigureError] = []
+
+    def box(match: re.Match) -> str:
+        if match.group().startswith("</"):  # the end tag of a marker already boxed
+            return ""
+        found = find_refs(where, match.group() + f"</{MARKER_TAG}>")
+        ref = found[0] if found else FigureRef(where, "", "", "", match.group())
+        errors.append(FigureError(where, ref.name, "this reference was never replaced by its "
+                                  "figure (is another plugin changing the page?)"))
+        return error_html(ref, errors[-1:])
+
+    return LEFTOVER.sub(box, text), errors
 
 
 def _write_if_changed(target: Path, text: str) -> None:
@@ -170,16 +280,27 @@ def add_srcset(path: str, context: Mapping[str, Any]) -> None:
     page = Path(path)
     if page.suffix == ".html":
         text = page.read_text(encoding="utf-8")
-        if DENSITY_MARK in text:
-            write_atomic(page, with_srcset(text))
+        if DENSITY_MARK in text or MARKER_TAG in text:
+            write_atomic(page, with_srcset(_guarded(text, path)))
 
 
 def add_srcset_to_feed(context: Mapping[str, Any], feed: Any) -> None:
     """The same for the entries of a feed, before it is written."""
     for item in feed.items:
         for key in ("content", "description"):
-            if DENSITY_MARK in (item.get(key) or ""):
-                item[key] = with_srcset(item[key])
+            text = item.get(key) or ""
+            if DENSITY_MARK in text or MARKER_TAG in text:
+                item[key] = with_srcset(_guarded(text, item.get("link") or "a feed entry"))
+
+
+def _guarded(text: str, where: str) -> str:
+    """A page or feed entry without reference markers; each one left is logged as an error."""
+    if MARKER_TAG not in text:
+        return text
+    text, errors = without_markers(text, where)
+    for error in errors:
+        logger.error("figgen: %s", error.describe())
+    return text
 
 
 def with_srcset(html_text: str) -> str:

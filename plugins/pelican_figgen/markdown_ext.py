@@ -16,7 +16,9 @@ from markdown.blockprocessors import BlockProcessor
 MARKER_TAG = "figgen-ref"
 REFERENCE = re.compile(
     r"""!\[(?P<alt>[^\]]*)\]            # ![alt text]
-        \(\{figure\}(?P<name>[^\s)"]*)  # ({figure}name
+        # ({figure}name: anything up to the caption or the ")", so a malformed name (a space,
+        # a quote) is still marked, and the discover phase can quote it in its error.
+        \(\{figure\}(?P<name>[^)\n]*?)
         (?:\s+"(?P<caption>(?:[^"\\]|\\.)*)")?  # optional "caption", \" escapes a quote
         \s*\)""",
     re.X,

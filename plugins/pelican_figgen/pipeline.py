@@ -125,10 +125,10 @@ def _discover(
     """Find the references of every content object, keyed by the object's id."""
     refs = {}
     for content in contents:
-        try:
-            refs[id(content)] = discover.find_refs(_article(content, settings), content._content)
-        except FigureError as err:
-            errors.append(err)
+        article = _article(content, settings)
+        # A stray link is an error of its own: the article's other references still render.
+        errors.extend(discover.stray_errors(article, content._content))
+        refs[id(content)] = discover.find_refs(article, content._content)
     return refs
 
 
@@ -257,6 +257,9 @@ def _embed(
                 mine = [e for e in errors if (e.article, e.reference) == (ref.article, ref.name)]
                 tag = embed.error_html(ref, mine)
             html = html.replace(ref.marker, tag, 1)
+        # Every marker is replaced above; one left (changed by another plugin?) is an error.
+        html, leftovers = embed.without_markers(html, _article(content, settings))
+        errors.extend(leftovers)
         content._content = html
 
 

@@ -52,15 +52,16 @@ def record_json(record: Record, script: str) -> str:
 def disclosure_html(record: Record, script: str, json_url: str) -> str:
     """A <details> saying how the figure was made; nothing in it varies between builds."""
     params = json.loads(record.params)
+    # Everything shown comes from a record or a setting: escaped, like any text from a run.
     inputs = "".join(
-        f"<li><code>{html.escape(path)}</code> <code>{digest[:HASH_SHOWN]}</code></li>"
+        f"<li><code>{html.escape(path)}</code> <code>{html.escape(digest[:HASH_SHOWN])}</code></li>"
         for path, digest in sorted(record.inputs.items(), key=lambda kv: kv[0] != script)
     )
     versions = ", ".join(f"{k} {v}" for k, v in sorted(record.environment.items())
                          if k != "threads")
-    setting = f"seed {params['seed']}"
+    setting = f"seed {html.escape(str(params['seed']))}"
     if "threads" in record.environment:
-        setting += f", {record.environment['threads']} compute thread(s)"
+        setting += f", {html.escape(record.environment['threads'])} compute thread(s)"
     if params["params"]:
         setting += f", parameters <code>{html.escape(json.dumps(params['params']))}</code>"
     rows = [
@@ -87,4 +88,4 @@ def _commit_html(provenance: Any) -> str:
         return "unknown (not built from a git checkout)"
     mark = ' <strong class="figgen-dirty">with uncommitted changes</strong>' \
         if provenance.get("dirty") else ""
-    return f"<code>{commit[:HASH_SHOWN]}</code>{mark}"
+    return f"<code>{html.escape(commit[:HASH_SHOWN])}</code>{mark}"
