@@ -173,7 +173,6 @@ class _Slots(string.Formatter):
         self.values: list[str] = []
 
     def format_field(self, value: Any, format_spec: str) -> str:
-        # A nested spec ({x:{width}}) was slotted first: it needs the plain value back.
         # A nested spec ({x:{width}}) was slotted first: it needs its plain value back.
         self.values.append(format(value, self.put(format_spec, str)))
         return f"figgenslot{len(self.values) - 1}e"
