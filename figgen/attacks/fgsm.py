@@ -13,7 +13,7 @@ from figgen.attacks._common import eval_mode, input_gradient
 
 
 def fgsm(
-    model: nn.Module, images: Tensor, labels: Tensor, eps: float, targeted: bool = False
+    model: nn.Module, images: Tensor, labels: Tensor, eps: float, *, targeted: bool = False
 ) -> Tensor:
     """Return FGSM adversarial images within eps (L-infinity) of ``images``, in [0, 1].
 

@@ -23,6 +23,7 @@ def pgd(
     eps: float,
     alpha: float,
     steps: int,
+    *,
     random_start: bool = False,
     targeted: bool = False,
     early_stop: bool = False,
