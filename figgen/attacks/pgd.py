@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from figgen.attacks._common import eval_mode, input_gradient, succeeded
+from figgen.attacks._common import (
+    check_count,
+    check_inputs,
+    check_size,
+    eval_mode,
+    input_gradient,
+    succeeded,
+)
 
 
 def pgd(
@@ -23,6 +30,7 @@ def pgd(
     eps: float,
     alpha: float,
     steps: int,
+    *,
     random_start: bool = False,
     targeted: bool = False,
     early_stop: bool = False,
@@ -35,11 +43,13 @@ def pgd(
     Arguments:
         model: a differentiable classifier taking images in [0, 1], shape [B, ...], to
             logits [B, C]; it runs in eval mode during the attack and gets its own modes back.
-        images: natural images in [0, 1], shape [B, ...], on the model's device.
-        labels: class indices [B]: the true classes (untargeted) or the targets (targeted).
-        eps: the L-infinity budget in input units (e.g. 8 / 255); no default.
-        alpha: the size of each signed step in input units; no default.
-        steps: the number of steps; no default.
+        images: natural images in [0, 1], shape [B, ...] ((B, C, H, W) for images), of the
+            model's dtype and on its device.
+        labels: integer class indices [B] in [0, classes): the true classes (untargeted) or
+            the targets (targeted).
+        eps: the L-infinity budget in input units (e.g. 8 / 255), finite and >= 0; no default.
+        alpha: the size of each signed step in input units, finite and > 0; no default.
+        steps: the number of steps, an int >= 1; no default.
         random_start: False (default) starts at the image; True starts at a uniform random
             point of the eps-ball (clipped to [0, 1]), drawn with ``generator``.
         targeted: False (default) ascends the cross-entropy of ``labels``; True descends it.
@@ -49,12 +59,27 @@ def pgd(
         generator: the torch.Generator for the random start (default None: torch's global
             one); the same seeded generator gives the same result.
         check_every: with early_stop, how many steps between the checks whether every item
-            has succeeded (default 8); the check is the loop's only host synchronisation.
+            has succeeded (an int >= 1, default 8); the check is the loop's only host
+            synchronisation.
         progress: wraps the loop over step numbers (default None: no wrapper), e.g. a figure's
             ``ctx.progress`` to show a bar; it sees only integers, so it forces no host sync.
 
     The images are detached; no parameter gradient is accumulated.
+
+    Raises, before any computation: TypeError for images that are not a floating tensor of
+    the model's parameters' dtype, labels that are not an integer tensor, an eps or alpha that
+    is not a number, a steps or check_every that is not an int; ValueError for images outside
+    [0, 1], not [B, ...] with B = len(labels), channels-last (B, H, W, C) or on another device
+    than the model, eps < 0, alpha <= 0, either infinite, steps or check_every < 1, a label
+    < 0 (-100, cross-entropy's ignore_index, would leave the image untouched). A label past
+    the last class raises after the first forward pass, before the loss (on CUDA it would be
+    a device-side assert).
     """
+    check_size("eps", eps, positive=False)
+    check_size("alpha", alpha, positive=True)
+    check_count("steps", steps)
+    check_count("check_every", check_every)
+    labels, largest = check_inputs(model, images, labels)  # [B] int64
     images = images.detach()  # [B, ...]
     lo, hi = images - eps, images + eps  # [B, ...] the L-infinity ball
     adv = images.clone()  # [B, ...]
@@ -67,7 +92,7 @@ def pgd(
     done = torch.zeros(len(images), dtype=torch.bool, device=images.device)  # [B]
     with eval_mode(model):
         for step in (progress or iter)(range(steps)):
-            grad, logits = input_gradient(model, adv, labels)  # [B, ...], [B, C]
+            grad, logits = input_gradient(model, adv, labels, largest=largest)  # [B, ...], [B, C]
             moved = adv + sign * alpha * grad.sign()  # [B, ...]
             moved = torch.minimum(torch.maximum(moved, lo), hi).clamp(0.0, 1.0)  # [B, ...]
             if early_stop:
