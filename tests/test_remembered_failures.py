@@ -20,10 +20,13 @@ from pelican_figgen.settings import merge
 KEEP_GOING = {"scripts": "figs", "on_error": "keep-going"}
 REPLAYED = "nothing it reads changed since"
 
-# beta: counts its runs, imports a helper lazily (as a run that dies cannot report), then fails.
+# beta: counts its runs (first thing: a 1 s time-out may strike while it imports matplotlib),
+# imports a helper lazily (which a run that dies cannot report), then fails.
 FAILING = """\
+with open({log!r}, "a") as log:
+    log.write("run\\n")
+
 import ctypes, os, signal, sys, time
-from pathlib import Path
 
 from figgen.harness import run
 from helpers.common import draw
@@ -31,8 +34,6 @@ from helpers.common import draw
 
 
 def main(ctx):
-    with open({log!r}, "a") as log:
-        log.write("run\\n")
     from helpers import extra  # inside main: read from the source, it still counts
 {body}
 
