@@ -1,14 +1,18 @@
 """What a Python file imports, found by reading it: nothing is imported or run.
 
-Used twice: the build preloads the libraries that several figures import (figgen.forkserver),
-and a cached intermediate's key covers the project files its module imports
-(figgen.intermediates). Every import statement counts, including those inside functions
-and ``try`` blocks: a lazy import is still a dependency.
+Used three times: the build preloads the libraries that several figures import
+(figgen.forkserver), a cached intermediate's key covers the project files its module imports
+(figgen.intermediates), and the plugin runs ``python -m figgen.imports ROOT SCRIPT`` to learn
+what a failed run read when the run could not say (it crashed or was killed). Every import
+statement counts, including those inside functions and ``try`` blocks: a lazy import is still
+a dependency. A file that does not parse is listed, its imports unknown.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -54,7 +58,10 @@ def _package(path: Path, folders: tuple[Path, ...]) -> str:
 @cache
 def _imported(path: Path, package: str) -> tuple[tuple[str, bool], ...]:
     """Absolute dotted names a file's import statements name; True marks a mere candidate."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError):  # still a dependency: editing it may fix what it broke
+        return ()
     names: list[tuple[str, bool]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -101,3 +108,14 @@ def _project_files(name: str, folders: tuple[Path, ...]) -> list[Path]:
             if last:
                 return found
     return []
+
+
+def project_files(root: Path, script: Path) -> list[str]:
+    """The project files below `root` a script imports, transitively, itself first."""
+    found = closure(script, [root, script.parent]).files  # its folder: how `python script` finds
+    root = root.resolve()
+    return [f.relative_to(root).as_posix() for f in found if f.is_relative_to(root)]
+
+
+if __name__ == "__main__":  # python -m figgen.imports ROOT SCRIPT: a JSON list on stdout
+    print(json.dumps(project_files(Path(sys.argv[1]), Path(sys.argv[2]))))

@@ -55,3 +55,14 @@ def test_a_namespace_package_is_followed_and_a_bare_folder_is_not_a_module(
     found = closure(tmp_path / "mod.py", [tmp_path])
     assert [f.name for f in found.files] == ["mod.py", "util.py"]
     assert found.external == ("docs", "yaml")
+
+
+def test_a_file_that_does_not_parse_is_listed_and_not_followed(tmp_path: Path) -> None:
+    tree(tmp_path, {
+        "fig.py": "import numpy\nfrom pkg import broken\n",
+        "pkg/__init__.py": "",
+        "pkg/broken.py": "import torch\ndef oops(:\n",  # its imports cannot be known
+    })
+    found = closure(tmp_path / "fig.py", [tmp_path])
+    assert [f.name for f in found.files] == ["fig.py", "__init__.py", "broken.py"]
+    assert found.external == ("numpy",)

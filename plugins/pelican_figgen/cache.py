@@ -61,12 +61,14 @@ class Record:
 
 @dataclass(frozen=True)
 class Failure:
-    """Why a figure's last run failed and, when the run could say, every input it read."""
+    """Why a figure's last run failed, and every input it read or may have read."""
 
     name: str
     cause: str
     detail: str
-    inputs: Mapping[str, str | None] | None  # None: it crashed before listing its imports
+    # The run's list of imports where it left one, and its script's as read statically.
+    # None: saved by an older build, which listed nothing for a crash: it runs again.
+    inputs: Mapping[str, str | None] | None
     params: str
     environment: Mapping[str, str]
 

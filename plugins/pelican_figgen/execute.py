@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,6 +27,7 @@ from .run import RunResult, run_figure, script_env
 from .settings import FiggenSettings
 
 logger = logging.getLogger(__name__)
+STATIC_TIMEOUT = 60  # seconds for reading a script's imports: parsing, far less in practice
 
 
 @dataclass(frozen=True)
@@ -267,13 +269,30 @@ def _run(
             record = None
             result = RunResult(False, result.seconds, result.out_dir, f"bad output: {err!r}")
     if record is None:
-        read = None if result.modules is None else \
-            _inputs(result.modules, before, settings, hashes)
+        read = _inputs((*static_imports(settings, figure.script), *(result.modules or ())),
+                       before, settings, hashes)
         store.save_failure(Failure(figure.name, result.cause, result.detail, read,
                                    expected.params, expected.environment))
         return None, result
     store.save(record)
     return record, result
+
+
+def static_imports(settings: FiggenSettings, script: Path) -> tuple[str, ...]:
+    """The project files a script imports, read from their source (figgen.imports)."""
+    # What a failed run read, when it could not say: a time-out, a crash or a kill leaves no
+    # list. Read by the scripts' interpreter, as the warm server reads them: the plugin does
+    # not import the blog's library. Imports inside functions count: the run may have got there.
+    argv = [settings.python, "-m", "figgen.imports", str(settings.root), str(script)]
+    try:
+        out = subprocess.run(argv, cwd=settings.root, env=script_env(settings),
+                             capture_output=True, text=True, timeout=STATIC_TIMEOUT, check=True)
+        found = json.loads(out.stdout)
+    except (OSError, ValueError, subprocess.SubprocessError) as err:
+        logger.warning("figgen: cannot read what %s imports (%s): keep-going builds will not "
+                       "run it again for an edit to a module it imports", script, err)
+        return ()
+    return tuple(str(rel) for rel in found)
 
 
 def _reports(

@@ -205,9 +205,9 @@ def _report(line: bytes, progress: Progress | None) -> None:
 
 def _failed_modules(out_dir: Path) -> tuple[str, ...] | None:
     """The project modules a failed run imported, from the manifest the harness left."""
-    try:
+    try:  # a failure's manifest, or a finished run's whose images are bad
         manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-        return tuple(manifest["modules"]) if manifest.get("failed") else None
+        return tuple(str(module) for module in manifest["modules"])
     except (OSError, ValueError, KeyError, TypeError):  # it crashed before saying
         return None
 
@@ -233,7 +233,7 @@ def _check_outputs(out_dir: Path, seconds: float) -> RunResult:
         return RunResult(False, seconds, out_dir, cause=cause)
     cause = _manifest_problem(manifest) or _images_problem(out_dir, manifest["images"])
     if cause:
-        return RunResult(False, seconds, out_dir, cause=cause)
+        return RunResult(False, seconds, out_dir, cause=cause, modules=_failed_modules(out_dir))
     return RunResult(True, seconds, out_dir, manifest=manifest)
 
 
