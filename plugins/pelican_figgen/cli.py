@@ -29,7 +29,7 @@ from rich.logging import RichHandler
 from . import cache, discover, pipeline, progress, verify
 from .cache import Hashes, Record, Store
 from .discover import Figure, FigureRef
-from .errors import FigureError
+from .errors import FigureError, SettingsError
 from .markdown_ext import FigureReferenceExtension
 from .settings import FiggenSettings, merge
 
@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = COMMANDS[args.command](load(args.settings), args)
         sys.stdout.flush()  # here, where a closed pipe can still be caught
+    except SettingsError as err:  # a wrong FIGGEN key or FIGGEN_* variable: its message says all
+        logger.error("figgen: %s", err)
+        return 1
     except BrokenPipeError:  # `list | head`: the reader has all it wanted
         # Python flushes stdout again at exit: point it at /dev/null so that is quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
