@@ -164,16 +164,25 @@ def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
     s, errors = project.settings, []
     outcome = pipeline.make(figures(project, [], errors), s, project.articles)
     pipeline.save_report(s, outcome)
-    source, freeze = Store(s.cache_dir), Store(s.freeze_dir)
+    freeze = Store(s.freeze_dir)
+    try:
+        _copy_into(freeze, outcome, Store(s.cache_dir))
+        _prune(freeze, set(project.articles))
+    except OSError as err:  # a read-only checkout, say
+        raise SettingsError(f"FIGGEN['freeze_dir'] is {s.freeze_dir}, which cannot be written "
+                            f"({err.strerror or err}): make it writable to freeze") from None
+    print(f"froze {len(outcome.records) - len(outcome.stale)} figure(s) into {s.freeze_dir}")
+    return _finish(errors + outcome.errors)
+
+
+def _copy_into(freeze: Store, outcome: pipeline.Outcome, source: Store) -> None:
+    """Copy every figure made or found fresh into the freeze, images first, then its record."""
     for name, record in outcome.records.items():
         if name in outcome.stale:  # its run failed: keep what was frozen before
             continue
         for image in record.images:  # put re-copies a frozen image that is missing or damaged
             freeze.put(source.object_path(image), image.width, image.height)
         freeze.save(record)
-    _prune(freeze, set(project.articles))
-    print(f"froze {len(outcome.records) - len(outcome.stale)} figure(s) into {s.freeze_dir}")
-    return _finish(errors + outcome.errors)
 
 
 def _prune(freeze: Store, keep: set[str]) -> None:
