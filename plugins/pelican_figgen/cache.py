@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+_UNWRITABLE: set[Path] = set()  # cache folders a build could not write in, warned about once
 FORMAT = 2  # bump when the record layout changes: old records then read as "never run"
 
 
@@ -307,6 +308,18 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = _aside(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_optional(path: Path, text: str, cache_dir: Path) -> None:
+    """Write a file a build can do without (its report, a memo); a read-only cache only warns."""
+    try:
+        write_atomic(path, text)
+    except OSError as err:  # a read-only checkout or container: the build has what it needs
+        if cache_dir not in _UNWRITABLE:
+            _UNWRITABLE.add(cache_dir)
+            logger.warning("figgen: cannot write in FIGGEN['cache_dir'] %s (%s): the build "
+                           "goes on without keeping its report and highlighted code there",
+                           cache_dir, err.strerror or err)
 
 
 def _aside(path: Path) -> Path:

@@ -29,7 +29,7 @@ from rich.logging import RichHandler
 from . import cache, discover, pipeline, progress, verify
 from .cache import Hashes, Record, Store
 from .discover import Figure, FigureRef
-from .errors import FigureError
+from .errors import FigureError, SettingsError
 from .markdown_ext import FigureReferenceExtension
 from .settings import FiggenSettings, merge
 
@@ -163,16 +163,25 @@ def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
     s, errors = project.settings, []
     outcome = pipeline.make(figures(project, [], errors), s, project.articles)
     pipeline.save_report(s, outcome)
-    source, freeze = Store(s.cache_dir), Store(s.freeze_dir)
+    freeze = Store(s.freeze_dir)
+    try:
+        _copy_into(freeze, outcome, Store(s.cache_dir))
+        _prune(freeze, set(project.articles))
+    except OSError as err:  # a read-only checkout, say
+        raise SettingsError(f"FIGGEN['freeze_dir'] is {s.freeze_dir}, which cannot be written "
+                            f"({err.strerror or err}): make it writable to freeze") from None
+    print(f"froze {len(outcome.records) - len(outcome.stale)} figure(s) into {s.freeze_dir}")
+    return _finish(errors + outcome.errors)
+
+
+def _copy_into(freeze: Store, outcome: pipeline.Outcome, source: Store) -> None:
+    """Copy every figure made or found fresh into the freeze, images first, then its record."""
     for name, record in outcome.records.items():
         if name in outcome.stale:  # its run failed: keep what was frozen before
             continue
         for image in record.images:  # put re-copies a frozen image that is missing or damaged
             freeze.put(source.object_path(image), image.width, image.height)
         freeze.save(record)
-    _prune(freeze, set(project.articles))
-    print(f"froze {len(outcome.records) - len(outcome.stale)} figure(s) into {s.freeze_dir}")
-    return _finish(errors + outcome.errors)
 
 
 def _prune(freeze: Store, keep: set[str]) -> None:
@@ -248,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = COMMANDS[args.command](load(args.settings), args)
         sys.stdout.flush()  # here, where a closed pipe can still be caught
+    except SettingsError as err:  # a wrong FIGGEN key or FIGGEN_* variable: its message says all
+        logger.error("figgen: %s", err)
+        return 1
     except BrokenPipeError:  # `list | head`: the reader has all it wanted
         # Python flushes stdout again at exit: point it at /dev/null so that is quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -12,15 +12,21 @@ from typing import Any
 
 from .errors import FigureError
 from .markdown_ext import MARKER_TAG
-from .settings import FiggenSettings
+from .settings import FiggenSettings, seconds
 
 MARKER = re.compile(rf"<{MARKER_TAG}\b[^>]*>\s*</{MARKER_TAG}>")
 # A `{figure}` link that did not stand alone in its paragraph (code samples may show it freely).
 STRAY = re.compile(r"""(?:src|href)\s*=\s*["']\{figure\}(?P<name>[^"']*)""")
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(/[A-Za-z0-9_][A-Za-z0-9_-]*)*")
-# What a script may say in __figure__: data files it reads, its own time-out, whether it
-# wants a GPU (it then runs in the GPU queue when the machine has one).
-DECLARABLE = {"data": list, "timeout": (int, float), "gpu": bool}
+# What a script may say in __figure__, each with its check and what it accepts: data files
+# it reads, its own time-out, whether it wants a GPU (it then runs in the GPU queue when the
+# machine has one).
+DECLARABLE: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(p, str) and p for p in v),
+             "a list of data file paths (str), relative to the project root"),
+    "timeout": (lambda v: _is_seconds(v), "a number of seconds > 0"),
+    "gpu": (lambda v: isinstance(v, bool), "True or False"),
+}
 
 
 @dataclass(frozen=True)
@@ -151,17 +157,38 @@ def declarations(script: Path, article: str, name: str) -> dict[str, Any]:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "__figure__" for t in node.targets
         ):
-            try:
-                found = ast.literal_eval(node.value)
-            except ValueError:
-                raise FigureError(article, name, "__figure__ must be a literal dict") from None
-            for key, value in found.items():
-                if key not in DECLARABLE or not isinstance(value, DECLARABLE[key]):
-                    raise FigureError(
-                        article, name, f"__figure__ key {key!r}: expected one of {DECLARABLE}"
-                    )
-            return found
+            return _checked(node.value, script, article, name)
     return {}
+
+
+def _checked(node: ast.expr, script: Path, article: str, name: str) -> dict[str, Any]:
+    """The literal dict of a `__figure__`, each key checked against DECLARABLE."""
+    try:
+        found = ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        found = None  # not a literal (a name, a call, an unhashable key)
+    if not isinstance(found, dict):
+        cause = f"{script.name}: __figure__ must be a literal dict, such as {{'timeout': 120}}"
+        raise FigureError(article, name, cause)
+    for key, value in found.items():
+        if key not in DECLARABLE:
+            cause = f"{script.name}: __figure__ has unknown key {key!r} (known: " \
+                f"{', '.join(DECLARABLE)})"
+            raise FigureError(article, name, cause)
+        check, accepts = DECLARABLE[key]
+        if not check(value):
+            cause = f"{script.name}: __figure__[{key!r}] is {value!r}; expected {accepts}"
+            raise FigureError(article, name, cause)
+    return found
+
+
+def _is_seconds(value: Any) -> bool:
+    """Whether a value is a time-out the settings would accept too."""
+    try:
+        seconds(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _data_path(root: Path, declared: str, article: str, name: str) -> Path:

@@ -20,7 +20,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 
 from . import provenance
-from .cache import Record, Store, copy_unless_same, write_atomic
+from .cache import Record, Store, copy_unless_same, write_atomic, write_optional
 from .discover import Figure, FigureRef, find_refs
 from .errors import FigureError
 from .markdown_ext import MARKER_TAG
@@ -90,7 +90,7 @@ def publish(
         static_content[page] = StaticLink(page)
         source = "{static}/" + page
     record_link = "{static}/" + record_url
-    code = _highlighted(figure.script, settings.cache_dir / "code")
+    code = _highlighted(figure.script, settings.cache_dir)
     density = _pixel_width(output_path / image_url) // image.width or 1
     return Published(
         "{static}/" + image_url, source, image.width, image.height, record_link, code, density
@@ -326,13 +326,13 @@ def _highlighted(script: Path, cache_dir: Path) -> str:
     """The script as highlighted HTML, kept by content hash: a no-op build highlights nothing."""
     source = script.read_text(encoding="utf-8")
     digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
-    cached = cache_dir / f"{digest}-pygments-{pygments_version}.html"
+    cached = cache_dir / "code" / f"{digest}-pygments-{pygments_version}.html"
     if cached.is_file():
         return cached.read_text(encoding="utf-8")
     from pygments.lexers.python import PythonLexer  # here: a no-op build never needs it
 
     code = highlight(source, PythonLexer(), HtmlFormatter())
-    write_atomic(cached, code)
+    write_optional(cached, code, cache_dir)  # a read-only cache: highlighted again next build
     return code
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 
-class SettingsError(Exception):
-    """The FIGGEN setting is wrong."""
+class SettingsError(SystemExit):
+    """The FIGGEN setting (or a FIGGEN_* variable) is wrong: the message names it.
+
+    A SystemExit, as FigureBuildError: Pelican, which logs any Exception with its traceback,
+    lets it through, and Python prints the message alone and exits with status 1.
+    """
 
 
 class FigureError(Exception):

@@ -20,7 +20,7 @@ from typing import Any
 from . import cache, launch, progress, provenance, schedule
 from .cache import Expected, Failure, Hashes, Record, Store
 from .discover import Figure
-from .errors import FigureError
+from .errors import FigureError, SettingsError
 from .launch import WarmServer
 from .pipeline import Outcome
 from .run import RunResult, run_figure, script_env
@@ -100,7 +100,7 @@ def _pool(
     jobs = [_job(settings, name, job) for name, job in pending.items()]
     # Found only when a figure wants one: nvidia-smi may take seconds to answer.
     gpus = _gpus(settings) if scripts and any(job.gpu for job in jobs) else ()
-    scratch = store.scratch()
+    scratch = _scratch(store, list(pending))
     with _intermediates(settings, scratch, force) as shared, \
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
         extra = {"FIGGEN_INTERMEDIATES": str(shared),
@@ -112,6 +112,19 @@ def _pool(
                                 lambda job, lane, idle: _attempt(runner, job.name,
                                                                  pending[job.name], lane, idle),
                                 _memory(settings))
+
+
+def _scratch(store: Store, names: list[str]) -> Path:
+    """This build's scratch folder in the cache; one clear error when the cache is read-only."""
+    try:
+        return store.scratch()
+    except OSError as err:  # every run, record and lock needs the cache: nothing can run
+        raise SettingsError(
+            f"FIGGEN['cache_dir'] is {store.path}, which cannot be written ({err.strerror or err}"
+            f"), and {len(names)} figure(s) must run: {', '.join(names)}. Make it writable, set "
+            "FIGGEN['cache_dir'] to a writable folder, or build from the freeze "
+            "(FIGGEN_MODE=frozen)"
+        ) from None
 
 
 def _job(settings: FiggenSettings, name: str, pending: Pending) -> schedule.Job:

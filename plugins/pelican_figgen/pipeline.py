@@ -301,9 +301,8 @@ def save_report(settings: FiggenSettings, outcome: Outcome) -> None:
     )
     if report.ran or report.failed:  # a no-op build needs no table
         logger.info("figgen: time per figure, slowest first:\n%s", "\n".join(report_lines(outcome)))
-    cache.write_atomic(
-        settings.cache_dir / "last-build.json", json.dumps(report.__dict__, indent=1)
-    )
+    cache.write_optional(settings.cache_dir / "last-build.json",
+                         json.dumps(report.__dict__, indent=1), settings.cache_dir)
 
 
 def report_lines(outcome: Outcome) -> list[str]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from .errors import SettingsError
 
@@ -82,9 +85,9 @@ DEFAULTS: dict[str, Any] = {
     # image and its frozen one that still counts as "numerically close" (CPU/GPU differences).
     "verify_tolerance": 0.01,
 }
-CHOICES = {"on_error": ("strict", "keep-going"), "mode": ("run", "frozen")}
 # Overrides from the environment, by key.
 ENVIRONMENT = {"on_error": "FIGGEN_ON_ERROR", "mode": "FIGGEN_MODE", "jobs": "FIGGEN_JOBS"}
+FOLDERS = ("scripts", "cache_dir", "freeze_dir")  # relative to the root
 
 
 @dataclass(frozen=True)
@@ -114,70 +117,137 @@ class FiggenSettings:
 
 
 def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSettings:
-    """Check the user's FIGGEN keys and merge them over the defaults."""
+    """Check the FIGGEN keys and the environment's overrides; merge them over the defaults."""
+    if user is not None and not isinstance(user, Mapping):
+        raise SettingsError(f"FIGGEN is {user!r}; expected a dict of settings, such as "
+                            "{'timeout': 600} (see plugins/pelican_figgen/settings.py)")
     user = dict(user or {})
     for key in user:
         if key not in DEFAULTS:
             import difflib  # here: only a wrong name needs it
 
-            close = difflib.get_close_matches(key, DEFAULTS, n=1)
+            close = difflib.get_close_matches(key, DEFAULTS, n=1) if isinstance(key, str) else []
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise SettingsError(f"FIGGEN: unknown key '{key}'{hint} (known: {', '.join(DEFAULTS)})")
-    overrides = {key: os.environ[var] for key, var in ENVIRONMENT.items() if var in os.environ}
-    merged = DEFAULTS | user | overrides
-    for key, allowed in CHOICES.items():
-        if merged[key] not in allowed:
-            raise SettingsError(f"FIGGEN['{key}'] is {merged[key]!r}; expected one of {allowed}")
-    root = Path(merged["root"] or Path(content_path).parent).resolve()
-    if not (root / merged["scripts"]).resolve().is_relative_to(root):
-        raise SettingsError(f"FIGGEN['scripts'] must be a folder inside the project {root}")
-    if not isinstance(merged["params"], Mapping):
-        raise SettingsError("FIGGEN['params'] must map figure names to dicts of parameters")
-    threads = _positive(merged, "threads", overrides)
-    jobs = None if merged["jobs"] is None else _positive(merged, "jobs", overrides)
-    limit = merged["intermediates_max_mb"]
-    limit = None if limit is None else _positive(merged, "intermediates_max_mb", overrides)
-    memory = merged["memory_mb"]
-    if memory not in (None, "auto") and (isinstance(memory, bool) or not isinstance(memory, int)
-                                         or memory < 1):
-        raise SettingsError(f"FIGGEN['memory_mb'] is {memory!r}; expected 'auto', None or a "
-                            "whole number of MiB >= 1")
-    if not isinstance(merged["preload"], bool):
-        raise SettingsError(f"FIGGEN['preload'] is {merged['preload']!r}; expected True or False")
-    return FiggenSettings(
-        root=root,
-        scripts=(root / merged["scripts"]).resolve(),
-        cache_dir=(root / merged["cache_dir"]).resolve(),
-        output_dir=str(merged["output_dir"]).strip("/"),
-        python=str(merged["python"]),
-        seed=int(merged["seed"]),
-        timeout=float(merged["timeout"]),
-        versions=tuple(merged["versions"]),
-        source_url=merged["source_url"],
-        on_error=merged["on_error"],
-        mode=merged["mode"],
-        freeze_dir=(root / merged["freeze_dir"]).resolve(),
-        verify_tolerance=float(merged["verify_tolerance"]),
-        jobs=jobs,
-        threads=threads,
-        gpus=_gpus(merged["gpus"]),
-        preload=merged["preload"],
-        intermediates_max_mb=limit,
-        memory_mb=memory,
-        params={str(k): dict(v) for k, v in merged["params"].items()},
-    )
+            raise SettingsError(f"FIGGEN: unknown key {key!r}{hint} (known: {', '.join(DEFAULTS)})")
+    checked = {key: _check(key, user.get(key, default)) for key, default in DEFAULTS.items()}
+    for key, variable in ENVIRONMENT.items():  # the environment wins over pelicanconf.py
+        if variable in os.environ:
+            checked[key] = _check(key, os.environ[variable], variable)
+    root = Path(checked["root"] or Path(content_path).parent).resolve()
+    paths = {key: (root / checked[key]).resolve() for key in FOLDERS}
+    if not paths["scripts"].is_relative_to(root):
+        raise SettingsError(f"FIGGEN['scripts'] is {checked['scripts']!r}; expected a folder "
+                            f"inside the project {root}")
+    return FiggenSettings(**(checked | paths | {"root": root}))
 
 
-def _positive(merged: Mapping[str, Any], key: str, overrides: Mapping[str, Any]) -> int:
-    """A setting that must be a whole number of at least 1."""
+def _check(key: str, value: Any, variable: str = "") -> Any:
+    """A key's value (from `variable` in the environment, if named), normalised by its rule.
+
+    A wrong value is a SettingsError naming the key, or the variable, and what it accepts.
+    """
+    check, accepts = RULES[key]
+    # The environment holds strings: FIGGEN_JOBS=3 is a whole number.
+    given = int(value) if variable and key == "jobs" and value.strip().isdigit() else value
     try:
-        value = int(merged[key])
-    except (TypeError, ValueError):
-        value = 0
-    if value < 1 or str(value) != str(merged[key]).strip():
-        where = f"{ENVIRONMENT[key]} (FIGGEN['{key}'])" if key in overrides else \
-            f"FIGGEN['{key}']"
-        raise SettingsError(f"{where} is {merged[key]!r}; expected a whole number >= 1")
+        return check(given)
+    except (TypeError, ValueError, KeyError, IndexError):  # the last two: a bad {} in source_url
+        where = f"{variable} (FIGGEN[{key!r}])" if variable else f"FIGGEN[{key!r}]"
+        raise SettingsError(f"{where} is {value!r}; expected {accepts}") from None
+
+
+def _require(ok: bool) -> None:
+    """Reject a value (the caller names the key and what it accepts)."""
+    if not ok:
+        raise ValueError
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A rule that also accepts None."""
+    return lambda value: None if value is None else check(value)
+
+
+def _folder(value: Any) -> str:
+    """A path as a non-empty string."""
+    _require(isinstance(value, (str, os.PathLike)) and str(value) != "")
+    return str(value)
+
+
+def _output_folder(value: Any) -> str:
+    """A folder inside OUTPUT_PATH: relative, without '..' (images must stay in the site)."""
+    _require(isinstance(value, str))
+    folder = PurePosixPath(value)
+    _require(value.strip("/") != "" and not folder.is_absolute() and ".." not in folder.parts
+             and "\\" not in value)
+    return value.rstrip("/")
+
+
+def _whole(value: Any) -> int:
+    """A whole number >= 1 (not a bool)."""
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+    return value
+
+
+def _seed(value: Any) -> int:
+    """A seed NumPy and torch both take: 0 <= seed < 2**32."""
+    _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32)
+    return value
+
+
+def seconds(value: Any) -> float:
+    """A time-out: a finite number of seconds > 0 (not a bool)."""
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool)
+             and math.isfinite(value) and value > 0)
+    return float(value)
+
+
+def _tolerance(value: Any) -> float:
+    """A finite number >= 0 (not a bool)."""
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool)
+             and math.isfinite(value) and value >= 0)
+    return float(value)
+
+
+def _params(value: Any) -> dict[str, dict[str, Any]]:
+    """{figure name: {key: value}}, every value JSON (the script is passed them as JSON)."""
+    _require(isinstance(value, Mapping) and all(
+        isinstance(name, str) and isinstance(own, Mapping) and all(isinstance(k, str) for k in own)
+        for name, own in value.items()))
+    json.dumps(value, sort_keys=True, allow_nan=False)  # TypeError or ValueError when not JSON
+    return {name: dict(own) for name, own in value.items()}
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A list or tuple of non-empty strings."""
+    _require(isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value))
+    return tuple(value)
+
+
+def _source_url(value: str) -> str:
+    """A URL template with {path}: http(s), or relative to the site."""
+    _require(isinstance(value, str) and "{path}" in value)
+    _require(urlsplit(value.format(path="x.py")).scheme in ("", "http", "https"))
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    """A rule that accepts one of these strings."""
+
+    def check(value: Any) -> str:
+        _require(isinstance(value, str) and value in allowed)
+        return value
+
+    return check
+
+
+def _memory(value: Any) -> int | str | None:
+    """'auto', None or a whole number of MiB."""
+    return value if value in (None, "auto") else _whole(value)
+
+
+def _bool(value: Any) -> bool:
+    """True or False, nothing merely truthy."""
+    _require(isinstance(value, bool))
     return value
 
 
@@ -185,6 +255,34 @@ def _gpus(value: Any) -> str | tuple[str, ...]:
     """'auto', or the GPU ids as strings."""
     if value == "auto":
         return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, str)) for v in value):
-        return tuple(str(v) for v in value)
-    raise SettingsError(f"FIGGEN['gpus'] is {value!r}; expected 'auto' or a list of GPU ids")
+    _require(isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, str)) and not isinstance(v, bool) for v in value))
+    return tuple(str(v) for v in value)
+
+
+# Each key's rule (returns the value normalised, raises ValueError or TypeError when the value
+# is wrong) and what it accepts, as a SettingsError says it.
+RULES: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "root": (_optional(_folder), "None or a folder (str or path)"),
+    "scripts": (_folder, "a folder (str or path) inside the project"),
+    "cache_dir": (_folder, "a folder (str or path), relative to root or absolute"),
+    "output_dir": (_output_folder, "a folder name inside the output, such as 'figures' "
+                                   "(relative, not empty, no '..')"),
+    "python": (_folder, "the path of a Python interpreter (str)"),
+    "seed": (_seed, "a whole number with 0 <= seed < 2**32 (NumPy and torch take no other)"),
+    "params": (_params, "a dict {figure name: {key: value}} with str keys and JSON values"),
+    "timeout": (seconds, "a number of seconds > 0"),
+    "versions": (_names, "a list of distribution names (str)"),
+    "source_url": (_optional(_source_url), "None or an http(s) or relative URL template "
+                                           "containing {path}"),
+    "on_error": (_choice("strict", "keep-going"), "one of ('strict', 'keep-going')"),
+    "mode": (_choice("run", "frozen"), "one of ('run', 'frozen')"),
+    "jobs": (_optional(_whole), "a whole number >= 1, or None (as the cores allow)"),
+    "threads": (_whole, "a whole number >= 1"),
+    "gpus": (_gpus, "'auto' or a list of GPU ids, such as [0, 1], or [] for none"),
+    "preload": (_bool, "True or False"),
+    "memory_mb": (_memory, "'auto', None or a whole number of MiB >= 1"),
+    "intermediates_max_mb": (_optional(_whole), "a whole number of MiB >= 1, or None (no limit)"),
+    "freeze_dir": (_folder, "a folder (str or path), relative to root or absolute"),
+    "verify_tolerance": (_tolerance, "a number >= 0 (an RMS difference of RGBA values in [0, 1])"),
+}
