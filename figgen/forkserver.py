@@ -4,16 +4,18 @@ Each figure script run as its own interpreter pays Python's start-up and its imp
 matplotlib: about 2-3 s here) before it computes anything. The build starts this server
 instead, with the scripts it is about to run; the server imports every library that two or
 more of them import (read statically, see figgen.imports) and then forks one child per
-script. A child is a fresh process as far as the script can tell: its own session, stdin and
+script, under a supervisor of its own (figgen.reaper: nothing the script starts outlives
+its run). A child is a fresh process as far as the script can tell: its own session, stdin and
 stdout on /dev/null, stderr to a file, the environment and arguments it was given, the
 server's own project modules forgotten, the script run as ``__main__``, and an exit as
 Python's (non-daemon threads joined, atexit handlers run, files it left open flushed).
 
 Protocol, one JSON object per line. The server says ``{"ready", "preloaded",
 "cuda_initialized"}`` once its imports are done. Then the build writes ``{"id", "argv", "env",
-"cwd", "stderr"}`` per script and the server answers ``{"id", "pid"}`` at once (or
-``{"id", "error"}`` when it cannot fork) and ``{"id", "exit"}`` (the return code, negative
-for a signal) when the child ends. End of input stops the server.
+"cwd", "stderr", "report"}`` per script and the server answers ``{"id", "pid"}`` at once (or
+``{"id", "error"}`` when it cannot fork) and ``{"id", "exit"}`` (the supervisor's exit
+code) when it ends; the supervisor writes how the script ended to the ``report`` file. End
+of input stops the server.
 
 Linux only (``os.pidfd_open``): the build starts each script itself elsewhere.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
+import faulthandler
 import gc
 import importlib
 import importlib.util
@@ -40,9 +42,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
+from figgen import reaper
 from figgen.imports import closure
-
-PR_SET_PDEATHSIG = 1
 
 
 def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
@@ -98,7 +99,7 @@ def serve(scripts: list[Path], root: Path, out: int) -> None:
                 _send(out, {"id": request, "exit": os.waitstatus_to_exitcode(status)})
                 continue
             data = os.read(0, 65536)
-            if not data:  # the build is done (or gone): children die with us (PDEATHSIG)
+            if not data:  # the build is done (or gone): supervisors stop with us (PDEATHSIG)
                 return
             pending += data
             *lines, pending = pending.split(b"\n")
@@ -129,14 +130,32 @@ def _send(out: int, message: dict[str, Any]) -> None:
 
 
 def _fork(request: dict[str, Any], server_fds: list[int]) -> int:
-    """Fork a child that runs the requested script; return its pid."""
+    """Fork the run's supervisor (figgen.reaper), which forks the script; return its pid."""
     server = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        os.setsid()  # its own session: no terminal's Ctrl-C reaches the run
+        for fd in server_fds:
+            os.close(fd)
+        _redirect(request["stderr"])
+        reaper.supervise(server, Path(request["report"]), lambda: _fork_script(request))
+    except BaseException:  # noqa: BLE001 (setting up failed: say why, in the script's stderr)
+        traceback.print_exc()
+    os._exit(1)
+
+
+def _fork_script(request: dict[str, Any]) -> int:
+    """In the supervisor: fork the child that runs the script; return its pid."""
+    supervisor = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
-        _become_script(request, server_fds, server)
+        reaper.become_script(supervisor)
+        _become_script(request)
         code = _run_script(request["argv"])
     except BaseException:  # noqa: BLE001 (setting up failed: say why, in the script's stderr)
         traceback.print_exc()
@@ -162,21 +181,20 @@ def _exit_as_python_does(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _become_script(request: dict[str, Any], server_fds: list[int], server: int) -> None:
-    """In the child: the session, files, environment and modules of a fresh interpreter."""
-    os.setsid()  # its own process group: the build kills the script and its children as one
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the server
-    if os.getppid() != server:  # the server died before the line above: no one waits for us
-        os._exit(1)
-    for fd in server_fds:
-        os.close(fd)
+def _redirect(stderr: str) -> None:
+    """stdin and stdout on /dev/null, stderr to the run's file."""
     null = os.open(os.devnull, os.O_RDWR)
-    err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    err = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     for target, source in ((0, null), (1, null), (2, err)):
         os.dup2(source, target)
     os.close(null)
     os.close(err)
+
+
+def _become_script(request: dict[str, Any]) -> None:
+    """In the child: the folder, environment and modules of a fresh interpreter."""
+    # Where the script is when its run times out: the build sends SIGUSR1 before the kill.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])

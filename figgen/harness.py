@@ -9,12 +9,14 @@ project modules the script imported, on which device it ran and its peak memory.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib.abc
 import importlib.util
 import json
 import os
 import platform
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +30,9 @@ T = TypeVar("T")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Read when cuBLAS starts, so set before any CUDA work: its deterministic workspace.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+# Where the script is when its run times out: the plugin sends SIGUSR1 before the kill.
+if hasattr(faulthandler, "register"):  # not on Windows
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 # Dates matplotlib writes into PDF/SVG files come from here (a user's value is honoured).
 os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
 

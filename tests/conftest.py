@@ -134,8 +134,10 @@ class Site:
 
     def env(self, extra: dict | None = None) -> dict:
         """The environment of a command run in the site's folder."""
-        # rich wraps logs at 80 columns otherwise
-        return os.environ | {"COLUMNS": "200", "PYTHONPATH": str(REPO / "plugins")} | (extra or {})
+        # rich wraps logs at 80 columns otherwise; figgen is this checkout's, not the one the
+        # virtualenv's editable install names
+        path = os.pathsep.join([str(REPO / "plugins"), str(REPO)])
+        return os.environ | {"COLUMNS": "200", "PYTHONPATH": path} | (extra or {})
 
     def report(self) -> dict:
         return json.loads((self.root / ".figgen-cache" / "last-build.json").read_text())

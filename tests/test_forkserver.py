@@ -55,7 +55,7 @@ def server(tmp_path: Path) -> Iterator[WarmServer]:
 def start(server: WarmServer, script: Path, *args: str, **env: str) -> launch.WarmProcess:
     """Fork a script from the server, its stderr beside it."""
     return server.start(Request((str(script), *args), ENV | env, REPO,
-                                script.with_suffix(".err")))
+                                script.with_suffix(".err"), script.with_suffix(".reaper.json")))
 
 
 def test_what_two_scripts_import_is_preloaded_and_what_one_imports_is_not(tmp_path: Path) -> None:
@@ -78,7 +78,8 @@ def test_a_forked_script_starts_like_a_fresh_interpreter(
     seen = json.loads(out.read_text())
     assert seen == {
         "warm": True, "argv": [str(out)], "cwd": str(REPO), "mark": "script",
-        "own_session": True, "stdin": "", "path0": str(tmp_path), "name": "__main__",
+        "own_session": False, "stdin": "", "path0": str(tmp_path), "name": "__main__",
+        # own_session False: it shares its supervisor's session (figgen.reaper), not the server's
         "figgen": [],  # the server's own modules are not the script's: it imports its own
     }
 
@@ -93,7 +94,9 @@ def test_a_forked_script_ends_as_it_would_alone(
     server: WarmServer, tmp_path: Path, body: str, status: int, stderr: str
 ) -> None:
     script = write(tmp_path, "ending.py", body)
-    assert start(server, script).wait(timeout=60) == status
+    start(server, script).wait(timeout=60)
+    # The script's status, as its supervisor (figgen.reaper) reports it.
+    assert json.loads(script.with_suffix(".reaper.json").read_text())["status"] == status
     err = script.with_suffix(".err").read_text()
     assert stderr in err
     if "Traceback" in err:  # from the script's first frame, as `python ending.py` prints it
@@ -171,7 +174,7 @@ def test_gpu_figures_are_not_forked_from_a_server_that_started_cuda(
     server.ready = {**server.ready, "cuda_initialized": True}
     with pytest.raises(ServerGone, match="started CUDA"):
         server.start(Request((str(tmp_path / "probe.py"),), ENV | {"FIGGEN_LANE": "gpu"}, REPO,
-                             tmp_path / "gpu.err"))
+                             tmp_path / "gpu.err", tmp_path / "gpu.json"))
     assert start(server, write(tmp_path, "cpu.py", "pass\n")).wait(timeout=60) == 0
 
 

@@ -265,9 +265,11 @@ def test_when_the_warm_server_dies_its_figures_run_in_their_own_interpreters(
     site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
     site.write("figs/alpha.py", script("""\
-        parent = os.getppid()
-        if b"figgen.forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes():
-            os.kill(parent, 9)  # forked from the warm server: kill it (and so this script)
+        # The script's parent is its supervisor (figgen.reaper); the server is the grandparent.
+        stat = Path(f"/proc/{os.getppid()}/stat").read_text()
+        server = int(stat.rsplit(")", 1)[1].split()[1])
+        if b"figgen.forkserver" in Path(f"/proc/{server}/cmdline").read_bytes():
+            os.kill(server, 9)  # forked from the warm server: kill it (and so this script)
             time.sleep(30)
     """))
     with caplog.at_level(logging.WARNING):

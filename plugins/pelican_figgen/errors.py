@@ -39,3 +39,19 @@ class FigureBuildError(SystemExit):
 
     def __str__(self) -> str:
         return self.summary
+
+
+class BuildInterrupted(SystemExit):
+    """The build was interrupted (Ctrl-C): it exits with status 130, as a shell reports SIGINT.
+
+    Pelican ends a build interrupted by KeyboardInterrupt with status 0; a build that made
+    only part of its figures must not look like a success.
+    """
+
+    def __init__(self, stopped: int) -> None:
+        self.summary = (f"figgen: build interrupted; killed the {stopped} figure(s) running "
+                        "(the cache keeps every figure that completed)")
+        super().__init__(130)
+
+    def __str__(self) -> str:
+        return self.summary

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import cache, launch, progress, provenance, schedule
+from . import cache, launch, progress, provenance, run, schedule
 from .cache import Expected, Failure, Hashes, Record, Store
 from .discover import Figure
-from .errors import FigureError, SettingsError
+from .errors import BuildInterrupted, FigureError, SettingsError
 from .launch import WarmServer
 from .pipeline import Outcome
-from .run import RunResult, run_figure, script_env
+from .run import RunResult, run_figure, script_env, stop_all
 from .settings import FiggenSettings
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ def _pool(
     # Found only when a figure wants one: nvidia-smi may take seconds to answer.
     gpus = _gpus(settings) if scripts and any(job.gpu for job in jobs) else ()
     scratch = _scratch(store, list(pending))
+    run.STOPPING.clear()  # a server's earlier build may have been interrupted
     with _intermediates(settings, scratch, force) as shared, \
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
         extra = {"FIGGEN_INTERMEDIATES": str(shared),
@@ -108,10 +109,16 @@ def _pool(
         runner = Runner(settings, store, hashes, force, server, board, extra, scratch, retry)
         outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
         workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)  # a core per lane
-        return schedule.run_all(jobs, workers, gpus,
-                                lambda job, lane, idle: _attempt(runner, job.name,
-                                                                 pending[job.name], lane, idle),
-                                _memory(settings))
+        try:
+            return schedule.run_all(jobs, workers, gpus,
+                                    lambda job, lane, idle: _attempt(runner, job.name,
+                                                                     pending[job.name], lane,
+                                                                     idle),
+                                    _memory(settings))
+        except KeyboardInterrupt:  # Ctrl-C: kill what runs (before the server goes), exit 130
+            error = BuildInterrupted(stop_all())
+            logger.error("%s", error)
+            raise error from None
 
 
 def _scratch(store: Store, names: list[str]) -> Path:

@@ -2,8 +2,10 @@
 
 The warm server (``python -m figgen.forkserver``, see its docstring) imports the libraries
 the scripts share once per build and forks a child per script, so a figure no longer pays
-Python's start-up and torch's import. Both ways give a process the run phase waits for and
-kills the same way: a session of its own, stdin and stdout on /dev/null, stderr to a file.
+Python's start-up and torch's import. Both ways give the run phase the same process to wait
+for and signal: the run's supervisor (figgen.reaper), in a session of its own, whose child
+is the script (stdin and stdout on /dev/null, stderr to a file) and which kills whatever the
+script started when the run ends.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class ServerGone(ChildProcessError):
 
 
 class Process(Protocol):
-    """A started script: its process id (also its process group) and a way to wait for it."""
+    """A started run: its supervisor's process id and a way to wait for it."""
 
     pid: int
 
@@ -52,6 +54,7 @@ class Request:
     env: Mapping[str, str]
     cwd: Path
     stderr: Path
+    report: Path  # where the supervisor says how the script ended (figgen.reaper)
 
 
 def die_with_parent() -> None:
@@ -61,15 +64,23 @@ def die_with_parent() -> None:
         PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def stop_with_parent() -> None:
+    """In a supervisor: SIGTERM it when the build dies, so it kills the run before it ends."""
+    if PRCTL is not None:
+        PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_direct(python: str, request: Request) -> subprocess.Popen:
-    """Start the script in an interpreter of its own."""
+    """Start the script's supervisor, which starts the script in an interpreter of its own."""
     # A file, not a pipe: a child the script leaves running cannot keep the build waiting.
     with request.stderr.open("wb") as stderr:
         return subprocess.Popen(
-            [python, *request.argv], cwd=request.cwd, env=dict(request.env),
+            [python, "-m", "figgen.reaper", str(os.getpid()), str(request.report),
+             *request.argv],
+            cwd=request.cwd, env=dict(request.env),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-            start_new_session=True,  # its own process group: killed as one
-            preexec_fn=die_with_parent,
+            start_new_session=True,  # no terminal's Ctrl-C reaches it: the build stops it
+            preexec_fn=stop_with_parent,
         )
 
 
@@ -134,7 +145,8 @@ class WarmServer:
             self._next += 1
             self._waiting[self._next] = process
             message = {"id": self._next, "argv": list(request.argv), "env": dict(request.env),
-                       "cwd": str(request.cwd), "stderr": str(request.stderr)}
+                       "cwd": str(request.cwd), "stderr": str(request.stderr),
+                       "report": str(request.report)}
             try:
                 self._stdin.write((json.dumps(message) + "\n").encode())
                 self._stdin.flush()

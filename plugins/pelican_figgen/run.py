@@ -27,7 +27,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IHDR_SIZE = 13  # width, height (4 bytes each), depth, colour, compression, filter, interlace
 # The runner's own frames are noise in a script's traceback: the harness, the cache of
 # intermediates a library function goes through, the warm server that forked the script.
-HARNESS = {("figgen", "harness.py"), ("figgen", "intermediates.py"), ("figgen", "forkserver.py")}
+HARNESS = {("figgen", "harness.py"), ("figgen", "intermediates.py"), ("figgen", "forkserver.py"),
+           ("figgen", "reaper.py")}
 PROGRESS_FILE = "FIGGEN_PROGRESS"  # the harness appends JSON lines of progress to this file
 PROGRESS = ".figgen-progress.jsonl"  # that file, in the run's output folder
 PROGRESS_POLL = 0.1  # seconds between two reads of it
@@ -36,6 +37,12 @@ THREAD_VARIABLES = ("FIGGEN_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 STDERR = ".figgen-stderr.txt"  # the script's stderr, in its output folder
+REPORT = ".figgen-reaper.json"  # how the script ended, from its supervisor (figgen.reaper)
+STOP_WAIT = 5.0  # seconds a supervisor may take to kill a run's processes
+STACK_WAIT = 0.5  # seconds a timed-out script has to print its stack before it is killed
+STACK_POLL = 0.02
+FATAL = "Fatal Python error: "  # faulthandler's first line on a crash (segfault, abort)
+STACK_HEADER = "(most recent call first):"  # faulthandler's heading of each thread's stack
 RUN_ENV = "FIGGEN_RUN"  # the run's output folder: marks the script and every child it starts
 Progress = Callable[[Mapping[str, Any]], None]  # called with each progress report of a run
 logger = logging.getLogger(__name__)
@@ -99,60 +106,200 @@ def run_figure(
     """Run a figure script with a time-out; never raises for anything the script does.
 
     `lane` adds to the script's environment (its GPU, say); `server`, when given, forks the
-    script from the warm server instead of starting an interpreter.
+    script from the warm server instead of starting an interpreter. Raises Interrupted
+    when the build is stopped (`stop_all`) meanwhile.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     request = Request(
         arguments(figure, settings, out_dir),
         script_env(settings) | dict(lane or {}) | {PROGRESS_FILE: str(out_dir / PROGRESS),
                                                    RUN_ENV: str(out_dir)},
-        settings.root, out_dir / STDERR,
+        settings.root, out_dir / STDERR, out_dir / REPORT,
     )
     start = time.perf_counter()
     try:
-        returncode = _execute(request, figure.timeout, settings.python, progress, server)
+        ended = _execute(request, figure.timeout, settings.python, progress, server)
     except ServerGone as err:  # the server, not the script: the script gets its own interpreter
+        if STOPPING.is_set():  # the build stopped it: nothing runs again
+            raise Interrupted(figure.name) from None
         logger.warning("figgen: %s: %s; it runs in an interpreter of its own", figure.name, err)
         start = time.perf_counter()
-        returncode = _execute(request, figure.timeout, settings.python, progress, None)
+        ended = _execute(request, figure.timeout, settings.python, progress, None)
     seconds = time.perf_counter() - start
-    stderr = (out_dir / STDERR).read_text(encoding="utf-8", errors="replace")
-    if returncode is None:
-        cause = f"timed out after {figure.timeout:g} s and was killed with its child processes"
+    if STOPPING.is_set():
+        raise Interrupted(figure.name)
+    stderr = read_stderr(out_dir / STDERR)
+    if ended.status is None:
+        cause = (f"timed out after {figure.timeout:g} s; killed it and {ended.killed} other "
+                 "process(es) it started")
         return RunResult(False, seconds, out_dir, cause=cause,
-                         detail=trim_traceback(stderr, lambda _: True))
-    if returncode != 0:
+                         detail=stack_at_timeout(stderr, _own_frames(settings.root, figure.script)))
+    if ended.killed:
+        logger.warning("figgen: %s: killed %d process(es) the script left running",
+                       figure.name, ended.killed)
+    if ended.status != 0:
         keep = _own_frames(settings.root, figure.script)
         return RunResult(
-            False, seconds, out_dir, cause=_exit_cause(returncode),
+            False, seconds, out_dir, cause=_exit_cause(ended.status),
             detail=trim_traceback(stderr, keep), modules=_failed_modules(out_dir),
         )
     return _check_outputs(out_dir, seconds)
 
 
+class Interrupted(Exception):  # noqa: N818 (what happened, as KeyboardInterrupt)
+    """The build was stopped (Ctrl-C) while this figure ran: it was killed, not failed."""
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a run ended: the script's exit status (None: timed out), other processes killed."""
+
+    status: int | None
+    killed: int
+
+
+STOPPING = threading.Event()  # set by stop_all: no figure starts or restarts any more
+_RUNNING: set[Process] = set()  # the supervisors of the runs going on, for stop_all
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_all(seconds: float = STOP_WAIT) -> int:
+    """Stop every run going on (their supervisors kill what they started); how many."""
+    STOPPING.set()
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for proc in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + seconds
+    for proc in running:  # their clean-up takes milliseconds; the build exits after it
+        with contextlib.suppress(subprocess.TimeoutExpired, ServerGone):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    return len(running)
+
+
+def read_stderr(path: Path) -> str:
+    """A run's stderr; '' if it was never made (a child killed before it opened it)."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def _execute(
     request: Request, timeout: float, python: str, progress: Progress | None,
     server: WarmServer | None,
-) -> int | None:
-    """Run the script to its end or its time-out (None); then kill every process it left."""
+) -> Ended:
+    """Run the script to its end or its time-out; its supervisor kills what it left."""
+    if STOPPING.is_set():
+        raise ServerGone("the build is stopping")
+    request.stderr.touch()  # there even if the run dies before the script opens it
     proc: Process = server.start(request) if server else start_direct(python, request)
+    with _RUNNING_LOCK:
+        _RUNNING.add(proc)
     done = threading.Event()
     follower = threading.Thread(target=_follow, args=(Path(request.env[PROGRESS_FILE]),
                                                       progress, done), daemon=True)
     if progress:  # builds always pass one: reports also say when a run waits
         follower.start()
+    timed_out = False
     try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _dump_stack(proc.pid, request.stderr)
+        _stop(proc)
     finally:
-        # Children the script left behind would outlive it (and hold its files open).
-        kill_group(proc.pid)
-        with contextlib.suppress(ServerGone):  # it died with the server: nothing to wait for
-            proc.wait()
+        with _RUNNING_LOCK:
+            _RUNNING.discard(proc)
         done.set()
         if follower.is_alive():
             follower.join(timeout=1)
+    return _ended(proc, request.report, timed_out)
+
+
+def _stop(proc: Process) -> None:
+    """Make sure a run has ended: its supervisor stopped, and every process it started."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)  # a supervisor that has ended: a zombie, no error
+    try:
+        proc.wait(timeout=STOP_WAIT)
+    except subprocess.TimeoutExpired:  # a supervisor that cannot clean up: the old way
+        kill_group(proc.pid)
+    except ServerGone:  # it died with the server: its run stopped with it
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired, ServerGone):
+        proc.wait(timeout=STOP_WAIT)
+
+
+def _ended(proc: Process, report: Path, timed_out: bool) -> Ended:
+    """How the run ended, from its supervisor's report (else from the supervisor's status)."""
+    try:
+        said = json.loads(report.read_text(encoding="utf-8"))
+        status, killed = int(said["status"]), int(said["killed"])
+    except (OSError, ValueError, KeyError, TypeError):  # the supervisor itself was killed
+        try:
+            status, killed = proc.wait(timeout=0), 0
+        except (subprocess.TimeoutExpired, ServerGone):
+            status, killed = -signal.SIGKILL, 0
+    return Ended(None if timed_out else status, killed)
+
+
+def _dump_stack(pid: int, stderr: Path) -> None:
+    """Have the timed-out script print its Python stack (SIGUSR1, the harness's faulthandler)."""
+    offset = seen = _size(stderr)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGUSR1)  # the supervisor passes it to the script
+    deadline = time.monotonic() + STACK_WAIT
+    while time.monotonic() < deadline:  # written at once, if at all: wait until it stops growing
+        time.sleep(STACK_POLL)
+        size = _size(stderr)
+        if size == seen > offset and STACK_HEADER in _tail(stderr, offset):
+            return
+        seen = size
+
+
+def _size(path: Path) -> int:
+    """A file's size; 0 if it is not there."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _tail(path: Path, offset: int) -> str:
+    """What a file holds from `offset` on."""
+    with contextlib.suppress(OSError), path.open("rb") as file:
+        file.seek(offset)
+        return file.read().decode("utf-8", errors="replace")
+    return ""
+
+
+def stack_at_timeout(stderr: str, keep: Callable[[str], bool]) -> str:
+    """The stack the script dumped on SIGUSR1 before its kill, trimmed to `keep`'s frames."""
+    if STACK_HEADER not in stderr:  # it dumped nothing (killed before it started, say)
+        return trim_traceback(stderr, lambda _: True)
+    return "Where it was when it timed out:\n" + _trim_dump(stderr, keep, STACK_HEADER)
+
+
+def _trim_dump(stderr: str, keep: Callable[[str], bool], first: str) -> str:
+    """faulthandler's dump, from the line holding `first` on, with `keep`'s frames only."""
+    found = stderr.find(first)
+    lines: list[str] = []
+    hidden = 0
+    for line in stderr[stderr.rfind("\n", 0, found) + 1:].rstrip().splitlines():
+        frame = FRAME.match(line)
+        if frame and not keep(frame["file"]):
+            hidden += 1
+            continue
+        if hidden:  # where the library frames were
+            lines.append(f"  ... {hidden} frame(s) of library code hidden")
+            hidden = 0
+        lines.append(line)
+    if hidden:
+        lines.append(f"  ... {hidden} frame(s) of library code hidden")
+    return "\n".join(lines)
 
 
 def kill_group(pgid: int) -> None:
@@ -318,7 +465,9 @@ def _own_frames(root: Path, script: Path) -> Callable[[str], bool]:
 def trim_traceback(stderr: str, keep: Callable[[str], bool]) -> str:
     """Keep the traceback's message and the frames `keep` accepts; count the hidden ones."""
     start = stderr.find(TRACEBACK_START)
-    if start < 0:  # no Python traceback (a crash, or a message): the end of stderr says most
+    if start < 0 and FATAL in stderr:  # a crash: faulthandler's stack, trimmed alike
+        return _trim_dump(stderr, keep, FATAL)
+    if start < 0:  # no Python traceback (a message): the end of stderr says most
         return "\n".join(stderr.rstrip().splitlines()[-20:])
     out: list[str] = []
     hidden, keeping = 0, True
