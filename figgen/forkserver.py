@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import faulthandler
 import gc
 import importlib
 import importlib.util
@@ -193,8 +192,6 @@ def _redirect(stderr: str) -> None:
 
 def _become_script(request: dict[str, Any]) -> None:
     """In the child: the folder, environment and modules of a fresh interpreter."""
-    # Where the script is when its run times out: the build sends SIGUSR1 before the kill.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])

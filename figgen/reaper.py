@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import json
 import os
 import signal
@@ -134,9 +135,14 @@ def descendants(root: int) -> list[tuple[int, bool]]:
 
 def become_script(supervisor: int) -> None:
     """In the script's process, just forked: signals as in a fresh interpreter; dies with us."""
-    for signum in (*STOP_SIGNALS, signal.SIGUSR1):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGUSR1 prints the script's stack (a time-out's report). Unregistered first: a fork of a
+    # process whose faulthandler had it (a preloaded harness) keeps that flag, and register()
+    # would then install nothing over the supervisor's handler: the script would die silently.
+    faulthandler.unregister(signal.SIGUSR1)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the supervisor gone, the script goes too
     if os.getppid() != supervisor:  # it went before the line above
         os._exit(1)

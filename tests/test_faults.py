@@ -442,10 +442,7 @@ def test_a_timed_out_script_is_killed_with_all_it_started(
     assert error.cause == "timed out after 3 s; killed it and 2 other process(es) it started"
 
 
-@pytest.mark.parametrize("preload", [
-    pytest.param(True, marks=pytest.mark.xfail(reason="issue 11 case 5: the forked script's "
-                                               "SIGUSR1 stack dump does not reach its stderr yet")),
-    False], ids=["warm-server", "own-interpreter"])
+@pytest.mark.parametrize("preload", [True, False], ids=["warm-server", "own-interpreter"])
 def test_a_timed_out_script_shows_where_it_was(site: Site, preload: bool) -> None:
     site.write("figs/beta.py", script("wait_forever()", '__figure__ = {"timeout": 2}\n\n'
                                       "def wait_forever():\n    time.sleep(300)\n"))
