@@ -6,15 +6,16 @@ PELICAN_OPTS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-FIGGEN := PYTHONPATH=plugins $(BIN)/python -m pelican_figgen
+FIGGEN := $(BIN)/pelican-figgen
 
 .PHONY: site test serve publish bench lint clean figures-clean figures freeze verify
 
-# The venv is rebuilt when the dependency declaration or the pins change.
-$(BIN)/.installed: pyproject.toml constraints.txt
+# The venv is rebuilt when the dependency declarations or the pins change. The plugin is
+# installed with pip, as any blog installs it (editable here: its source lives in this repo).
+$(BIN)/.installed: pyproject.toml plugins/pelican-figgen/pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e plugins/pelican-figgen -e ".[dev]"
 	touch $@
 
 site: $(BIN)/.installed  ## build output/ with every figure
@@ -24,7 +25,7 @@ publish: $(BIN)/.installed  ## build output/ with the publishing settings
 	$(BIN)/pelican content -s publishconf.py $(PELICAN_OPTS)
 
 serve: $(BIN)/.installed  ## preview at http://$(HOST):$(PORT), rebuilding on every edit
-	PYTHONPATH=plugins $(BIN)/python -m pelican_figgen.serve --host $(HOST) --port $(PORT)
+	$(BIN)/python -m pelican.plugins.figgen.serve --host $(HOST) --port $(PORT)
 
 figures: $(BIN)/.installed  ## run every stale figure, without building the site
 	$(FIGGEN) run

@@ -13,10 +13,11 @@ DEFAULT_LANG = "en"
 DEFAULT_DATE_FORMAT = "%-d %B %Y"
 THEME = "theme"
 
+# pelican-figgen is installed with pip (the Makefile does it); tex_mathml lives in plugins/.
 PLUGIN_PATHS = ["plugins"]
-PLUGINS = ["pelican_figgen", "tex_mathml"]
+PLUGINS = ["pelican.plugins.figgen", "tex_mathml"]
 
-# Figures: every key and its default is documented in plugins/pelican_figgen/settings.py.
+# Figures: every key and its default is documented in pelican.plugins.figgen.settings.
 # The ImageNet figures use the bundled EfficientNet-Lite0; to use a torchvision model instead
 # (torchvision installed, its weights downloaded once into torch's hub cache), set e.g.
 #     "params": {"imagenet": {"model": "torchvision/inception_v3"}}

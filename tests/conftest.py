@@ -21,7 +21,7 @@ PATH = "content"
 OUTPUT_PATH = "output"
 THEME = {str(REPO / "theme")!r}
 PLUGIN_PATHS = [{str(REPO / "plugins")!r}]
-PLUGINS = ["pelican_figgen", "tex_mathml"]
+PLUGINS = ["pelican.plugins.figgen", "tex_mathml"]
 FIGGEN = {{"scripts": "figs"}}
 TIMEZONE = "UTC"
 FEED_ALL_ATOM = None
@@ -57,7 +57,7 @@ def draw(ctx, color):
 def line_script(color: str) -> str:
     """A figure script that draws through the shared helper."""
     return textwrap.dedent(f"""\
-        from figgen.harness import run
+        from pelican_figgen.harness import run
         from helpers.common import draw
 
 
@@ -75,7 +75,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from figgen.harness import run
+from pelican_figgen.harness import run
 
 __figure__ = {"data": ["data/points.txt"]}
 
@@ -124,8 +124,8 @@ class Site:
         return self.command([str(pelican), "content", "-s", "pelicanconf.py", *args], env)
 
     def figgen(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-        """Run the figure command line, `python -m pelican_figgen ARGS`."""
-        return self.command([sys.executable, "-m", "pelican_figgen", *args], env)
+        """Run the figure command line, `python -m pelican.plugins.figgen ARGS`."""
+        return self.command([sys.executable, "-m", "pelican.plugins.figgen", *args], env)
 
     def command(self, argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
         """Run a command in the site's folder, the plugin importable, output captured."""

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 
 from conftest import Site, line_script
-from pelican_figgen.errors import FigureBuildError, SettingsError
+from pelican.plugins.figgen.errors import FigureBuildError, SettingsError
 
 ALL = {"alpha", "beta", "gamma"}
 
@@ -148,7 +148,7 @@ def test_unknown_setting_suggests_the_right_key(site: Site) -> None:
 
 
 FAILING = """\
-from figgen.harness import run
+from pelican_figgen.harness import run
 
 
 def divide(x):

@@ -1,4 +1,4 @@
-"""`python -m pelican_figgen`: list, run, clean; provenance; progress reports; the time table."""
+"""`pelican-figgen`: list, run, clean; provenance; progress reports; the time table."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 from conftest import REPO, Site
-from pelican_figgen import discover, run
-from pelican_figgen.settings import merge
+from pelican.plugins.figgen import discover, run
+from pelican.plugins.figgen.settings import merge
 from test_build import ALL
 
 PROGRESS = """\
 from matplotlib.figure import Figure
 
-from figgen.harness import run
+from pelican_figgen.harness import run
 
 
 def main(ctx):
@@ -61,8 +61,9 @@ def test_list_says_fresh_stale_and_why_failed_and_unreferenced(site: Site) -> No
 def test_list_into_a_closed_pipe_exits_quietly(site: Site) -> None:
     for n in range(1000):  # more lines than a pipe holds: `list` is still writing at the close
         site.write(f"figs/unused_{n:04d}_{'x' * 60}.py", "")
-    figgen = subprocess.Popen([sys.executable, "-m", "pelican_figgen", "list"], cwd=site.root,
-                              env=site.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    figgen = subprocess.Popen([sys.executable, "-m", "pelican.plugins.figgen", "list"],
+                              cwd=site.root, env=site.env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
     figgen.stdout.readline()
     figgen.stdout.close()  # as `| head` does once it has its lines
     stderr = figgen.stderr.read().decode()

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Site
-from pelican_figgen import run
-from pelican_figgen.errors import FigureBuildError
+from pelican.plugins.figgen import run
+from pelican.plugins.figgen.errors import FigureBuildError
 from test_build import ALL, figures
 
 
@@ -28,7 +28,7 @@ def script(body: str, header: str = "") -> str:
     indented = textwrap.indent(textwrap.dedent(body), "    ")
     return (
         "import os, signal, subprocess, sys, time\n"
-        "from figgen.harness import run\n"
+        "from pelican_figgen.harness import run\n"
         "from helpers.common import draw\n"
         f"{textwrap.dedent(header)}\n\n"
         f"def main(ctx):\n{indented}\n"
@@ -153,7 +153,7 @@ def test_no_image_is_a_failure(site: Site) -> None:
 ])
 def test_unreadable_image_is_a_failure(site: Site, damage: str, expected: str) -> None:
     header = textwrap.dedent(f"""\
-        import figgen.harness as h
+        import pelican_figgen.harness as h
         _save = h.Context.save
         def save(ctx, fig):
             path = _save(ctx, fig)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from figgen.forkserver import shared_libraries
-from pelican_figgen import launch
-from pelican_figgen.launch import Request, ServerGone, WarmServer
+from pelican.plugins.figgen import launch
+from pelican.plugins.figgen.launch import Request, ServerGone, WarmServer
+from pelican_figgen.forkserver import shared_libraries
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = os.environ | {"PYTHONPATH": str(REPO), "FIGGEN_ROOT": str(REPO), "MARK": "server"}
@@ -79,7 +79,7 @@ def test_a_forked_script_starts_like_a_fresh_interpreter(
     assert seen == {
         "warm": True, "argv": [str(out)], "cwd": str(REPO), "mark": "script",
         "own_session": False, "stdin": "", "path0": str(tmp_path), "name": "__main__",
-        # own_session False: it shares its supervisor's session (figgen.reaper), not the server's
+        # own_session False: it shares its supervisor's session (pelican_figgen.reaper)
         "figgen": [],  # the server's own modules are not the script's: it imports its own
     }
 
@@ -95,7 +95,7 @@ def test_a_forked_script_ends_as_it_would_alone(
 ) -> None:
     script = write(tmp_path, "ending.py", body)
     start(server, script).wait(timeout=60)
-    # The script's status, as its supervisor (figgen.reaper) reports it.
+    # The script's status, as its supervisor (pelican_figgen.reaper) reports it.
     assert json.loads(script.with_suffix(".reaper.json").read_text())["status"] == status
     err = script.with_suffix(".err").read_text()
     assert stderr in err
@@ -120,10 +120,10 @@ def test_the_scripts_die_with_the_server(server: WarmServer, tmp_path: Path) -> 
 
 
 def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
-    (tmp_path / "figgen").mkdir()
-    write(tmp_path, "figgen/__init__.py", "")
-    write(tmp_path, "figgen/forkserver.py", "raise ImportError('torch is broken here')\n")
-    env = ENV | {"PYTHONPATH": str(tmp_path)}  # this figgen comes first
+    (tmp_path / "pelican_figgen").mkdir()
+    write(tmp_path, "pelican_figgen/__init__.py", "")
+    write(tmp_path, "pelican_figgen/forkserver.py", "raise ImportError('torch is broken here')\n")
+    env = ENV | {"PYTHONPATH": str(tmp_path)}  # this pelican_figgen comes first
     with pytest.raises(ServerGone, match="(?s)did not start: .*torch is broken here"):
         WarmServer(sys.executable, [], tmp_path, env, tmp_path / "server.log")
 

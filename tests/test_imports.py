@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from figgen.imports import closure
+from pelican_figgen.imports import closure
 
 
 def tree(root: Path, files: dict[str, str]) -> None:

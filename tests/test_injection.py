@@ -15,11 +15,11 @@ import markdown
 import pytest
 
 from conftest import POST, Site
-from pelican_figgen import discover, embed
-from pelican_figgen.discover import FigureRef
-from pelican_figgen.errors import FigureBuildError, FigureError
-from pelican_figgen.markdown_ext import FigureReferenceExtension
-from pelican_figgen.settings import merge
+from pelican.plugins.figgen import discover, embed
+from pelican.plugins.figgen.discover import FigureRef
+from pelican.plugins.figgen.errors import FigureBuildError, FigureError
+from pelican.plugins.figgen.markdown_ext import FigureReferenceExtension
+from pelican.plugins.figgen.settings import merge
 from test_build import figures
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -29,7 +29,7 @@ PAYLOADS = {
     "m": "[x](javascript:alert(1))",
 }
 HOSTILE_BETA = f"""\
-from figgen.harness import run
+from pelican_figgen.harness import run
 from helpers.common import draw
 
 

@@ -1,4 +1,4 @@
-"""The cache of intermediates (figgen.intermediates) and the harness's seeding of a late torch."""
+"""The cache of intermediates (pelican_figgen.intermediates); the harness seeding a late torch."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from figgen import intermediates
+from pelican_figgen import intermediates
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from figgen.intermediates import cached
+from pelican_figgen.intermediates import cached
 
 CALLS = []
 
@@ -62,7 +62,7 @@ import sys
 import numpy as np
 from matplotlib.figure import Figure
 
-from figgen.harness import run
+from pelican_figgen.harness import run
 from toy.work import draw
 
 
@@ -204,7 +204,7 @@ def test_a_damaged_file_is_reported_and_computed_again(
     data[-5] ^= 0xFF  # one flipped byte inside the pickle
     stored.write_bytes(bytes(data))
     forget(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="figgen.intermediates"):
+    with caplog.at_level(logging.WARNING, logger="pelican_figgen.intermediates"):
         assert same(work().draw(), computed)
     assert "is damaged: computing it again" in caplog.text and work().CALLS == [3, 3]
     assert any("is damaged" in w for w in intermediates.stats()["warnings"])  # for the build
@@ -223,7 +223,7 @@ def test_a_hit_marks_the_result_as_just_used(toy: Path, monkeypatch: pytest.Monk
     forget(monkeypatch)
     work().draw()
     assert work().CALLS == [3] and stored.stat().st_mtime > 1e9  # read, and its time set: the
-    # build trims the least recently used first (pelican_figgen.cache.trim_intermediates)
+    # build trims the least recently used first (pelican.plugins.figgen.cache.trim_intermediates)
 
 
 def test_a_lock_deleted_while_waited_for_is_taken_again_where_it_now_is(tmp_path: Path) -> None:
@@ -252,7 +252,7 @@ def test_a_lock_deleted_while_waited_for_is_taken_again_where_it_now_is(tmp_path
 def test_a_result_read_back_names_the_device_that_computed_it(
     toy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from figgen import harness
+    from pelican_figgen import harness
 
     monkeypatch.setattr(harness, "_READ_FROM", set())
     work().draw()
@@ -269,7 +269,7 @@ def test_a_result_read_back_names_the_device_that_computed_it(
 
 
 def test_two_processes_wanting_one_result_compute_it_once(toy: Path) -> None:
-    code = "import json; from figgen import intermediates; from toy.work import draw; " \
+    code = "import json; from pelican_figgen import intermediates; from toy.work import draw; " \
            "draw(); print(json.dumps(intermediates.stats()))"
     log = toy / "computed.log"
     extra = {intermediates.FOLDER_ENV: str(toy / "store"), "TOY_SLEEP": "2", "TOY_LOG": str(log)}
@@ -332,7 +332,7 @@ SEEDED = """\
 import importlib.util
 import sys
 
-from figgen.harness import run
+from pelican_figgen.harness import run
 
 
 def main(ctx):

@@ -13,12 +13,12 @@ from pathlib import Path
 import markdown
 import pytest
 
-from pelican_figgen import cache, discover, embed, pipeline
-from pelican_figgen.cache import Expected, Hashes, Image, Record, Store
-from pelican_figgen.errors import FigureError, SettingsError
-from pelican_figgen.markdown_ext import FigureReferenceExtension
-from pelican_figgen.run import png_problem, trim_traceback
-from pelican_figgen.settings import DEFAULTS, merge
+from pelican.plugins.figgen import cache, discover, embed, pipeline
+from pelican.plugins.figgen.cache import Expected, Hashes, Image, Record, Store
+from pelican.plugins.figgen.errors import FigureError, SettingsError
+from pelican.plugins.figgen.markdown_ext import FigureReferenceExtension
+from pelican.plugins.figgen.run import png_problem, trim_traceback
+from pelican.plugins.figgen.settings import DEFAULTS, merge
 
 
 def md(text: str) -> str:
@@ -127,7 +127,7 @@ def test_objects_are_stored_under_their_hash(tmp_path: Path) -> None:
 
 
 def _results(folder: Path, ages: dict[str, float], now: float) -> dict[str, Path]:
-    """Stored intermediates of 1 MB each, as figgen.intermediates lays them out, by age."""
+    """Stored intermediates of 1 MB each, as pelican_figgen.intermediates lays them out, by age."""
     paths = {}
     for key, age in ages.items():
         path = folder / key[:2] / f"{key}.pickle"
@@ -146,7 +146,7 @@ def test_intermediates_over_the_limit_lose_the_least_recently_used_first(
     paths = _results(tmp_path, {"aa1": 400, "bb2": 300, "cc3": 200, "dd4": 100}, now)
     cache.trim_intermediates(tmp_path, None, now)  # no limit: nothing goes
     assert all(p.exists() for p in paths.values())
-    with caplog.at_level(logging.INFO, logger="pelican_figgen.cache"):
+    with caplog.at_level(logging.INFO, logger="pelican.plugins.figgen.cache"):
         cache.trim_intermediates(tmp_path, 2, now - 150)
     assert [k for k, p in paths.items() if p.exists()] == ["cc3", "dd4"]
     assert not paths["aa1"].with_suffix(".lock").exists()  # its lock goes with it
@@ -192,7 +192,7 @@ some output before
 Traceback (most recent call last):
   File "/proj/figs/f.py", line 9, in <module>
     run(main)
-  File "/proj/figgen/harness.py", line 90, in run
+  File "/proj/plugins/pelican-figgen/pelican_figgen/harness.py", line 90, in run
     main(ctx)
     ~~~~^^^^^
   File "/proj/figs/f.py", line 5, in main

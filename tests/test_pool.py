@@ -30,7 +30,7 @@ def script(body: str, gpu: bool = False) -> str:
 
         from matplotlib.figure import Figure
 
-        from figgen.harness import run
+        from pelican_figgen.harness import run
 
         {figure}
         def main(ctx):
@@ -65,7 +65,7 @@ def rendezvous(me: str, other: str, root: Path) -> str:
 
 
 LAZY = """\
-from figgen.harness import run
+from pelican_figgen.harness import run
 
 
 def main(ctx):
@@ -175,7 +175,7 @@ def test_a_run_records_its_peak_memory_and_the_next_build_schedules_by_it(
     site.append("figs/beta.py", "\n# touched\n")
     site.append("figs/alpha.py", "\n# touched\n")
     budget = records["beta"]["memory"] + records["alpha"]["memory"] / 2  # not both at once
-    with caplog.at_level(logging.INFO, logger="pelican_figgen.schedule"):
+    with caplog.at_level(logging.INFO, logger="pelican.plugins.figgen.schedule"):
         site.build(FIGGEN=POOL | {"memory_mb": int(budget)})
     assert re.search(r"(alpha|beta) waits for memory", caplog.text)  # whichever came second
 
@@ -203,7 +203,7 @@ def test_the_thread_count_is_part_of_the_key_and_reaches_torch(site: Site) -> No
 CACHED = """\
 import os
 
-from figgen.intermediates import cached
+from pelican_figgen.intermediates import cached
 
 
 @cached
@@ -252,23 +252,23 @@ def test_a_no_op_build_never_loads_the_run_phase(site: Site) -> None:
     site.build()
     code = ("import sys\nfrom pelican import main\nsys.argv = ['pelican', 'content', '-s', "
             "'pelicanconf.py', '-q']\nmain()\n"
-            "print(sorted(m for m in sys.modules if m.startswith('pelican_figgen.')))")
+            "print(sorted(m for m in sys.modules if m.startswith('pelican.plugins.figgen.')))")
     result = site.command([sys.executable, "-c", code])
     assert result.returncode == 0, result.stderr
     loaded = result.stdout.strip().splitlines()[-1]
-    assert "pelican_figgen.pipeline" in loaded  # the plugin did its part
+    assert "pelican.plugins.figgen.pipeline" in loaded  # the plugin did its part
     for module in ("execute", "run", "launch", "schedule"):
-        assert f"pelican_figgen.{module}'" not in loaded
+        assert f"pelican.plugins.figgen.{module}'" not in loaded
 
 
 def test_when_the_warm_server_dies_its_figures_run_in_their_own_interpreters(
     site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
     site.write("figs/alpha.py", script("""\
-        # The script's parent is its supervisor (figgen.reaper); the server is the grandparent.
+        # The script's parent is its supervisor (pelican_figgen.reaper); the server is above it.
         stat = Path(f"/proc/{os.getppid()}/stat").read_text()
         server = int(stat.rsplit(")", 1)[1].split()[1])
-        if b"figgen.forkserver" in Path(f"/proc/{server}/cmdline").read_bytes():
+        if b"pelican_figgen.forkserver" in Path(f"/proc/{server}/cmdline").read_bytes():
             os.kill(server, 9)  # forked from the warm server: kill it (and so this script)
             time.sleep(30)
     """))
@@ -281,7 +281,7 @@ def test_when_the_warm_server_dies_its_figures_run_in_their_own_interpreters(
 
 
 def test_a_script_that_does_not_parse_fails_with_python_s_message(site: Site) -> None:
-    site.write("figs/beta.py", "from figgen.harness import run\n\ndef main(ctx:\n")
+    site.write("figs/beta.py", "from pelican_figgen.harness import run\n\ndef main(ctx:\n")
     report = site.build(FIGGEN=POOL | {"on_error": "keep-going"})  # forked with the others
     assert report["failed"] == ["beta"] and report["preloaded"]
     box = html.unescape(re.search(r'id="fig-beta".*?</figure>', site.html(), re.S).group())
@@ -293,7 +293,7 @@ import os
 import time
 from pathlib import Path
 
-from figgen.intermediates import cached
+from pelican_figgen.intermediates import cached
 
 
 @cached

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Site
-from pelican_figgen import cache, embed
+from pelican.plugins.figgen import cache, embed
 
 READ_ONLY = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'
 CANNOT_WRITE = "cannot write in FIGGEN['cache_dir']"
@@ -85,7 +85,7 @@ def test_a_stale_figure_on_a_read_only_cache_fails_once_naming_the_setting(
     site.append("figs/beta.py", "# edited\n")
     pelican = str(Path(sys.executable).parent / "pelican")
     commands = {"build": [pelican, "content", "-s", "pelicanconf.py", "-o", str(output)],
-                "run": [sys.executable, "-m", "pelican_figgen", "run"]}
+                "run": [sys.executable, "-m", "pelican.plugins.figgen", "run"]}
     cache_dir = site.root.resolve() / ".figgen-cache"
     for what, argv in commands.items():
         result = site.command(read_only(site.root, argv))
@@ -99,7 +99,7 @@ def test_a_stale_figure_on_a_read_only_cache_fails_once_naming_the_setting(
 
 def test_freezing_into_a_read_only_checkout_names_the_setting(site: Site, output: Path) -> None:
     site.build()  # every figure fresh: only the freeze has to be written
-    result = site.command(read_only(site.root, [sys.executable, "-m", "pelican_figgen",
+    result = site.command(read_only(site.root, [sys.executable, "-m", "pelican.plugins.figgen",
                                                 "freeze"]))
     log = result.stdout + result.stderr
     assert result.returncode == 1

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Site
-from pelican_figgen import execute, run
-from pelican_figgen.errors import FigureBuildError
-from pelican_figgen.settings import merge
+from pelican.plugins.figgen import execute, run
+from pelican.plugins.figgen.errors import FigureBuildError
+from pelican.plugins.figgen.settings import merge
 
 KEEP_GOING = {"scripts": "figs", "on_error": "keep-going"}
 REPLAYED = "nothing it reads changed since"
@@ -28,7 +28,7 @@ with open({log!r}, "a") as log:
 
 import ctypes, os, signal, sys, time
 
-from figgen.harness import run
+from pelican_figgen.harness import run
 from helpers.common import draw
 {header}
 

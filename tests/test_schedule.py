@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pelican_figgen import schedule, settings
-from pelican_figgen.errors import SettingsError
-from pelican_figgen.schedule import Job, Lane
+from pelican.plugins.figgen import schedule, settings
+from pelican.plugins.figgen.errors import SettingsError
+from pelican.plugins.figgen.schedule import Job, Lane
 
 
 def test_figures_never_run_go_first_gpu_ones_first_then_the_slowest() -> None:
@@ -208,7 +208,7 @@ def test_a_job_starts_only_when_its_memory_fits_beside_the_running_ones(
     two = [Job("a", False, 2.0, 600.0), Job("b", False, 1.0, 600.0)]
     assert overlaps(two, None) == {frozenset("ab")}  # no cap: the slots allow both
     assert overlaps(two, 1300.0) == {frozenset("ab")}
-    with caplog.at_level("INFO", logger="pelican_figgen.schedule"):
+    with caplog.at_level("INFO", logger="pelican.plugins.figgen.schedule"):
         assert overlaps(two, 1000.0) == set()  # 1200 MiB do not fit in 1000
     assert "b waits for memory (its last run took 600 MiB; the running figures hold 600" \
         in caplog.text

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from conftest import REPO, Site
-from pelican_figgen.serve import watched_paths
+from pelican.plugins.figgen.serve import watched_paths
 
 
 def test_watched_paths_cover_sources_and_skip_outputs(site: Site) -> None:
@@ -51,7 +51,7 @@ def test_serve_rebuilds_after_an_edit_and_reruns_only_that_figure(site: Site) ->
     port = _free_port()
     url = f"http://127.0.0.1:{port}/a-tiny-post.html"
     env = os.environ | {"PYTHONPATH": str(REPO / "plugins")}
-    command = [sys.executable, "-m", "pelican_figgen.serve", "--port", str(port)]
+    command = [sys.executable, "-m", "pelican.plugins.figgen.serve", "--port", str(port)]
     server = subprocess.Popen(command, cwd=site.root, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     version = f"http://127.0.0.1:{port}/__figgen_version"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Site
-from pelican_figgen import discover
-from pelican_figgen.errors import FigureBuildError, FigureError, SettingsError
-from pelican_figgen.settings import DEFAULTS, RULES, merge
+from pelican.plugins.figgen import discover
+from pelican.plugins.figgen.errors import FigureBuildError, FigureError, SettingsError
+from pelican.plugins.figgen.settings import DEFAULTS, RULES, merge
 
 BAD = [  # key, value, what the message must say it accepts
     ("root", 3, "None or a folder"),

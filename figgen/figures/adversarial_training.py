@@ -2,12 +2,12 @@
 
 import numpy as np
 
-from figgen.harness import Context, run
 from figgen.twopixel import plot
 from figgen.twopixel.adversarial import adversarially_trained, plausible_attacks
 from figgen.twopixel.models import predict
 from figgen.twopixel.search import find_plausible
 from figgen.twopixel.world import training_set
+from pelican_figgen.harness import Context, run
 
 
 def main(ctx: Context) -> None:

@@ -1,10 +1,10 @@
 """Figure 7: three gradient attacks on figure 6's classifier, one of each kind."""
 
-from figgen.harness import Context, run
 from figgen.twopixel import plot
 from figgen.twopixel.adversarial import ATTACK_NAME, EPS_GREY, plausible_attacks
 from figgen.twopixel.search import find_plausible
 from figgen.twopixel.world import training_set
+from pelican_figgen.harness import Context, run
 
 
 def main(ctx: Context) -> None:

@@ -1,10 +1,10 @@
 """Figure 9: data augmentation, brightness and contrast copies of each training image."""
 
-from figgen.harness import Context, run
 from figgen.twopixel import plot
 from figgen.twopixel.augment import N_COPIES, augment, augmented_model, describe
 from figgen.twopixel.search import find_plausible
 from figgen.twopixel.world import training_set
+from pelican_figgen.harness import Context, run
 
 
 def main(ctx: Context) -> None:

@@ -1,9 +1,9 @@
 """Figure 5: where trained models disagree, as the share of an ensemble that says cat."""
 
-from figgen.harness import Context, run
 from figgen.twopixel import plot
 from figgen.twopixel.ensemble import all_correct, cat_votes, disagreement, train_ensemble
 from figgen.twopixel.world import FAR, far_mask, grid, training_set
+from pelican_figgen.harness import Context, run
 
 
 def main(ctx: Context) -> None:

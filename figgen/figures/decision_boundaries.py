@@ -2,10 +2,10 @@
 
 from matplotlib.lines import Line2D
 
-from figgen.harness import Context, run
 from figgen.twopixel import plot
 from figgen.twopixel.ensemble import BOUNDARY_SEEDS, all_correct, train_ensemble
 from figgen.twopixel.world import training_set
+from pelican_figgen.harness import Context, run
 
 STYLES = ("-", "--")  # seed 0, seed 1
 

@@ -1,9 +1,9 @@
 """Figure 6: a real trained classifier, correct on the data and strange in empty space."""
 
-from figgen.harness import Context, run
 from figgen.twopixel import plot
 from figgen.twopixel.search import STRANGENESS_MEASURE, find_plausible
 from figgen.twopixel.world import training_set
+from pelican_figgen.harness import Context, run
 
 
 def main(ctx: Context) -> None:

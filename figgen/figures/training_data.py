@@ -1,8 +1,8 @@
 """Figure 2: the six training images, three cats and three dogs, as points."""
 
-from figgen.harness import Context, run
 from figgen.twopixel import plot
 from figgen.twopixel.world import CAT, DOG, training_set
+from pelican_figgen.harness import Context, run
 
 
 def main(ctx: Context) -> None:

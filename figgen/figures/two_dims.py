@@ -2,9 +2,9 @@
 
 from matplotlib.patches import Rectangle
 
-from figgen.harness import Context, run
 from figgen.twopixel import plot
 from figgen.twopixel.world import CAT, training_set
+from pelican_figgen.harness import Context, run
 
 
 def main(ctx: Context) -> None:

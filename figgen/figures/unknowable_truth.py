@@ -1,8 +1,8 @@
 """Figure 3: the made-up true regions of cats and dogs; everything else is neither."""
 
-from figgen.harness import Context, run
 from figgen.twopixel import plot
 from figgen.twopixel.world import CAT, CLASS_NAMES, DOG, REGIONS, training_set, true_class
+from pelican_figgen.harness import Context, run
 
 
 def main(ctx: Context) -> None:

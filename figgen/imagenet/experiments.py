@@ -2,7 +2,7 @@
 
 Each function loads the model and the photo, attacks, classifies, checks that the attack
 worked, and returns an ``Attacked``: the images as [H, W, 3] arrays in [0, 1], the
-predictions and the caption values. figgen.intermediates stores it, so restyling a figure
+predictions and the caption values. pelican_figgen.intermediates stores it, so restyling a figure
 only plots again. torch, the model code and the attacks are imported inside the functions,
 never at the top: a figure that reads its result from the store never imports torch, which
 alone takes longer than drawing the figure.
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from figgen.harness import progress
 from figgen.imagenet.classes import Prediction, class_index
-from figgen.intermediates import cached
+from pelican_figgen.harness import progress
+from pelican_figgen.intermediates import cached
 
 if TYPE_CHECKING:  # only for the hint: importing it would load torch
     from torch import Tensor

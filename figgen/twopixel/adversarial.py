@@ -18,7 +18,6 @@ from scipy import ndimage
 from torch import nn
 
 from figgen.attacks import pgd
-from figgen.intermediates import cached
 from figgen.twopixel.models import MLPSpec, fit, predict, to_input
 from figgen.twopixel.search import find_plausible
 from figgen.twopixel.world import (
@@ -35,6 +34,7 @@ from figgen.twopixel.world import (
     training_set,
     true_class,
 )
+from pelican_figgen.intermediates import cached
 
 EPS_GREY = 24  # the L-infinity budget, in grey levels
 ALPHA_GREY = 2.0  # PGD step size, in grey levels

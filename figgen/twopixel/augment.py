@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from figgen.intermediates import cached
 from figgen.twopixel.models import fit
 from figgen.twopixel.search import find_plausible
 from figgen.twopixel.world import training_set, true_class
+from pelican_figgen.intermediates import cached
 
 N_COPIES = 12  # augmented copies of each training image
 # Small enough that every copy of the six images stays inside its own true region.

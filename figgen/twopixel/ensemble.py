@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from figgen.intermediates import cached
 from figgen.twopixel.models import MLPSpec, cat_probability, fit_many, predict
 from figgen.twopixel.world import grid, training_set
+from pelican_figgen.intermediates import cached
 
 # Model families: depth, width, activation and initial input scale all shape the boundary.
 FAMILIES = (

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from figgen.harness import progress
 from figgen.twopixel.world import PIXEL_MAX
+from pelican_figgen.harness import progress
 
 
 @dataclass(frozen=True)

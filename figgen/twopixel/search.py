@@ -14,7 +14,6 @@ import numpy as np
 from scipy import ndimage
 from torch import nn
 
-from figgen.intermediates import cached
 from figgen.twopixel.models import MLPSpec, fit_many, predict
 from figgen.twopixel.world import (
     CAT,
@@ -26,6 +25,7 @@ from figgen.twopixel.world import (
     grid,
     training_set,
 )
+from pelican_figgen.intermediates import cached
 
 GRID = 128  # measuring grid: cells of 2 grey levels
 MIN_COVERAGE = 0.9

@@ -1,8 +1,8 @@
 """Figure 11: one FGSM step with a budget large enough that its noise is plain to see."""
 
-from figgen.harness import Context, run
 from figgen.imagenet import plot
 from figgen.imagenet.experiments import fgsm_step
+from pelican_figgen.harness import Context, run
 
 __figure__ = {"gpu": True}
 

@@ -1,8 +1,8 @@
 """Figure 12: targeted PGD with a large budget turns a landscape into a "jigsaw puzzle"."""
 
-from figgen.harness import Context, run
 from figgen.imagenet import plot
 from figgen.imagenet.experiments import targeted_pgd
+from pelican_figgen.harness import Context, run
 
 __figure__ = {"gpu": True}
 

@@ -1,8 +1,8 @@
 """Figure 10: the opening example, natural + eps * sign(gradient) = adversarial (FGSM)."""
 
-from figgen.harness import Context, run
 from figgen.imagenet import plot
 from figgen.imagenet.experiments import fgsm_step
+from pelican_figgen.harness import Context, run
 
 __figure__ = {"gpu": True}
 

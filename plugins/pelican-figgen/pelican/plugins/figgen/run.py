@@ -27,8 +27,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IHDR_SIZE = 13  # width, height (4 bytes each), depth, colour, compression, filter, interlace
 # The runner's own frames are noise in a script's traceback: the harness, the cache of
 # intermediates a library function goes through, the warm server that forked the script.
-HARNESS = {("figgen", "harness.py"), ("figgen", "intermediates.py"), ("figgen", "forkserver.py"),
-           ("figgen", "reaper.py")}
+HARNESS = {("pelican_figgen", f"{name}.py")
+           for name in ("harness", "intermediates", "forkserver", "reaper")}
 PROGRESS_FILE = "FIGGEN_PROGRESS"  # the harness appends JSON lines of progress to this file
 PROGRESS = ".figgen-progress.jsonl"  # that file, in the run's output folder
 PROGRESS_POLL = 0.1  # seconds between two reads of it
@@ -37,7 +37,7 @@ THREAD_VARIABLES = ("FIGGEN_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 STDERR = ".figgen-stderr.txt"  # the script's stderr, in its output folder
-REPORT = ".figgen-reaper.json"  # how the script ended, from its supervisor (figgen.reaper)
+REPORT = ".figgen-reaper.json"  # how the script ended, from its supervisor (pelican_figgen.reaper)
 STOP_WAIT = 5.0  # seconds a supervisor may take to kill a run's processes
 STACK_WAIT = 0.5  # seconds a timed-out script has to print its stack before it is killed
 STACK_POLL = 0.02

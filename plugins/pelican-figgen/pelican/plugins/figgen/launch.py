@@ -1,9 +1,9 @@
 """Run phase, starting a script: its own interpreter, or a fork of the warm server.
 
-The warm server (``python -m figgen.forkserver``, see its docstring) imports the libraries
+The warm server (``python -m pelican_figgen.forkserver``, see its docstring) imports the libraries
 the scripts share once per build and forks a child per script, so a figure no longer pays
 Python's start-up and torch's import. Both ways give the run phase the same process to wait
-for and signal: the run's supervisor (figgen.reaper), in a session of its own, whose child
+for and signal: the run's supervisor (pelican_figgen.reaper), in a session of its own, whose child
 is the script (stdin and stdout on /dev/null, stderr to a file) and which kills whatever the
 script started when the run ends.
 """
@@ -54,7 +54,7 @@ class Request:
     env: Mapping[str, str]
     cwd: Path
     stderr: Path
-    report: Path  # where the supervisor says how the script ended (figgen.reaper)
+    report: Path  # where the supervisor says how the script ended (pelican_figgen.reaper)
 
 
 def die_with_parent() -> None:
@@ -75,7 +75,7 @@ def start_direct(python: str, request: Request) -> subprocess.Popen:
     # A file, not a pipe: a child the script leaves running cannot keep the build waiting.
     with request.stderr.open("wb") as stderr:
         return subprocess.Popen(
-            [python, "-m", "figgen.reaper", str(os.getpid()), str(request.report),
+            [python, "-m", "pelican_figgen.reaper", str(os.getpid()), str(request.report),
              *request.argv],
             cwd=request.cwd, env=dict(request.env),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
@@ -115,7 +115,7 @@ class WarmServer:
         self._dead = False  # set once its replies end: nothing more can start there
         with log.open("wb") as stderr:
             self._proc = subprocess.Popen(
-                [python, "-m", "figgen.forkserver", *map(str, scripts)], cwd=root,
+                [python, "-m", "pelican_figgen.forkserver", *map(str, scripts)], cwd=root,
                 env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                 start_new_session=True, preexec_fn=die_with_parent,
             )

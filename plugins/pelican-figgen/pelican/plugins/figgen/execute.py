@@ -157,7 +157,7 @@ def _memory(settings: FiggenSettings) -> float | None:
 
 @contextlib.contextmanager
 def _intermediates(settings: FiggenSettings, scratch: Path, force: bool) -> Iterator[Path]:
-    """Where the build's figures keep their cached intermediates (figgen.intermediates)."""
+    """Where the build's figures keep their cached intermediates (pelican_figgen.intermediates)."""
     if not force:
         # File times lag time.time() by up to a kernel tick: compare like with like.
         shared, start = settings.cache_dir / "intermediates", cache.file_clock(scratch)
@@ -227,7 +227,7 @@ def _known_failure(
     if not failure or not past or not cache.verdict(past, settings.root, want, store, hashes).fresh:
         return None
     cause = (f"{failure.cause} (in its last run; nothing it reads changed since, so it did "
-             f"not re-run: `python -m pelican_figgen run --force {name}` retries)")
+             f"not re-run: `pelican-figgen run --force {name}` retries)")
     return RunResult(False, 0.0, store.path, cause=cause, detail=failure.detail)
 
 
@@ -299,11 +299,11 @@ def _run(
 
 
 def static_imports(settings: FiggenSettings, script: Path) -> tuple[str, ...]:
-    """The project files a script imports, read from their source (figgen.imports)."""
+    """The project files a script imports, read from their source (pelican_figgen.imports)."""
     # What a failed run read, when it could not say: a time-out, a crash or a kill leaves no
     # list. Read by the scripts' interpreter, as the warm server reads them: the plugin does
     # not import the blog's library. Imports inside functions count: the run may have got there.
-    argv = [settings.python, "-m", "figgen.imports", str(settings.root), str(script)]
+    argv = [settings.python, "-m", "pelican_figgen.imports", str(settings.root), str(script)]
     try:
         out = subprocess.run(argv, cwd=settings.root, env=script_env(settings),
                              capture_output=True, text=True, timeout=STATIC_TIMEOUT, check=True)

@@ -208,7 +208,7 @@ class Store:
 
 def trim_intermediates(folder: Path, limit_mib: int | None, since: float) -> None:
     """Drop the least recently used intermediates, none used since `since`, to fit the limit."""
-    # figgen/intermediates.py keeps <key[:2]>/<key>.pickle, a .lock beside each, and sets a
+    # pelican_figgen/intermediates.py keeps <key[:2]>/<key>.pickle, a .lock beside each, and sets a
     # result's time on every hit. A dropped result is computed again when next needed.
     if limit_mib is None:
         return

@@ -14,9 +14,9 @@ if the store were empty. Either way a result is kept in memory for the rest of t
 
 The key (sha256 of canonical JSON) covers the function's module and name; the content of
 every project file its module imports, transitively, lazy imports included
-(``figgen.imports.closure``), so editing the module or anything below it recomputes while
+(``pelican_figgen.imports.closure``), so editing the module or anything below it recomputes while
 editing a plotting module it does not import does not; its bound arguments with defaults;
-the run's seed (``figgen.harness.SEED``); the environment the plugin describes
+the run's seed (``pelican_figgen.harness.SEED``); the environment the plugin describes
 (``FIGGEN_ENVIRONMENT``: Python and library versions), ``FIGGEN_THREADS`` and
 ``FIGGEN_LANE`` (cpu or gpu). Arguments must be str, int, float, bool, None, lists, tuples,
 dicts with str keys, or frozen dataclasses of those; anything else is a TypeError.
@@ -33,7 +33,7 @@ RNG contract, so that a figure is byte-identical whether a result was computed o
 computation runs with Python's, NumPy's and torch's global generators (CPU, and CUDA once
 initialized) seeded with the run's seed, and every generator is put back as it was after;
 torch imported during the computation is left seeded as a fresh import is (see
-``figgen.harness.seed_on_import``). A hit touches no generator.
+``pelican_figgen.harness.seed_on_import``). A hit touches no generator.
 
 What a cached function must be: deterministic given its arguments and the seed, and
 returning plain data (NumPy arrays, small dataclasses, CPU tensors, small nn.Modules), which
@@ -60,8 +60,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from figgen import harness
-from figgen.imports import closure
+from pelican_figgen import harness
+from pelican_figgen.imports import closure
 
 FOLDER_ENV = "FIGGEN_INTERMEDIATES"  # where results are stored; unset: computed every run
 ENVIRONMENT_ENV = "FIGGEN_ENVIRONMENT"  # JSON from the plugin: Python and library versions

@@ -3,8 +3,8 @@
 Each figure script run as its own interpreter pays Python's start-up and its imports (torch,
 matplotlib: about 2-3 s here) before it computes anything. The build starts this server
 instead, with the scripts it is about to run; the server imports every library that two or
-more of them import (read statically, see figgen.imports) and then forks one child per
-script, under a supervisor of its own (figgen.reaper: nothing the script starts outlives
+more of them import (read statically, see pelican_figgen.imports) and then forks one child per
+script, under a supervisor of its own (pelican_figgen.reaper: nothing the script starts outlives
 its run). A child is a fresh process as far as the script can tell: its own session, stdin and
 stdout on /dev/null, stderr to a file, the environment and arguments it was given, the
 server's own project modules forgotten, the script run as ``__main__``, and an exit as
@@ -41,8 +41,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
-from figgen import reaper
-from figgen.imports import closure
+from pelican_figgen import reaper
+from pelican_figgen.imports import closure
 
 
 def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
@@ -129,7 +129,7 @@ def _send(out: int, message: dict[str, Any]) -> None:
 
 
 def _fork(request: dict[str, Any], server_fds: list[int]) -> int:
-    """Fork the run's supervisor (figgen.reaper), which forks the script; return its pid."""
+    """Fork the run's supervisor (pelican_figgen.reaper), which forks the script; return its pid."""
     server = os.getpid()
     pid = os.fork()
     if pid:
@@ -195,7 +195,7 @@ def _become_script(request: dict[str, Any]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    # The server imported project modules (figgen.imports, ...): the script must import
+    # The server imported project modules (pelican_figgen.imports, ...): the script must import
     # them itself, or its record would list files it never used and miss edits to them.
     root = Path(request["cwd"]).resolve()
     for name, module in list(sys.modules.items()):

@@ -70,7 +70,7 @@ DEFAULTS: dict[str, Any] = {
     # beside the running ones, or when none runs. "auto": what is available when the pool
     # starts (MemAvailable, within the cgroup's limit); None: no cap, only `jobs`.
     "memory_mb": "auto",
-    # Size limit of the cached intermediates (figgen.intermediates) in MiB, or None for none.
+    # Size limit of the cached intermediates (pelican_figgen.intermediates) in MiB, or None.
     # After a build that ran figures, the least recently used ones go until the folder fits;
     # those this build used stay.
     "intermediates_max_mb": 2048,
@@ -79,7 +79,7 @@ DEFAULTS: dict[str, Any] = {
     # overrides it, so CI or a machine without torch can build from the freeze.
     "mode": "run",
     # The frozen cache, relative to root: records and images meant to be committed (like
-    # Quarto's _freeze), written by `python -m pelican_figgen freeze`.
+    # Quarto's _freeze), written by `pelican-figgen freeze`.
     "freeze_dir": "_freeze",
     # `verify`: largest root-mean-square difference of RGBA values in [0, 1] between a re-run
     # image and its frozen one that still counts as "numerically close" (CPU/GPU differences).
@@ -120,7 +120,7 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
     """Check the FIGGEN keys and the environment's overrides; merge them over the defaults."""
     if user is not None and not isinstance(user, Mapping):
         raise SettingsError(f"FIGGEN is {user!r}; expected a dict of settings, such as "
-                            "{'timeout': 600} (see plugins/pelican_figgen/settings.py)")
+                            "{'timeout': 600} (every key: pelican.plugins.figgen.settings)")
     user = dict(user or {})
     for key in user:
         if key not in DEFAULTS:

@@ -1,6 +1,6 @@
 """The figures without a site build: list their state, run them, drop the cache, freeze, verify.
 
-    PYTHONPATH=plugins python -m pelican_figgen [-s pelicanconf.py] COMMAND
+    pelican-figgen [-s pelicanconf.py] COMMAND   (or python -m pelican.plugins.figgen)
       list                      every figure script: fresh, stale and why, or failed
       run [NAME ...] [--force]  bring figures up to date (default: every referenced one)
       clean                     drop the figure cache: every figure re-runs next time
@@ -242,7 +242,7 @@ COMMANDS: dict[str, Callable[[Project, argparse.Namespace], int]] = {
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m pelican_figgen", description=__doc__,
+    parser = argparse.ArgumentParser(prog="pelican-figgen", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-s", "--settings", type=Path, default=Path("pelicanconf.py"))
     commands = parser.add_subparsers(dest="command", required=True)

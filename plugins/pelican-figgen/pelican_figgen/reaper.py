@@ -10,8 +10,8 @@ script's exit status (negative for a signal), how many other processes it killed
 whether it was told to stop. SIGUSR1 is passed on to the script (the harness dumps its
 Python stack on it).
 
-Run as ``python -m figgen.reaper PARENT_PID REPORT SCRIPT ARGS...`` (the script is started
-in ``sys.executable``); the warm server (figgen.forkserver) calls `supervise` in its forked
+Run as ``python -m pelican_figgen.reaper PARENT_PID REPORT SCRIPT ARGS...`` (the script is started
+in ``sys.executable``); the warm server (pelican_figgen.forkserver) calls `supervise` in its forked
 child instead. Standard library only: it must start fast, and never imports the script's
 libraries.
 """
@@ -158,7 +158,7 @@ def _exec_script(argv: list[str]) -> int:
         become_script(supervisor)
         os.execv(sys.executable, [sys.executable, *argv])
     except BaseException as err:  # noqa: BLE001 (say why in the script's stderr)
-        print(f"figgen.reaper: cannot start {argv[0]}: {err}", file=sys.stderr)
+        print(f"pelican_figgen.reaper: cannot start {argv[0]}: {err}", file=sys.stderr)
     os._exit(127)
 
 

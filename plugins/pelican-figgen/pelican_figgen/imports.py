@@ -1,11 +1,12 @@
 """What a Python file imports, found by reading it: nothing is imported or run.
 
 Used three times: the build preloads the libraries that several figures import
-(figgen.forkserver), a cached intermediate's key covers the project files its module imports
-(figgen.intermediates), and the plugin runs ``python -m figgen.imports ROOT SCRIPT`` to learn
-what a failed run read when the run could not say (it crashed or was killed). Every import
-statement counts, including those inside functions and ``try`` blocks: a lazy import is still
-a dependency. A file that does not parse is listed, its imports unknown.
+(pelican_figgen.forkserver), a cached intermediate's key covers the project files its module
+imports (pelican_figgen.intermediates), and the plugin runs
+``python -m pelican_figgen.imports ROOT SCRIPT`` to learn what a failed run read when the run
+could not say (it crashed or was killed). Every import statement counts, including those
+inside functions and ``try`` blocks: a lazy import is still a dependency. A file that does not
+parse is listed, its imports unknown.
 """
 
 from __future__ import annotations
@@ -117,5 +118,5 @@ def project_files(root: Path, script: Path) -> list[str]:
     return [f.relative_to(root).as_posix() for f in found if f.is_relative_to(root)]
 
 
-if __name__ == "__main__":  # python -m figgen.imports ROOT SCRIPT: a JSON list on stdout
+if __name__ == "__main__":  # python -m pelican_figgen.imports ROOT SCRIPT: a JSON list on stdout
     print(json.dumps(project_files(Path(sys.argv[1]), Path(sys.argv[2]))))

@@ -43,7 +43,7 @@ PROGRESS_FILE = "FIGGEN_PROGRESS"  # set by the plugin: the file progress goes t
 THREADS = "FIGGEN_THREADS"  # compute threads of a run (torch's); the plugin sets it, default 1
 PROGRESS_EVERY = 0.1  # seconds between two progress reports
 SVG_SALT = "figgen"  # matplotlib's SVG ids derive from it instead of a random value
-SEED = 0  # the run's seed, set by run(); library code (figgen.intermediates) reads it here
+SEED = 0  # the run's seed, set by run(); library code (pelican_figgen.intermediates) reads it here
 
 
 @dataclass
@@ -275,7 +275,7 @@ _DEPENDS: set[Path] = set()  # project files a run depends on without importing 
 def depends_on(paths: Iterable[Path]) -> None:
     """Count project files among this run's inputs though it did not import them.
 
-    A cached intermediate (figgen.intermediates) read from disk skips the imports that
+    A cached intermediate (pelican_figgen.intermediates) read from disk skips the imports that
     computing it would make; its key's files still decide whether the figure is stale.
     """
     _DEPENDS.update(Path(p).resolve() for p in paths)
@@ -356,7 +356,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
     root = project_root()
     args.out.mkdir(parents=True, exist_ok=True)
     ctx = Context(script.stem, args.seed, json.loads(args.params), args.out)
-    global SEED  # for library code: figgen.intermediates keys and seeds with it
+    global SEED  # for library code: pelican_figgen.intermediates keys and seeds with it
     SEED = args.seed
     seed_everything(args.seed)
     start = time.perf_counter()
@@ -379,8 +379,8 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
             "device": device(),
             "peak_rss_mib": peak_rss_mib(),
         }
-        if "figgen.intermediates" in sys.modules:  # hits, misses, seconds spent waiting
-            manifest["intermediates"] = sys.modules["figgen.intermediates"].stats()
+        if "pelican_figgen.intermediates" in sys.modules:  # hits, misses, seconds spent waiting
+            manifest["intermediates"] = sys.modules["pelican_figgen.intermediates"].stats()
         args.manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=plain))
     else:
         print(f"wrote {args.out / ctx.images[0]['file']} in {seconds:.1f} s")
