@@ -8,7 +8,7 @@ PORT ?= 8000
 
 FIGGEN := $(BIN)/pelican-figgen
 
-.PHONY: site test serve publish bench lint clean figures-clean figures freeze verify
+.PHONY: site test wheelhouse serve publish bench lint clean figures-clean figures freeze verify
 
 # The venv is rebuilt when the dependency declarations or the pins change. The plugin is
 # installed with pip, as any blog installs it (editable here: its source lives in this repo).
@@ -36,7 +36,18 @@ freeze: $(BIN)/.installed  ## copy every figure, up to date, into _freeze/ (to c
 verify: $(BIN)/.installed  ## re-run every figure and compare it with its frozen image
 	$(FIGGEN) verify
 
-test: $(BIN)/.installed  ## the test suite
+# Wheels of what the plugin's distribution declares (and setuptools, to build its own wheel),
+# for this Python: tests/test_package.py installs the plugin into a fresh venv from them, offline.
+WHEELHOUSE := .wheelhouse
+$(WHEELHOUSE)/.complete: plugins/pelican-figgen/pyproject.toml constraints.txt | $(BIN)/.installed
+	$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('$<', 'rb'))['project']['dependencies']))" > $(WHEELHOUSE).txt
+	$(BIN)/python -m pip download --quiet --only-binary=:all: -c constraints.txt -d $(WHEELHOUSE) -r $(WHEELHOUSE).txt "setuptools>=68"
+	rm $(WHEELHOUSE).txt
+	touch $@
+
+wheelhouse: $(WHEELHOUSE)/.complete  ## wheels for the fresh-venv package test
+
+test: $(BIN)/.installed $(WHEELHOUSE)/.complete  ## the test suite
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/.installed

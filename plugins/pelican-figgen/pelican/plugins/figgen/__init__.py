@@ -1,7 +1,8 @@
 """Pelican plugin: figures computed at build time by figure scripts, cached by content hash.
 
-In Markdown, a paragraph `![alt text]({figure}name "caption")` runs `<scripts>/name.py` when its
-inputs changed and embeds the result as a <figure>. Settings: the FIGGEN dict (see settings.py).
+In Markdown, a paragraph `![alt text]({figure}name "caption")` (in reStructuredText, the directive
+`.. figgen:: name` with `:alt:` and `:caption:`) runs `<scripts>/name.py` when its inputs changed
+and embeds the result as a <figure>. Settings: the FIGGEN dict (see settings.py).
 """
 
 import logging
@@ -10,12 +11,14 @@ from pelican import signals
 
 from .embed import add_srcset, add_srcset_to_feed
 from .pipeline import add_markdown_extension, build_figures
+from .rst_directive import register_directive
 
 
 def register() -> None:
     """Connect the plugin to Pelican's signals."""
     _follow_pelican_verbosity()
     signals.initialized.connect(add_markdown_extension)
+    signals.initialized.connect(register_directive)
     signals.all_generators_finalized.connect(build_figures)
     signals.content_written.connect(add_srcset)
     signals.feed_generated.connect(add_srcset_to_feed)

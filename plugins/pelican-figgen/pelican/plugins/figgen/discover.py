@@ -17,6 +17,16 @@ from .settings import FiggenSettings, seconds
 MARKER = re.compile(rf"<{MARKER_TAG}\b[^>]*>\s*</{MARKER_TAG}>")
 # A `{figure}` link that did not stand alone in its paragraph (code samples may show it freely).
 STRAY = re.compile(r"""(?:src|href)\s*=\s*["']\{figure\}(?P<name>[^"']*)""")
+# In reStructuredText, where `{figure}` is no syntax at all, any `{figure}name` in the text too.
+STRAY_TEXT = re.compile(r"\{figure\}(?P<name>[^\s<\"']*)")
+# Code samples, where `{figure}` may be shown freely (docutils writes inline code as <tt>).
+CODE = re.compile(r"<(pre|code|tt)\b.*?</\1>", re.S | re.I)
+HOW = {
+    "markdown": 'a figure reference must be a paragraph of its own, written '
+                '![alt text]({figure}name "caption")',
+    "rst": "a figure reference in reStructuredText is the directive '.. figgen:: name' with "
+           "its :alt: and :caption: options",
+}
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(/[A-Za-z0-9_][A-Za-z0-9_-]*)*")
 # What a script may say in __figure__, each with its check and what it accepts: data files
 # it reads, its own time-out, whether it wants a GPU (it then runs in the GPU queue when the
@@ -38,6 +48,7 @@ class FigureRef:
     alt: str
     caption: str
     marker: str  # the marker HTML the embed phase replaces
+    problem: str = ""  # what the syntax found wrong (a misspelt directive option), or ""
 
 
 @dataclass(frozen=True)
@@ -71,21 +82,19 @@ def find_refs(article: str, html: str) -> list[FigureRef]:
         parser.feed(match.group())
         a = parser.attrs
         refs.append(FigureRef(article, a.get("name", ""), a.get("alt", ""),
-                              a.get("caption", ""), match.group()))
+                              a.get("caption", ""), match.group(), a.get("problem", "")))
     return refs
 
 
-def stray_errors(article: str, html: str) -> list[FigureError]:
-    """An error for each `{figure}` link that is not a paragraph of its own."""
-    return [
-        FigureError(
-            article,
-            stray["name"],
-            "a figure reference must be a paragraph of its own, written "
-            '![alt text]({figure}name "caption")',
-        )
-        for stray in STRAY.finditer(MARKER.sub("", html))
-    ]
+def stray_errors(article: str, html: str, syntax: str = "markdown") -> list[FigureError]:
+    """An error for each `{figure}` the syntax did not read: never published as it is.
+
+    In Markdown that is a `{figure}` link or image not in a paragraph of its own; in
+    reStructuredText (`syntax` "rst") any `{figure}name` outside code samples.
+    """
+    rest = MARKER.sub("", html)
+    strays = STRAY_TEXT.finditer(CODE.sub("", rest)) if syntax == "rst" else STRAY.finditer(rest)
+    return [FigureError(article, stray["name"], HOW[syntax]) for stray in strays]
 
 
 def script_names(scripts: Path) -> list[str]:
@@ -100,10 +109,13 @@ def script_names(scripts: Path) -> list[str]:
 
 def resolve(ref: FigureRef, settings: FiggenSettings, names: list[str]) -> Figure:
     """Check a reference and find the script it names, with the script's declarations."""
+    if ref.problem:
+        raise FigureError(ref.article, ref.name, ref.problem)
     if not ref.alt.strip():
         raise FigureError(ref.article, ref.name, "alt text is empty: say what the figure shows")
     if not ref.caption.strip():
-        raise FigureError(ref.article, ref.name, 'no caption: add one, ({figure}name "caption")')
+        raise FigureError(ref.article, ref.name, 'no caption: add one, ({figure}name "caption")'
+                          " in Markdown, :caption: in reStructuredText")
     return load_figure(ref.article, ref.name, settings, names)
 
 

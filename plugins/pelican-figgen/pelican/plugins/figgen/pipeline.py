@@ -119,6 +119,14 @@ def _article(content: Any, settings: FiggenSettings) -> str:
         else str(path)
 
 
+def _syntax(content: Any) -> str:
+    """The syntax of a content object's source: "rst" for reStructuredText, else "markdown"."""
+    from pelican.readers import RstReader
+
+    return "rst" if Path(content.source_path).suffix[1:] in RstReader.file_extensions \
+        else "markdown"
+
+
 def _discover(
     contents: list[Any], settings: FiggenSettings, errors: list[FigureError]
 ) -> dict[int, list[FigureRef]]:
@@ -127,7 +135,7 @@ def _discover(
     for content in contents:
         article = _article(content, settings)
         # A stray link is an error of its own: the article's other references still render.
-        errors.extend(discover.stray_errors(article, content._content))
+        errors.extend(discover.stray_errors(article, content._content, _syntax(content)))
         refs[id(content)] = discover.find_refs(article, content._content)
     return refs
 
