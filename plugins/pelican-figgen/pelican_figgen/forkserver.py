@@ -60,10 +60,17 @@ def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
     return sorted(n for n, c in counts.items() if c >= 2 and n.partition(".")[0] not in stdlib)
 
 
+# What each preloaded name's import added to sys.modules, and (in a child) every module it
+# found loaded: a child's record names only the libraries its own script imports.
+LOADED_BY: dict[str, set[str]] = {}
+PRELOADED: set[str] = set()
+
+
 def preload(names: list[str]) -> list[str]:
     """Import what can be imported; a failure is the script's to report, when it imports it."""
     done = []
     for name in names:  # sorted: a package before its modules
+        before = set(sys.modules)
         try:
             # `from pkg import x`: x may be a module (scipy.ndimage) or not (numpy.ndarray).
             if "." in name and importlib.util.find_spec(name) is None:
@@ -71,8 +78,21 @@ def preload(names: list[str]) -> list[str]:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 (any import error: the script raises it itself)
             continue
+        LOADED_BY[name] = set(sys.modules) - before
         done.append(name)
     return done
+
+
+def preloaded_for(script: Path, root: Path) -> tuple[set[str], set[str]]:
+    """In a child: the modules it found loaded, and those of them its script imports."""
+    if not PRELOADED:  # not a forked child: every module in sys.modules is the script's own
+        return set(), set()
+    try:
+        found = closure(script, [root, script.parent])
+    except (SyntaxError, ValueError, OSError):
+        return set(PRELOADED), set()
+    wanted = set().union(*(LOADED_BY.get(n, set()) for n in found.external + found.maybe_external))
+    return set(PRELOADED), wanted
 
 
 def serve(scripts: list[Path], root: Path, out: int) -> None:
@@ -203,6 +223,7 @@ def _become_script(request: dict[str, Any]) -> None:
         # The cheap test first: most of them (torch's, matplotlib's) are installed packages.
         if file and "site-packages" not in file and Path(file).resolve().is_relative_to(root):
             del sys.modules[name]
+    PRELOADED.update(sys.modules)
 
 
 def _run_script(argv: list[str]) -> int:

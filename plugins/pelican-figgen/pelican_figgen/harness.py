@@ -311,24 +311,24 @@ def project_root() -> Path:
     return Path(os.environ.get(ROOT_ENV, ".")).resolve()
 
 
-def project_modules(root: Path, script: Path) -> list[str]:
-    """Source files of the project (not of installed packages) that this run imported."""
-    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    found = {p.relative_to(root).as_posix() for p in _DEPENDS if p.is_relative_to(root)}
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        # torch.ops and torch.classes carry a bare relative __file__ that names no real file.
-        if not file or not file.endswith(".py") or not Path(file).is_absolute():
-            continue
-        if "site-packages" in file:  # most modules, told apart before the costly resolve()
-            continue
-        path = Path(file).resolve()
-        if path == script or not path.is_relative_to(root):
-            continue
-        if any(path.is_relative_to(p) for p in prefixes) or "site-packages" in path.parts:
-            continue
-        found.add(path.relative_to(root).as_posix())
-    return sorted(found)
+def imported(root: Path, script: Path) -> dict[str, Any]:
+    """What this run imported besides the standard library: distributions and plain files.
+
+    A distribution counts by its version; a plain file (the site's modules, a checkout on
+    PYTHONPATH, an editable install's source) by its path, relative to the root when inside
+    it, for the plugin to hash as an input.
+    """
+    from pelican_figgen.dists import Classifier, module_files  # here: only a manifest needs it
+
+    server = sys.modules.get("pelican_figgen.forkserver")
+    skip, keep = server.preloaded_for(script, root) if server else (set(), set())
+    found = Classifier().sources(module_files(skip, keep))
+    files = {p for p in (*found.files, *_DEPENDS) if p != script}
+
+    def name(path: Path) -> str:
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+    return {"modules": sorted(name(p) for p in files), "distributions": found.distributions}
 
 
 def plain(value: Any) -> Any:
@@ -364,7 +364,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
         main(ctx)
     except BaseException:
         if args.manifest:  # what the failed run imported: the plugin retries when it changes
-            failed = {"failed": True, "modules": project_modules(root, script)}
+            failed = {"failed": True, **imported(root, script)}
             args.manifest.write_text(json.dumps(failed, indent=1))
         raise
     seconds = time.perf_counter() - start
@@ -374,7 +374,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
         manifest = {
             "images": ctx.images,
             "fields": ctx.fields,
-            "modules": project_modules(root, script),
+            **imported(root, script),
             "seconds": round(seconds, 3),
             "device": device(),
             "peak_rss_mib": peak_rss_mib(),

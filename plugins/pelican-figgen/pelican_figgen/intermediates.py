@@ -17,7 +17,8 @@ every project file its module imports, transitively, lazy imports included
 (``pelican_figgen.imports.closure``), so editing the module or anything below it recomputes while
 editing a plotting module it does not import does not; its bound arguments with defaults;
 the run's seed (``pelican_figgen.harness.SEED``); the environment the plugin describes
-(``FIGGEN_ENVIRONMENT``: Python and library versions), ``FIGGEN_THREADS`` and
+(``FIGGEN_ENVIRONMENT``: Python and ``FIGGEN["versions"]``); the versions of the installed
+distributions the module's files import (read without importing them); ``FIGGEN_THREADS`` and
 ``FIGGEN_LANE`` (cpu or gpu). Arguments must be str, int, float, bool, None, lists, tuples,
 dicts with str keys, or frozen dataclasses of those; anything else is a TypeError.
 
@@ -61,10 +62,11 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from pelican_figgen import harness
+from pelican_figgen.dists import versions_of
 from pelican_figgen.imports import closure
 
 FOLDER_ENV = "FIGGEN_INTERMEDIATES"  # where results are stored; unset: computed every run
-ENVIRONMENT_ENV = "FIGGEN_ENVIRONMENT"  # JSON from the plugin: Python and library versions
+ENVIRONMENT_ENV = "FIGGEN_ENVIRONMENT"  # JSON from the plugin: Python, FIGGEN["versions"]
 LANE_ENV = "FIGGEN_LANE"  # "cpu" or "gpu"
 PROTOCOL = 5
 DIGEST = hashlib.sha256().digest_size  # bytes of the checksum that starts every file
@@ -84,10 +86,10 @@ def cached(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        files = _closure(func.__module__)
+        files, distributions = _closure(func.__module__)
         # A hit skips the imports computing would make: the figure still depends on them.
         harness.depends_on(files)
-        key = _key(func, files, bound.arguments)
+        key = _key(func, files, bound.arguments, distributions)
         if key in _MEMO:
             _STATS["hits"] += 1
             return _MEMO[key]
@@ -106,12 +108,19 @@ def stats() -> dict[str, Any]:
 
 
 @functools.cache
-def _closure_at(file: Path, folders: tuple[Path, ...]) -> tuple[Path, ...]:
-    """The project files a module file imports, itself first (read once per process)."""
-    return closure(file, folders).files
+def _closure_at(file: Path, folders: tuple[Path, ...]) -> tuple[tuple[Path, ...], str]:
+    """The project files a module file imports, itself first, and the distributions it imports.
+
+    Read once per process; the distributions as canonical JSON of their versions, found
+    without importing them (a hit must not load torch).
+    """
+    found = closure(file, folders)
+    tops = {name.partition(".")[0] for name in found.external}
+    tops -= set(sys.stdlib_module_names)
+    return found.files, json.dumps(versions_of(tops), sort_keys=True)
 
 
-def _closure(module: str) -> tuple[Path, ...]:
+def _closure(module: str) -> tuple[tuple[Path, ...], str]:
     """The project files a function's module imports, transitively, lazy imports included."""
     file = Path(sys.modules[module].__file__ or module).resolve()
     # The folder its top-level package sits in, too: a module outside the root still counts.
@@ -119,7 +128,10 @@ def _closure(module: str) -> tuple[Path, ...]:
     return _closure_at(file, tuple(dict.fromkeys((harness.project_root(), top))))
 
 
-def _key(func: Callable[..., Any], files: tuple[Path, ...], arguments: dict[str, Any]) -> str:
+def _key(
+    func: Callable[..., Any], files: tuple[Path, ...], arguments: dict[str, Any],
+    distributions: str,
+) -> str:
     """The sha256 of everything a result depends on, as canonical JSON."""
     where = f"{func.__module__}.{func.__qualname__}"
     parts = {
@@ -128,6 +140,7 @@ def _key(func: Callable[..., Any], files: tuple[Path, ...], arguments: dict[str,
         "arguments": {n: _plain(v, f"{where}: argument {n!r}") for n, v in arguments.items()},
         "seed": harness.SEED,
         "environment": os.environ.get(ENVIRONMENT_ENV, ""),
+        "distributions": distributions,
         "threads": os.environ.get(harness.THREADS, "1"),
         "lane": os.environ.get(LANE_ENV, "cpu"),
     }

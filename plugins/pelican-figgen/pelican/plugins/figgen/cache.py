@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -23,13 +22,14 @@ import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
+from pelican_figgen import dists
+
 logger = logging.getLogger(__name__)
 _UNWRITABLE: set[Path] = set()  # cache folders a build could not write in, warned about once
-FORMAT = 2  # bump when the record layout changes: old records then read as "never run"
+FORMAT = 3  # bump when the record layout changes: old records then read as "never run"
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,12 @@ class Record:
     """What a successful run consumed (by hash) and produced."""
 
     name: str
-    inputs: Mapping[str, str]  # path relative to root -> sha256: script, modules, data
+    # path -> sha256: script, data, every imported file in no installed distribution (relative
+    # to root, absolute outside it)
+    inputs: Mapping[str, str]
     params: str  # canonical JSON of seed and parameters
-    environment: Mapping[str, str]  # python and library versions
+    # Python, the distributions the run imported and those FIGGEN["versions"] adds, threads
+    environment: Mapping[str, str]
     images: tuple[Image, ...]
     fields: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
@@ -85,8 +88,11 @@ class Expected:
     """What a figure's record must match, known before running it."""
 
     params: str  # canonical JSON of seed and parameters
-    environment: Mapping[str, str]
+    environment: Mapping[str, str]  # Python, FIGGEN["versions"] and threads
     inputs: tuple[str, ...]  # the script and its declared data, relative to root
+    # Every distribution's version now, to compare with those a record names; None: do not
+    # compare (frozen mode compares sources only).
+    installed: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -333,55 +339,25 @@ def params_key(seed: int, params: Mapping[str, Any]) -> str:
     return json.dumps({"seed": seed, "params": params}, sort_keys=True, separators=(",", ":"))
 
 
-@cache
-def environment(python: str, versions: tuple[str, ...]) -> Mapping[str, str]:
-    """Python and library versions of the interpreter that runs the scripts."""
+def script_path(root: Path) -> str:
+    """The PYTHONPATH of a figure run: the project root, then the build's own."""
+    return os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+
+
+def installed(python: str, root: Path) -> dict[str, str]:
+    """Python's version and every distribution's, as the interpreter running scripts sees them."""
+    path = script_path(root)
     # Not resolved: two venvs link to one base interpreter but hold different packages.
     if Path(python).absolute() == Path(sys.executable).absolute():
-        found = installed()
-        return {
-            "python": sys.version.split()[0],  # what platform.python_version() says
-            **{d: found.get(canonical(d)) or _version(d) for d in versions},
-        }
-    # Another interpreter: ask it once per build (no heavy import, just metadata).
-    code = (
-        "import json,sys,importlib.metadata as m\n"
-        "def v(d):\n try: return m.version(d)\n except m.PackageNotFoundError: return 'absent'\n"
-        "print(json.dumps({'python': sys.version.split()[0], "
-        "**{d: v(d) for d in sys.argv[1:]}}))"
-    )
-    out = subprocess.run([python, "-c", code, *versions], capture_output=True, text=True)
+        # A directory listing per path entry (not importlib.metadata, a few ms a distribution):
+        # the no-op build must cost little more than Pelican alone. Read every build, never
+        # kept: `make serve` must see an upgrade.
+        entries = [*path.split(os.pathsep), *sys.path]
+        return {"python": sys.version.split()[0], **dists.installed(entries)}
+    # Another interpreter: ask it once per build (a directory listing, no heavy import).
+    out = subprocess.run([python, "-m", "pelican_figgen.dists"], capture_output=True, text=True,
+                         env=os.environ | {"PYTHONPATH": path}, cwd=root)
     return json.loads(out.stdout)
-
-
-def canonical(dist: str) -> str:
-    """A distribution name as dist-info folders spell it: 'scikit-learn' -> 'scikit_learn'."""
-    return dist.lower().replace("-", "_").replace(".", "_")
-
-
-def installed() -> dict[str, str]:
-    """Versions of the distributions on sys.path, read from their dist-info folder names."""
-    # A directory listing per path entry, not importlib.metadata (a few ms a distribution):
-    # the no-op build must cost little more than Pelican alone. Earlier entries win, as imports.
-    found: dict[str, str] = {}
-    for entry in sys.path:
-        try:
-            names = os.listdir(entry or ".")
-        except OSError:
-            continue
-        for name in names:
-            if name.endswith(".dist-info"):
-                dist, _, version = name.removesuffix(".dist-info").partition("-")
-                found.setdefault(canonical(dist), version)
-    return found
-
-
-def _version(dist: str) -> str:
-    """A distribution's version from its metadata, or "absent"."""
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
 
 
 def verdict(
@@ -400,6 +376,9 @@ def verdict(
         if record.environment.get(key) != value:
             was = record.environment.get(key, "absent")
             return Verdict(False, f"{key} {was} -> {value}", record)
+    changed = _changed_distribution(record, expected)
+    if changed:
+        return Verdict(False, changed, record)
     missing = set(expected.inputs) - set(record.inputs)
     if missing:
         return Verdict(False, f"new input {sorted(missing)[0]}", record)
@@ -408,6 +387,19 @@ def verdict(
         if now != digest:
             return Verdict(False, f"{rel} {'deleted' if now is None else 'changed'}", record)
     return _objects_verdict(record, store, hashes) or Verdict(True, "up to date", record)
+
+
+def _changed_distribution(record: Record, expected: Expected) -> str:
+    """The first distribution the record names whose installed version differs: 'numpy a -> b'."""
+    if expected.installed is None:
+        return ""
+    for key, was in sorted(record.environment.items()):
+        if key in expected.environment or key == "python":
+            continue
+        now = expected.installed.get(key, "absent")
+        if now != was:
+            return f"{key} {was} -> {now}"
+    return ""
 
 
 def intact(record: Record, store: Store, hashes: Hashes) -> bool:

@@ -27,7 +27,7 @@ import markdown
 from rich.logging import RichHandler
 
 from . import cache, discover, pipeline, progress, verify
-from .cache import Hashes, Record, Store
+from .cache import Expected, Hashes, Record, Store
 from .discover import Figure, FigureRef
 from .errors import FigureError, SettingsError
 from .markdown_ext import FigureReferenceExtension
@@ -101,23 +101,26 @@ def cmd_list(project: Project, args: argparse.Namespace) -> int:
     names = sorted(set(discover.script_names(s.scripts)) | set(articles))
     found = figures(project, names, errors)
     store, hashes = Store(s.cache_dir), Hashes()
-    environment = pipeline.run_environment(s)
+    installed = cache.installed(s.python, s.root)
+    want = functools.partial(pipeline.expected, settings=s,
+                             environment=pipeline.run_environment(s, installed),
+                             installed=installed)
     width = max(map(len, names), default=0)
     for name in names:
         used = ", ".join(articles.get(name, [])) or "not referenced"
-        print(f"{name:<{width}}  {_state(found.get(name), store, hashes, environment, s)}"
+        print(f"{name:<{width}}  {_state(found.get(name), store, hashes, want, s)}"
               f"  [{used}]")
     for error in errors:
         print(f"error: {error.describe()}")
     return 1 if errors else 0
 
 
-def _state(figure: Figure | None, store: Store, hashes: Hashes, environment: dict,
-           s: FiggenSettings) -> str:
+def _state(figure: Figure | None, store: Store, hashes: Hashes,
+           expect: Callable[[Figure], Expected], s: FiggenSettings) -> str:
     """fresh, stale (and why), or failed (and why), with the last run's time."""
     if figure is None:
         return "error (see below)"
-    want = pipeline.expected(figure, s, environment)
+    want = expect(figure)
     verdict = cache.verdict(store.load(figure.name), s.root, want, store, hashes)
     took = f" (ran in {verdict.record.seconds:.1f} s)" if verdict.record else ""
     if verdict.fresh:

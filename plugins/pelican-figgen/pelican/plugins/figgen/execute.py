@@ -291,8 +291,9 @@ def _run(
     if record is None:
         read = _inputs((*static_imports(settings, figure.script), *(result.modules or ())),
                        before, settings, hashes)
+        environment = {**(result.distributions or {}), **expected.environment}
         store.save_failure(Failure(figure.name, result.cause, result.detail, read,
-                                   expected.params, expected.environment))
+                                   expected.params, environment))
         return None, result
     store.save(record)
     return record, result
@@ -333,7 +334,8 @@ def _inputs(
     modules: Iterable[str], before: dict[str, str | None], settings: FiggenSettings,
     hashes: Hashes,
 ) -> dict[str, str | None]:
-    """Every input a run read, by hash: the modules it imported, then its script and data."""
+    """Every input a run read, by hash: the files it imported, then its script and data."""
+    # A file outside the root is stored absolute: root / an absolute path is that path.
     return {**{rel: hashes(settings.root / rel) for rel in modules}, **before}
 
 
@@ -359,7 +361,9 @@ def _record(
         name=figure.name,
         inputs=_inputs(manifest.get("modules", []), before, settings, hashes),
         params=expected.params,
-        environment=expected.environment,
+        # The distributions the run imported, by version, beside Python and the settings'.
+        environment={**{str(k): str(v) for k, v in manifest.get("distributions", {}).items()},
+                     **expected.environment},
         images=images,
         fields=manifest.get("fields", {}),
         seconds=result.seconds,

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pelican_figgen.dists import normalize
+
 from . import cache, discover, embed
 from .cache import Expected, Hashes, Record, Store
 from .discover import Figure, FigureRef
@@ -169,12 +171,16 @@ def articles_of(refs: Iterable[list[FigureRef]]) -> dict[str, list[str]]:
     return {name: sorted(articles) for name, articles in found.items()}
 
 
-def expected(figure: Figure, settings: FiggenSettings, environment: Mapping[str, str]) -> Expected:
-    """What a figure's record must match to be fresh."""
+def expected(
+    figure: Figure, settings: FiggenSettings, environment: Mapping[str, str],
+    installed: Mapping[str, str] | None = None,
+) -> Expected:
+    """What a figure's record must match to be fresh (installed: versions to compare with)."""
     return Expected(
         cache.params_key(settings.seed, figure.params),
         environment,
         tuple(_rel(p, settings) for p in (figure.script, *figure.data)),
+        installed,
     )
 
 
@@ -186,11 +192,12 @@ def make(
 ) -> Outcome:
     """Bring every figure up to date: reuse its record or run its script (always if force)."""
     store, hashes = Store(settings.cache_dir), Hashes()
-    environment = run_environment(settings)
+    installed = cache.installed(settings.python, settings.root)
+    environment = run_environment(settings, installed)
     outcome = Outcome(store=store)
     stale: dict[str, tuple[Figure, Expected, cache.Verdict]] = {}
     for name, figure in figures.items():
-        want = expected(figure, settings, environment)
+        want = expected(figure, settings, environment, installed)
         verdict = cache.verdict(store.load(name), settings.root, want, store, hashes)
         if verdict.fresh and verdict.record and not force:
             outcome.take_cached(verdict.record)
@@ -204,10 +211,13 @@ def make(
     return outcome
 
 
-def run_environment(settings: FiggenSettings) -> dict[str, str]:
-    """What a figure's bytes depend on besides its inputs: library versions, thread count."""
-    return {**cache.environment(settings.python, settings.versions),
-            "threads": str(settings.threads)}
+def run_environment(settings: FiggenSettings, installed: Mapping[str, str]) -> dict[str, str]:
+    """What every figure's bytes depend on: Python, FIGGEN["versions"], the thread count.
+
+    The distributions a figure imported join its record's environment after its run.
+    """
+    extra = {name: installed.get(name, "absent") for name in map(normalize, settings.versions)}
+    return {"python": installed["python"], **extra, "threads": str(settings.threads)}
 
 
 def thaw(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cache import script_path
 from .discover import Figure
 from .launch import Process, Request, ServerGone, WarmServer, start_direct
 from .settings import FiggenSettings
@@ -59,6 +60,7 @@ class RunResult:
     cause: str = ""
     detail: str = ""
     modules: tuple[str, ...] | None = None  # what a failed run imported, if it could say
+    distributions: Mapping[str, str] | None = None  # with their versions, likewise
 
 
 def arguments(figure: Figure, settings: FiggenSettings, out_dir: Path) -> tuple[str, ...]:
@@ -79,7 +81,7 @@ def arguments(figure: Figure, settings: FiggenSettings, out_dir: Path) -> tuple[
 def script_env(settings: FiggenSettings) -> dict[str, str]:
     """Environment of a figure run: project importable, no display, reproducible output."""
     root = settings.root
-    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    path = script_path(root)
     threads = str(settings.threads)
     return os.environ | {
         # Every BLAS and OpenMP pool capped: the pool's workers then share the cores without
@@ -141,7 +143,7 @@ def run_figure(
         keep = _own_frames(settings.root, figure.script)
         return RunResult(
             False, seconds, out_dir, cause=_exit_cause(ended.status),
-            detail=trim_traceback(stderr, keep), modules=_failed_modules(out_dir),
+            detail=trim_traceback(stderr, keep), **_failed_imports(out_dir),
         )
     return _check_outputs(out_dir, seconds)
 
@@ -350,13 +352,15 @@ def _report(line: bytes, progress: Progress | None) -> None:
         progress(report)
 
 
-def _failed_modules(out_dir: Path) -> tuple[str, ...] | None:
-    """The project modules a failed run imported, from the manifest the harness left."""
+def _failed_imports(out_dir: Path) -> dict[str, Any]:
+    """The files and distributions a failed run imported, from the manifest the harness left."""
     try:  # a failure's manifest, or a finished run's whose images are bad
         manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-        return tuple(str(module) for module in manifest["modules"])
-    except (OSError, ValueError, KeyError, TypeError):  # it crashed before saying
-        return None
+        return {"modules": tuple(str(module) for module in manifest["modules"]),
+                "distributions": {str(k): str(v) for k, v in
+                                  manifest.get("distributions", {}).items()}}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # it crashed before saying
+        return {}
 
 
 def _exit_cause(returncode: int) -> str:
@@ -380,7 +384,7 @@ def _check_outputs(out_dir: Path, seconds: float) -> RunResult:
         return RunResult(False, seconds, out_dir, cause=cause)
     cause = _manifest_problem(manifest) or _images_problem(out_dir, manifest["images"])
     if cause:
-        return RunResult(False, seconds, out_dir, cause=cause, modules=_failed_modules(out_dir))
+        return RunResult(False, seconds, out_dir, cause=cause, **_failed_imports(out_dir))
     return RunResult(True, seconds, out_dir, manifest=manifest)
 
 

