@@ -285,3 +285,19 @@ def test_report_lists_every_figure_slowest_first_cached_with_its_last_time() -> 
     assert [line.split()[:2] for line in lines] == [
         ["slow", "ran"], ["old", "cached"], ["fast", "ran"], ["broken", "FAILED"]]
     assert lines[1].endswith("12.5 s")
+
+
+def test_ctx_data_is_the_declared_file_below_the_project_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from pelican_figgen.harness import Context, declared_data
+
+    monkeypatch.setenv("FIGGEN_ROOT", str(tmp_path))
+    script = SimpleNamespace(__figure__={"data": ["data/a.txt"], "gpu": False})
+    ctx = Context("fig", 0, {}, tmp_path, declared=declared_data(script))
+    assert ctx.data("data/a.txt") == ctx.data("./data//a.txt") == tmp_path / "data/a.txt"
+    with pytest.raises(LookupError, match=r"'data/b.txt' is not declared \(declared: data/a.txt"):
+        ctx.data("data/b.txt")
+    assert declared_data(SimpleNamespace()) == ()  # a script without __figure__ declares none
