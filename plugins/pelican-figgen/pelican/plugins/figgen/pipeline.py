@@ -244,6 +244,8 @@ def _embed(
     static_content = generator.context["static_content"]
     # A build killed while copying leaves a half image aside, which would be published.
     cache.drop_orphans(Path(generator.output_path) / settings.output_dir)
+    stylesheet = embed.publish_stylesheet(settings, Path(generator.output_path), static_content) \
+        if any(refs.values()) else ""
     for content in contents:
         html = content._content
         for index, ref in enumerate(refs.get(id(content), [])):
@@ -256,6 +258,8 @@ def _embed(
             if tag is None:
                 mine = [e for e in errors if (e.article, e.reference) == (ref.article, ref.name)]
                 tag = embed.error_html(ref, mine)
+            if index == 0:  # the page's first figure brings the plugin's CSS
+                tag = embed.with_stylesheet(tag, stylesheet)
             html = html.replace(ref.marker, tag, 1)
         # Every marker is replaced above; one left (changed by another plugin?) is an error.
         html, leftovers = embed.without_markers(html, _article(content, settings))
