@@ -67,7 +67,7 @@ def test_serve_rebuilds_after_an_edit_and_reruns_only_that_figure(site: Site) ->
         assert _wait_for(lambda: int(_get(version) or 0) > int(first))
         # A failing figure shows on the page; the server keeps serving and rebuilding.
         site.append("figs/alpha.py", "\nraise RuntimeError('alpha is broken')\n")
-        assert _wait_for(lambda: "stale: last run failed" in _get(url))
+        assert _wait_for(lambda: "could not be updated" in _get(url))
         assert "Gamma plots 6 points" in _get(url) and server.poll() is None
     finally:
         server.terminate()

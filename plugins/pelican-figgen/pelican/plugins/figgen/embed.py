@@ -130,7 +130,8 @@ def figure_html(
     caption = caption_html(ref, record.fields)
     loading = ' loading="lazy"' if lazy else ""
     anchor = _anchor(ref)
-    mark = f'  <p class="figgen-stale-mark">stale: {html.escape(stale)}</p>\n' if stale else ""
+    mark = (f'  <p class="figgen-stale-mark">This figure could not be updated; it shows the '
+            f"last good version ({html.escape(stale)}).</p>\n") if stale else ""
     # Pelican resolves one link per tag, so srcset is added once the page is written.
     density = f' {DENSITY_MARK}"{where.density}"' if where.density > 1 else ""
     return (
@@ -159,11 +160,12 @@ def _anchor(ref: FigureRef) -> str:
 def error_html(ref: FigureRef, errors: list[FigureError]) -> str:
     """The box that stands in for a figure that could not be made (keep-going builds)."""
     anchor = _anchor(ref)
-    text = "\n\n".join(e.describe() for e in errors)
+    # What a reader may see: no commands or settings (they went to the build's log).
+    text = "\n\n".join(e.shown() for e in errors)
     return (
         f'<figure class="figgen figgen-error" id="{anchor}" role="alert">\n'
-        f"  <figcaption>Figure <code>{html.escape(ref.name)}</code> failed; "
-        f"the build went on (keep-going).</figcaption>\n"
+        f"  <figcaption>This figure (<code>{html.escape(ref.name)}</code>) could not be "
+        f"made.</figcaption>\n"
         f"  <pre>{html.escape(text)}</pre>\n"
         f"</figure>"
     )

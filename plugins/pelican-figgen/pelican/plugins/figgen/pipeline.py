@@ -210,21 +210,23 @@ def thaw(
     outcome = Outcome(store=store)
     for name, figure in figures.items():
         record = store.load(name)
-        problem = "" if record else f"missing from the frozen cache {settings.freeze_dir}"
+        cause = "" if record else "missing from the frozen cache (frozen builds run no script)"
         if record and not cache.intact(record, store, hashes):
-            problem = "its frozen image is missing or damaged"
-        if problem:
-            cause = f"{problem} (frozen mode runs no script: freeze it where scripts can run)"
+            cause = "its frozen image is missing or damaged (frozen builds run no script)"
+        if cause:
+            hint = (f"`pelican-figgen freeze` where scripts can run writes it into "
+                    f"FIGGEN['freeze_dir'] {settings.freeze_dir}")
             outcome.report.failed.append(name)
             outcome.report.causes[name] = cause
-            outcome.errors.extend(FigureError(a, name, cause) for a in articles.get(name, []))
+            outcome.errors.extend(FigureError(a, name, cause, hint=hint)
+                                  for a in articles.get(name, []))
             continue
         assert record is not None
         # Library versions may differ here (no torch at all): only the sources must match.
         verdict = cache.verdict(record, settings.root, expected(figure, settings, {}), store,
                                 hashes)
         if not verdict.fresh:
-            outcome.stale[name] = f"frozen before {verdict.reason}"
+            outcome.stale[name] = f"it was frozen before {verdict.reason}"
             logger.warning("figgen: frozen figure %s is stale: %s", name, verdict.reason)
         outcome.take_cached(record)
     return outcome

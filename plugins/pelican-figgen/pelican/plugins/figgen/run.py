@@ -59,6 +59,7 @@ class RunResult:
     cause: str = ""
     detail: str = ""
     modules: tuple[str, ...] | None = None  # what a failed run imported, if it could say
+    hint: str = ""  # what a developer can do about a failure: for the log, never the page
 
 
 def arguments(figure: Figure, settings: FiggenSettings, out_dir: Path) -> tuple[str, ...]:
