@@ -71,8 +71,6 @@ def line_script(color: str) -> str:
 
 
 GAMMA = """\
-from pathlib import Path
-
 from matplotlib.figure import Figure
 
 from pelican_figgen.harness import run
@@ -81,7 +79,7 @@ __figure__ = {"data": ["data/points.txt"]}
 
 
 def main(ctx):
-    values = [float(v) for v in Path("data/points.txt").read_text().split()]
+    values = [float(v) for v in ctx.data("data/points.txt").read_text().split()]
     fig = Figure(figsize=(1, 1))
     fig.add_subplot().plot(values)
     ctx.fields["n"] = len(values)

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from conftest import Site, line_script
+from conftest import GAMMA, Site, line_script
 from pelican.plugins.figgen.errors import FigureBuildError, SettingsError
 
 ALL = {"alpha", "beta", "gamma"}
@@ -112,6 +112,18 @@ def test_editing_a_declared_data_file_reruns_its_figure(site: Site) -> None:
     site.write("data/points.txt", "1 2 3 4 5 6")
     assert set(site.build()["ran"]) == {"gamma"}
     assert "Gamma plots 6 points" in site.html()
+
+
+def test_a_script_opens_only_the_data_files_it_declared(site: Site) -> None:
+    # ctx.data names a declared file (GAMMA reads data/points.txt so); any other is refused,
+    # so every file a figure reads is in its cache key.
+    site.write("data/other.txt", "1 2")
+    site.write("figs/gamma.py", GAMMA.replace('ctx.data("data/points.txt")',
+                                              'ctx.data("data/other.txt")'))
+    with pytest.raises(FigureBuildError) as err:
+        site.build()
+    assert "data file 'data/other.txt' is not declared (declared: data/points.txt)" in \
+        str(err.value.errors[0].detail)
 
 
 def test_changing_a_figure_parameter_or_the_seed_reruns(site: Site) -> None:

@@ -136,3 +136,14 @@ def test_progress_reports_reach_the_plugin_and_a_plain_line_when_alone(tmp_path:
     )
     assert alone.returncode == 0, alone.stderr
     assert alone.stderr.strip().endswith("steps: 5/5")
+
+
+def test_the_command_line_reads_its_paths_from_the_settings_file(site: Site) -> None:
+    # Content elsewhere than content/, the settings file elsewhere than pelicanconf.py.
+    (site.root / "content").rename(site.root / "posts")
+    (site.root / "pelicanconf.py").rename(site.root / "site.py")
+    site.append("site.py", 'PATH = "posts"\nFIGGEN = {"scripts": "figs", "cache_dir": "c"}\n')
+    state = lines(site.figgen("-s", "site.py", "list"))
+    assert state["alpha"].startswith("stale: never run") and "[posts/post.md]" in state["alpha"]
+    assert site.figgen("-s", "site.py", "run", "alpha").returncode == 0
+    assert (site.root / "c/records/alpha.json").is_file()

@@ -64,13 +64,14 @@ def test_a_frozen_build_runs_no_script_and_needs_no_torch(site: Site) -> None:
     site.append("figs/alpha.py", "\n# edited after the freeze\n")
     result = site.build_cli(env=env)
     assert result.returncode == 0
-    assert "stale: frozen before figs/alpha.py changed" in site.html()
+    assert "the last good version (it was frozen before figs/alpha.py changed)" in site.html()
 
     (site.root / "_freeze/records/gamma.json").unlink()
     result = site.build_cli(env=env)
     out = result.stdout + result.stderr
     assert result.returncode == 1
     assert "figure 'gamma': missing from the frozen cache" in out
+    assert "`pelican-figgen freeze` where scripts can run" in out  # the log says what to do
 
 
 def test_a_damaged_freeze_is_reported_by_verify_and_repaired_by_freeze(site: Site) -> None:

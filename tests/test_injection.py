@@ -117,7 +117,8 @@ def test_values_a_run_records_are_text_in_the_page_and_the_feed(site: Site) -> N
     # The malformed name is an error box, its id and text harmless.
     boxes = [a for t, a in page.elements if t == "figure" and "figgen-error" in a["class"]]
     assert [b["id"] for b in boxes] == ["fig-x--onmouseover--alert"]
-    assert "figure 'x\" onmouseover=\"alert': not a figure name" in page.text
+    assert "not a figure name (letters, digits, _ - and /): 'x\" onmouseover=\"alert'" \
+        in page.text
     assert len([f for f in figures(site.html()) if "img" in f]) == 3
     for entry in feed_entries(site):
         assert_inert(entry)
@@ -161,7 +162,8 @@ def test_a_name_with_a_space_is_a_box_and_the_other_figures_render(site: Site) -
     assert [f["img"]["alt"] for f in found if "img" in f] == ["A red line", "Points from a file"]
     assert ["figgen-error" in f["class"] for f in found] == [False, True, False]
     page = assert_inert(site.html())  # no marker left
-    assert "figure 'be ta': not a figure name" in page.text
+    assert "This figure (be ta) could not be made." in page.text
+    assert "not a figure name (letters, digits, _ - and /): 'be ta'" in page.text
     for entry in feed_entries(site):
         assert_inert(entry)
     (content,) = feed_entries(site, ("content",))

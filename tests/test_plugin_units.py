@@ -75,6 +75,34 @@ def test_declared_data_outside_the_project_is_refused(tmp_path: Path) -> None:
         discover.resolve(ref, settings, ["f"])
 
 
+def test_a_missing_scripts_folder_names_the_setting_and_the_path(tmp_path: Path) -> None:
+    settings = merge({"scripts": "figures"}, tmp_path / "content")
+    ref = discover.FigureRef("post.md", "plot", "alt", "caption", "")
+    with pytest.raises(FigureError) as err:
+        discover.resolve(ref, settings, [])
+    assert f"the scripts folder {tmp_path / 'figures'} does not exist" in err.value.cause
+    assert "FIGGEN['scripts']" in err.value.cause
+
+
+def test_no_such_script_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "figs").mkdir()
+    settings = merge({"scripts": "figs"}, tmp_path / "content")
+    ref = discover.FigureRef("post.md", "plot", "alt", "caption", "")
+    with pytest.raises(FigureError, match=r"no script plot.py in .*figs \(FIGGEN\['scripts'\]\)"):
+        discover.resolve(ref, settings, [])
+
+
+@pytest.mark.parametrize("name", ["_common", "sub/_helpers"])
+def test_a_helper_file_is_not_a_figure(tmp_path: Path, name: str) -> None:
+    (tmp_path / "figs" / "sub").mkdir(parents=True)
+    (tmp_path / "figs" / f"{name}.py").write_text("X = 1\n")
+    settings = merge({"scripts": "figs"}, tmp_path / "content")
+    assert discover.script_names(settings.scripts) == []
+    ref = discover.FigureRef("post.md", name, "alt", "caption", "")
+    with pytest.raises(FigureError, match="files starting with _ are helpers, not figures"):
+        discover.resolve(ref, settings, [name])
+
+
 def test_script_declarations_are_read_without_running_the_script(tmp_path: Path) -> None:
     script = tmp_path / "f.py"
     script.write_text('raise SystemExit("never run")\n__figure__ = {"timeout": 5}\n')
@@ -288,3 +316,19 @@ def test_report_lists_every_figure_slowest_first_cached_with_its_last_time() -> 
     assert [line.split()[:2] for line in lines] == [
         ["slow", "ran"], ["old", "cached"], ["fast", "ran"], ["broken", "FAILED"]]
     assert lines[1].endswith("12.5 s")
+
+
+def test_ctx_data_is_the_declared_file_below_the_project_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from pelican_figgen.harness import Context, declared_data
+
+    monkeypatch.setenv("FIGGEN_ROOT", str(tmp_path))
+    script = SimpleNamespace(__figure__={"data": ["data/a.txt"], "gpu": False})
+    ctx = Context("fig", 0, {}, tmp_path, declared=declared_data(script))
+    assert ctx.data("data/a.txt") == ctx.data("./data//a.txt") == tmp_path / "data/a.txt"
+    with pytest.raises(LookupError, match=r"'data/b.txt' is not declared \(declared: data/a.txt"):
+        ctx.data("data/b.txt")
+    assert declared_data(SimpleNamespace()) == ()  # a script without __figure__ declares none

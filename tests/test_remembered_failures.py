@@ -105,8 +105,9 @@ def test_every_input_of_a_crashed_run_runs_it_again_and_strict_builds_always_do(
         site.build(FIGGEN=KEEP_GOING)
         site.build(FIGGEN=KEEP_GOING)  # nothing changed in between: replayed
         assert runs(site) == count
-    assert "stale: last run failed (the script failed (exit status 3) (in its last run" \
+    assert "version (its last run failed: the script failed (exit status 3) (in its last run" \
         in site.html()
+    assert "run --force" not in site.html()  # the retry command goes to the log only
     for count, setting in enumerate([{"seed": 1}, {"params": {"beta": {"n": 2}}}], start=6):
         site.build(FIGGEN=KEEP_GOING | setting)
         site.build(FIGGEN=KEEP_GOING | setting)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,17 +12,27 @@ import urllib.request
 from pathlib import Path
 
 from conftest import REPO, Site
-from pelican.plugins.figgen.serve import watched_paths
+from pelican.plugins.figgen.serve import read_site, watched_paths
 
 
-def test_watched_paths_cover_sources_and_skip_outputs(site: Site) -> None:
-    (site.root / "output").mkdir()
-    (site.root / ".figgen-cache").mkdir()
-    (site.root / "venv").mkdir()
+def elsewhere(site: Site) -> None:
+    """Move the tiny site's content, output and cache to folders the settings name."""
+    (site.root / "content").rename(site.root / "posts")
+    site.append("pelicanconf.py", 'PATH = "posts"\nOUTPUT_PATH = "public"\n'
+                'FIGGEN = {"scripts": "figs", "cache_dir": "build-cache"}\n')
+
+
+def test_serve_reads_every_path_from_the_settings(site: Site) -> None:
+    elsewhere(site)
+    found = read_site(site.root / "pelicanconf.py")
+    assert (found.root, found.output, found.cache) == \
+        (site.root, site.root / "public", site.root / "build-cache")
+    for folder in ("public", "build-cache", "output", "venv"):
+        (site.root / folder).mkdir()
     (site.root / "venv" / "pyvenv.cfg").write_text("home = /usr\n")
-    names = {p.name for p in watched_paths(site.root)}
-    assert {"content", "figs", "helpers", "data", "pelicanconf.py"} <= names
-    assert not names & {"output", ".figgen-cache", "venv"}
+    names = {p.name for p in watched_paths(found.root, (found.output, found.cache))}
+    assert {"posts", "figs", "helpers", "data", "pelicanconf.py", "output"} <= names
+    assert not names & {"public", "build-cache", "venv"}
 
 
 def _free_port() -> int:
@@ -48,6 +59,7 @@ def _wait_for(predicate, seconds: float = 60) -> bool:
 
 
 def test_serve_rebuilds_after_an_edit_and_reruns_only_that_figure(site: Site) -> None:
+    elsewhere(site)  # content, output and cache where the settings say, not the defaults
     port = _free_port()
     url = f"http://127.0.0.1:{port}/a-tiny-post.html"
     env = os.environ | {"PYTHONPATH": str(REPO / "plugins")}
@@ -62,14 +74,16 @@ def test_serve_rebuilds_after_an_edit_and_reruns_only_that_figure(site: Site) ->
         time.sleep(1)  # let the watcher start before the edit
         site.write("data/points.txt", "1 2 3 4 5 6")
         assert _wait_for(lambda: "Gamma plots 6 points" in _get(url))
-        assert set(site.report()["ran"]) == {"gamma"}
+        report = json.loads((site.root / "build-cache/last-build.json").read_text())
+        assert set(report["ran"]) == {"gamma"}
         # The counter moves once the build process has ended, just after it wrote the page.
         assert _wait_for(lambda: int(_get(version) or 0) > int(first))
         # A failing figure shows on the page; the server keeps serving and rebuilding.
         site.append("figs/alpha.py", "\nraise RuntimeError('alpha is broken')\n")
-        assert _wait_for(lambda: "stale: last run failed" in _get(url))
+        assert _wait_for(lambda: "could not be updated" in _get(url))
         assert "Gamma plots 6 points" in _get(url) and server.poll() is None
     finally:
         server.terminate()
         server.wait(timeout=10)
-    assert not Path(site.root / "output" / "a-tiny-post.html").read_text().count("{figure}")
+    assert not (site.root / "output").exists()
+    assert not Path(site.root / "public" / "a-tiny-post.html").read_text().count("{figure}")

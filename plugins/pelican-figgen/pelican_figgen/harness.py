@@ -56,6 +56,21 @@ class Context:
     out_dir: Path
     fields: dict[str, Any] = field(default_factory=dict)  # values captions may quote
     images: list[dict[str, Any]] = field(default_factory=list)
+    declared: tuple[str, ...] = ()  # the data files of its __figure__["data"]
+
+    def data(self, name: str) -> Path:
+        """The path of a data file this script declared in ``__figure__["data"]``.
+
+        Only declared files: each is in the figure's cache key, so editing it re-runs the figure.
+        """
+        wanted = os.path.normpath(name)
+        if wanted not in {os.path.normpath(d) for d in self.declared}:
+            declared = ", ".join(self.declared) or "none"
+            raise LookupError(
+                f"{self.name}: data file {name!r} is not declared (declared: {declared}); add it "
+                f'to __figure__ = {{"data": [...]}}, so that a change to it re-runs the figure'
+            )
+        return project_root() / wanted
 
     def save(self, fig: Any) -> Path:
         """Save a matplotlib figure as this script's PNG, without metadata that varies."""
@@ -306,6 +321,14 @@ def _own_peak_kib() -> float | None:
     return None
 
 
+def declared_data(module: Any) -> tuple[str, ...]:
+    """The data files a script module declares in its ``__figure__["data"]``."""
+    declared = getattr(module, "__figure__", None)
+    # The plugin checked the declaration before the run; a script run alone is checked here.
+    data = declared.get("data", ()) if isinstance(declared, dict) else ()
+    return tuple(d for d in data if isinstance(d, str))
+
+
 def project_root() -> Path:
     """The project root the plugin names (FIGGEN_ROOT), else the current folder."""
     return Path(os.environ.get(ROOT_ENV, ".")).resolve()
@@ -355,7 +378,8 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
     script = Path(sys.modules[main.__module__].__file__ or sys.argv[0]).resolve()
     root = project_root()
     args.out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(script.stem, args.seed, json.loads(args.params), args.out)
+    ctx = Context(script.stem, args.seed, json.loads(args.params), args.out,
+                  declared=declared_data(sys.modules[main.__module__]))
     global SEED  # for library code: pelican_figgen.intermediates keys and seeds with it
     SEED = args.seed
     seed_everything(args.seed)

@@ -90,7 +90,8 @@ def figures(project: Project, names: list[str], errors: list[FigureError]) -> di
         try:
             found[name] = discover.load_figure(where[0], name, s, known)
         except FigureError as err:
-            errors += [FigureError(article, name, err.cause, err.detail) for article in where]
+            errors += [FigureError(article, name, err.cause, err.detail, err.hint)
+                       for article in where]
     return found
 
 

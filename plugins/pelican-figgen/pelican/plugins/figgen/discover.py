@@ -124,17 +124,24 @@ def load_figure(article: str, name: str, settings: FiggenSettings, names: list[s
     if not NAME.fullmatch(name):
         cause = f"not a figure name (letters, digits, _ - and /): {name!r}"
         raise FigureError(article, name, cause)
+    if name.rpartition("/")[2].startswith("_"):
+        raise FigureError(article, name, f"{name}.py starts with _: files starting with _ are "
+                          "helpers, not figures (rename it, or reference a figure script)")
+    if not settings.scripts.is_dir():
+        raise FigureError(article, name, f"the scripts folder {settings.scripts} does not "
+                          "exist: create it, or set FIGGEN['scripts'] to the folder of the "
+                          "figure scripts (relative to FIGGEN['root'])")
     script = (settings.scripts / f"{name}.py").resolve()  # follows links: a link out is refused
     if not script.is_relative_to(settings.scripts):
-        raise FigureError(
-            article, name, f"{name}.py leads to {script}, outside {settings.scripts}: refused"
-        )
+        raise FigureError(article, name, f"{name}.py leads to {script}, outside the scripts "
+                          f"folder {settings.scripts} (FIGGEN['scripts']): refused")
     if name not in names or not script.is_file():
         import difflib  # here: only a wrong name needs it
 
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
         hint = f"; closest: {', '.join(close)}" if close else ""
-        raise FigureError(article, name, f"no script {name}.py in {settings.scripts}{hint}")
+        raise FigureError(article, name, f"no script {name}.py in {settings.scripts} "
+                          f"(FIGGEN['scripts']){hint}")
     declared = declarations(script, article, name)
     data = tuple(_data_path(settings.root, p, article, name) for p in declared.get("data", []))
     return Figure(
@@ -207,7 +214,9 @@ def _data_path(root: Path, declared: str, article: str, name: str) -> Path:
     """Resolve a declared data file, refusing anything outside the project."""
     path = (root / declared).resolve()  # follows links: a link out of the project is refused
     if not path.is_relative_to(root):
-        raise FigureError(article, name, f"data file {declared} is outside {root}: refused")
+        raise FigureError(article, name, f"data file {declared} is outside the project "
+                          f"{root} (FIGGEN['root']): refused")
     if not path.is_file():
-        raise FigureError(article, name, f"declared data file {declared} does not exist")
+        raise FigureError(article, name, f"declared data file {declared} does not exist in "
+                          f"the project {root} (FIGGEN['root'])")
     return path

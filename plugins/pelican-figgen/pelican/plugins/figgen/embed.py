@@ -40,6 +40,9 @@ SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 # Browsers ignore ASCII white space and control characters inside a URL's scheme.
 URL_IGNORED = re.compile(r"[\x00-\x20\x7f]")
 ANCHOR_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+STYLESHEET = Path(__file__).with_name("static") / "figgen.css"  # the plugin's own CSS
+# The link to it that the first figure of a page carries; feeds drop it.
+STYLESHEET_LINK = re.compile(r'\s*<link rel="stylesheet" href="[^"]*" data-figgen-css>')
 LEFTOVER = re.compile(rf"<{MARKER_TAG}\b[^>]*>(?:\s*</{MARKER_TAG}\s*>)?|</{MARKER_TAG}\s*>")
 
 
@@ -97,6 +100,28 @@ def publish(
     )
 
 
+def publish_stylesheet(
+    settings: FiggenSettings, output_path: Path, static_content: MutableMapping[str, Any]
+) -> str:
+    """Copy the plugin's CSS into the output, named by its hash; return its `{static}` link."""
+    text = STYLESHEET.read_text(encoding="utf-8")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    # Named by its hash, like the images: a browser's cached copy is never an old one.
+    url = f"{settings.output_dir}/figgen-{digest}.css"
+    _write_if_changed(output_path / url, text)
+    static_content[url] = StaticLink(url)
+    return "{static}/" + url
+
+
+def with_stylesheet(tag: str, stylesheet: str) -> str:
+    """A figure (or error box) that loads the plugin's CSS: the first one of each page."""
+    # A <link rel="stylesheet"> may stand in <body> (HTML5), so any theme gets the CSS, and
+    # Pelican resolves its `{static}` href for the page's depth, as the image's src.
+    link = f'<link rel="stylesheet" href="{html.escape(stylesheet, quote=True)}" data-figgen-css>'
+    end = tag.index(">") + 1
+    return f"{tag[:end]}\n  {link}{tag[end:]}"
+
+
 def figure_html(
     ref: FigureRef, record: Record, where: Published, script: str, lazy: bool, stale: str = ""
 ) -> str:
@@ -105,7 +130,8 @@ def figure_html(
     caption = caption_html(ref, record.fields)
     loading = ' loading="lazy"' if lazy else ""
     anchor = _anchor(ref)
-    mark = f'  <p class="figgen-stale-mark">stale: {html.escape(stale)}</p>\n' if stale else ""
+    mark = (f'  <p class="figgen-stale-mark">This figure could not be updated; it shows the '
+            f"last good version ({html.escape(stale)}).</p>\n") if stale else ""
     # Pelican resolves one link per tag, so srcset is added once the page is written.
     density = f' {DENSITY_MARK}"{where.density}"' if where.density > 1 else ""
     return (
@@ -134,11 +160,12 @@ def _anchor(ref: FigureRef) -> str:
 def error_html(ref: FigureRef, errors: list[FigureError]) -> str:
     """The box that stands in for a figure that could not be made (keep-going builds)."""
     anchor = _anchor(ref)
-    text = "\n\n".join(e.describe() for e in errors)
+    # What a reader may see: no commands or settings (they went to the build's log).
+    text = "\n\n".join(e.shown() for e in errors)
     return (
         f'<figure class="figgen figgen-error" id="{anchor}" role="alert">\n'
-        f"  <figcaption>Figure <code>{html.escape(ref.name)}</code> failed; "
-        f"the build went on (keep-going).</figcaption>\n"
+        f"  <figcaption>This figure (<code>{html.escape(ref.name)}</code>) could not be "
+        f"made.</figcaption>\n"
         f"  <pre>{html.escape(text)}</pre>\n"
         f"</figure>"
     )
@@ -289,7 +316,9 @@ def add_srcset_to_feed(context: Mapping[str, Any], feed: Any) -> None:
         for key in ("content", "description"):
             text = item.get(key) or ""
             if DENSITY_MARK in text or MARKER_TAG in text:
-                item[key] = with_srcset(_guarded(text, item.get("link") or "a feed entry"))
+                text = with_srcset(_guarded(text, item.get("link") or "a feed entry"))
+            # Feed readers ignore a page's CSS, and some show a <link> as an error.
+            item[key] = STYLESHEET_LINK.sub("", text) if text else item.get(key)
 
 
 def _guarded(text: str, where: str) -> str:

@@ -12,16 +12,31 @@ class SettingsError(SystemExit):
 
 
 class FigureError(Exception):
-    """One figure could not be made or embedded."""
+    """One figure could not be made or embedded.
 
-    def __init__(self, article: str, reference: str, cause: str, detail: str = "") -> None:
+    `cause` and `detail` may reach a reader (keep-going builds show them on the page);
+    `hint`, what a developer can do about it (a command, a setting), goes only to the log.
+    """
+
+    def __init__(
+        self, article: str, reference: str, cause: str, detail: str = "", hint: str = ""
+    ) -> None:
         self.article, self.reference, self.cause, self.detail = article, reference, cause, detail
+        self.hint = hint
         super().__init__(self.describe())
 
     def describe(self) -> str:
-        """Say where the figure is referenced and what went wrong."""
-        text = f"{self.article}: figure '{self.reference}': {self.cause}"
+        """Say where the figure is referenced, what went wrong and what to do (for the log)."""
+        text = f"{self.article}: figure '{self.reference}': {self.headline()}"
         return f"{text}\n{self.detail.rstrip()}" if self.detail else text
+
+    def headline(self) -> str:
+        """The cause, then the developer's hint, if any, in one line."""
+        return f"{self.cause}; {self.hint}" if self.hint else self.cause
+
+    def shown(self) -> str:
+        """What a reader may see of it: the cause and the details, no commands."""
+        return f"{self.cause}\n{self.detail.rstrip()}" if self.detail else self.cause
 
 
 class FigureBuildError(SystemExit):
@@ -33,7 +48,8 @@ class FigureBuildError(SystemExit):
 
     def __init__(self, errors: list[FigureError]) -> None:
         self.errors = errors
-        lines = "\n".join(f"  {e.article}: figure '{e.reference}': {e.cause}" for e in errors)
+        lines = "\n".join(f"  {e.article}: figure '{e.reference}': {e.headline()}"
+                          for e in errors)
         self.summary = f"{len(errors)} figure error(s), details above:\n{lines}"
         super().__init__(1)
 

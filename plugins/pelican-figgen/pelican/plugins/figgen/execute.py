@@ -227,8 +227,9 @@ def _known_failure(
     if not failure or not past or not cache.verdict(past, settings.root, want, store, hashes).fresh:
         return None
     cause = (f"{failure.cause} (in its last run; nothing it reads changed since, so it did "
-             f"not re-run: `pelican-figgen run --force {name}` retries)")
-    return RunResult(False, 0.0, store.path, cause=cause, detail=failure.detail)
+             "not run again)")
+    return RunResult(False, 0.0, store.path, cause=cause, detail=failure.detail,
+                     hint=f"`pelican-figgen run --force {name}` retries it")
 
 
 def _account(
@@ -252,11 +253,12 @@ def _account(
         return
     outcome.report.failed.append(name)
     outcome.report.causes[name] = result.cause
-    outcome.errors.extend(FigureError(a, name, result.cause, result.detail) for a in articles)
+    outcome.errors.extend(FigureError(a, name, result.cause, result.detail, result.hint)
+                          for a in articles)
     logger.info("figgen: %s failed after %.1f s: %s", name, result.seconds, result.cause)
     if previous and cache.intact(previous, outcome.store, hashes):
         outcome.records[name] = previous
-        outcome.stale[name] = f"last run failed ({result.cause})"
+        outcome.stale[name] = f"its last run failed: {result.cause}"
 
 
 def compute_seconds(manifest: Mapping[str, Any]) -> float:

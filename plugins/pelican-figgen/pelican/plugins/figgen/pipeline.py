@@ -228,21 +228,23 @@ def thaw(
     outcome = Outcome(store=store)
     for name, figure in figures.items():
         record = store.load(name)
-        problem = "" if record else f"missing from the frozen cache {settings.freeze_dir}"
+        cause = "" if record else "missing from the frozen cache (frozen builds run no script)"
         if record and not cache.intact(record, store, hashes):
-            problem = "its frozen image is missing or damaged"
-        if problem:
-            cause = f"{problem} (frozen mode runs no script: freeze it where scripts can run)"
+            cause = "its frozen image is missing or damaged (frozen builds run no script)"
+        if cause:
+            hint = (f"`pelican-figgen freeze` where scripts can run writes it into "
+                    f"FIGGEN['freeze_dir'] {settings.freeze_dir}")
             outcome.report.failed.append(name)
             outcome.report.causes[name] = cause
-            outcome.errors.extend(FigureError(a, name, cause) for a in articles.get(name, []))
+            outcome.errors.extend(FigureError(a, name, cause, hint=hint)
+                                  for a in articles.get(name, []))
             continue
         assert record is not None
         # Library versions may differ here (no torch at all): only the sources must match.
         verdict = cache.verdict(record, settings.root, expected(figure, settings, {}), store,
                                 hashes)
         if not verdict.fresh:
-            outcome.stale[name] = f"frozen before {verdict.reason}"
+            outcome.stale[name] = f"it was frozen before {verdict.reason}"
             logger.warning("figgen: frozen figure %s is stale: %s", name, verdict.reason)
         outcome.take_cached(record)
     return outcome
@@ -262,6 +264,8 @@ def _embed(
     static_content = generator.context["static_content"]
     # A build killed while copying leaves a half image aside, which would be published.
     cache.drop_orphans(Path(generator.output_path) / settings.output_dir)
+    stylesheet = embed.publish_stylesheet(settings, Path(generator.output_path), static_content) \
+        if any(refs.values()) else ""
     for content in contents:
         html = content._content
         for index, ref in enumerate(refs.get(id(content), [])):
@@ -274,6 +278,8 @@ def _embed(
             if tag is None:
                 mine = [e for e in errors if (e.article, e.reference) == (ref.article, ref.name)]
                 tag = embed.error_html(ref, mine)
+            if index == 0:  # the page's first figure brings the plugin's CSS
+                tag = embed.with_stylesheet(tag, stylesheet)
             html = html.replace(ref.marker, tag, 1)
         # Every marker is replaced above; one left (changed by another plugin?) is an error.
         html, leftovers = embed.without_markers(html, _article(content, settings))

@@ -61,6 +61,7 @@ class RunResult:
     detail: str = ""
     modules: tuple[str, ...] | None = None  # what a failed run imported, if it could say
     distributions: Mapping[str, str] | None = None  # with their versions, likewise
+    hint: str = ""  # what a developer can do about a failure: for the log, never the page
 
 
 def arguments(figure: Figure, settings: FiggenSettings, out_dir: Path) -> tuple[str, ...]:

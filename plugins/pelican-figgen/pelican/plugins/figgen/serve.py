@@ -1,4 +1,4 @@
-"""Preview server: build, serve output/, and rebuild whenever a source of the site changes.
+"""Preview server: build, serve the output, and rebuild whenever a source of the site changes.
 
 Pelican's own `--autoreload` watches only content, theme and settings; figures also depend on
 `figgen/` and the plugin. Each rebuild runs Pelican in a fresh process, so edits to the plugin
@@ -17,14 +17,15 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import watchfiles
 
 logger = logging.getLogger(__name__)
-# Never watched: what builds write, and folders too big to watch that no figure reads.
-IGNORED = {"output", ".figgen-cache", ".git", "node_modules", "__pycache__"}
+# Never watched: folders too big to watch that no figure reads (and what builds write, below).
+IGNORED = {".git", "node_modules", "__pycache__"}
 VERSION_PATH = "/__figgen_version"  # the build counter the pages poll
 RELOAD = (
     "<script>/* figgen serve: reload after a rebuild */(function(){var seen=null;"
@@ -36,18 +37,41 @@ RELOAD = (
 VERSION = [0]  # the number of the last finished build, read by the server threads
 
 
-def watched_paths(root: Path) -> list[Path]:
-    """The project's top-level files and folders, less outputs, caches and virtualenvs."""
+@dataclass(frozen=True)
+class Site:
+    """Where the settings file puts the project, its output and its figure cache."""
+
+    settings: Path
+    root: Path  # FIGGEN["root"]: the folder watched
+    output: Path  # OUTPUT_PATH: served, never watched
+    cache: Path  # FIGGEN["cache_dir"]: never watched
+
+
+def read_site(settings: Path) -> Site:
+    """Read the paths a build uses from the Pelican settings file (PATH, OUTPUT_PATH, FIGGEN)."""
+    from pelican.settings import read_settings
+
+    from .settings import merge
+
+    conf = read_settings(str(settings))  # relative paths are taken from the file's folder
+    figgen = merge(conf.get("FIGGEN"), conf["PATH"])
+    return Site(settings, figgen.root, Path(conf["OUTPUT_PATH"]).resolve(), figgen.cache_dir)
+
+
+def watched_paths(root: Path, written: tuple[Path, ...] = ()) -> list[Path]:
+    """The project's top-level files and folders, less what builds write and virtualenvs."""
+    skipped = {p.resolve() for p in written}
     return sorted(
         p for p in root.iterdir()
         if p.name not in IGNORED and not (p / "pyvenv.cfg").exists()
-        and not p.name.startswith(".")
+        and not p.name.startswith(".") and p.resolve() not in skipped
     )
 
 
-def build(settings: str) -> bool:
+def build(settings: Path) -> bool:
     """Run one Pelican build (keep-going unless the user said otherwise); True if it worked."""
-    command = [sys.executable, "-m", "pelican", "content", "-s", settings]
+    # No content path: Pelican takes PATH from the settings, as the paths served and watched.
+    command = [sys.executable, "-m", "pelican", "-s", str(settings)]
     env = os.environ | {"FIGGEN_ON_ERROR": os.environ.get("FIGGEN_ON_ERROR", "keep-going")}
     ok = subprocess.run(command, env=env).returncode == 0
     if not ok:
@@ -96,18 +120,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--settings", default="pelicanconf.py")
-    parser.add_argument("--output", type=Path, default=Path("output"))
+    parser.add_argument("-s", "--settings", type=Path, default=Path("pelicanconf.py"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    build(args.settings)
-    args.output.mkdir(exist_ok=True)
-    serve(args.output, args.host, args.port)
-    logger.info("serving http://%s:%d/ ; every edit rebuilds", args.host, args.port)
+    site = read_site(args.settings)
+    build(site.settings)
+    site.output.mkdir(parents=True, exist_ok=True)
+    serve(site.output, args.host, args.port)
+    logger.info("serving %s at http://%s:%d/ ; every edit rebuilds", site.output, args.host,
+                args.port)
     try:
-        for changes in watchfiles.watch(*watched_paths(Path.cwd())):
+        for changes in watchfiles.watch(*watched_paths(site.root, (site.output, site.cache))):
             logger.info("changed: %s", ", ".join(sorted({Path(p).name for _, p in changes})))
-            build(args.settings)
+            build(site.settings)
     except KeyboardInterrupt:
         pass
 
