@@ -449,8 +449,26 @@ def test_a_timed_out_script_is_killed_with_all_it_started(
 
 @pytest.mark.parametrize("preload", [True, False], ids=["warm-server", "own-interpreter"])
 def test_a_timed_out_script_shows_where_it_was(site: Site, preload: bool) -> None:
-    site.write("figs/beta.py", script("wait_forever()", '__figure__ = {"timeout": 2}\n\n'
-                                      "def wait_forever():\n    time.sleep(300)\n"))
+    # No plotting library to import: under load, a 2 s time-out could strike mid-import.
+    site.write("figs/beta.py", textwrap.dedent("""\
+        import time
+
+        from pelican_figgen.harness import run
+
+        __figure__ = {"timeout": 2}
+
+
+        def wait_forever():
+            time.sleep(300)
+
+
+        def main(ctx):
+            wait_forever()
+
+
+        if __name__ == "__main__":
+            run(main)
+        """))
     with pytest.raises(FigureBuildError) as err:
         site.build(FIGGEN={"scripts": "figs", "preload": preload})
     (error,) = err.value.errors
