@@ -10,7 +10,8 @@ from test_build import figures, png_size
 
 ARTICLE = "where-do-adversarial-images-come-from.html"
 NAMES = [
-    "opening", "two_dims", "training_data", "unknowable_truth", "decision_boundaries", "chaos",
+    "opening", "probabilities", "two_dims", "training_data", "unknowable_truth",
+    "decision_boundaries", "chaos",
     "plausible", "attacks", "fgsm", "jigsaw", "adversarial_training", "augmentation",
 ]
 
