@@ -1,4 +1,4 @@
-"""Figures 4 and 5: many classifiers trained on the same six images, and where they disagree."""
+"""Many classifiers trained on the same six images, and where they disagree."""
 
 from __future__ import annotations
 
