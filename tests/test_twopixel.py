@@ -1,4 +1,4 @@
-"""The two-pixel world of figures 1-9: regions, training set, classifiers and attacks."""
+"""The two-pixel world of the plane figures: regions, training set, classifiers and attacks."""
 
 from __future__ import annotations
 
@@ -38,13 +38,13 @@ from figgen.twopixel.world import (
 
 @pytest.fixture(scope="module")
 def plausible() -> Plausible:
-    """Figure 6's classifier, found once for the module."""
+    """The plausible classifier, found once for the module."""
     return find_plausible()
 
 
 @pytest.fixture(scope="module")
 def attacks(plausible: Plausible) -> list[Attack]:
-    """Figure 7's three attacks on it, as figures 7 and 8 get them."""
+    """Its three attacks, as the attacks and adversarial_training figures get them."""
     return plausible_attacks()
 
 

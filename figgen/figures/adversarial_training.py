@@ -1,4 +1,4 @@
-"""Figure 8: adversarial training, the attacked images added with their original labels."""
+"""Adversarial training, the attacked images added with their original labels."""
 
 import numpy as np
 
@@ -11,9 +11,9 @@ from pelican_figgen.harness import Context, run
 
 
 def main(ctx: Context) -> None:
-    """Retrain figure 6's model with figure 7's attacks and draw old and new boundaries."""
+    """Retrain the plausible model with its three attacks and draw old and new boundaries."""
     found = find_plausible()
-    attacks = plausible_attacks()  # checked, as in figure 7
+    attacks = plausible_attacks()  # checked, as in the attacks figure
     model = adversarially_trained()
     ends = np.stack([a.end for a in attacks])  # [3, 2]
     fixed = predict(model, ends) == np.array([a.label for a in attacks])  # [3]

@@ -1,4 +1,4 @@
-"""Figure 7: three gradient attacks on figure 6's classifier, one of each kind."""
+"""Three gradient attacks on the plausible classifier, one of each kind."""
 
 from figgen.twopixel import plot
 from figgen.twopixel.adversarial import ATTACK_NAME, EPS_GREY, plausible_attacks

@@ -1,4 +1,4 @@
-"""Figure 9: data augmentation, brightness and contrast copies of each training image."""
+"""Data augmentation, brightness and contrast copies of each training image."""
 
 from figgen.twopixel import plot
 from figgen.twopixel.augment import N_COPIES, augment, augmented_model, describe
@@ -8,7 +8,7 @@ from pelican_figgen.harness import Context, run
 
 
 def main(ctx: Context) -> None:
-    """Train figure 6's architecture and seed on the augmented set and draw its boundary."""
+    """Train the plausible architecture and seed on the augmented set; draw its boundary."""
     found = find_plausible()
     points, labels = training_set()
     copies, copy_labels = augment(points, labels, N_COPIES)  # [6 * N, 2], [6 * N]

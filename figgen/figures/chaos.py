@@ -1,4 +1,4 @@
-"""Figure 5: where trained models disagree, as the share of an ensemble that says cat."""
+"""Where trained models disagree, as the share of an ensemble that says cat."""
 
 from figgen.twopixel import plot
 from figgen.twopixel.ensemble import all_correct, cat_votes, disagreement, train_ensemble

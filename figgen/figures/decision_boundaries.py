@@ -1,4 +1,4 @@
-"""Figure 4: decision boundaries of several classifiers, each correct on the six images."""
+"""Decision boundaries of several classifiers, each correct on the six images."""
 
 from matplotlib.lines import Line2D
 
@@ -14,7 +14,7 @@ def main(ctx: Context) -> None:
     """Train every family from two seeds and draw each model's p = 0.5 contour."""
     members = train_ensemble(BOUNDARY_SEEDS)
     if not all_correct(members):
-        raise AssertionError("a classifier of figure 4 misclassifies a training image")
+        raise AssertionError("a classifier of decision_boundaries misclassifies a training image")
     points, labels = training_set()
     fig, ax = plot.plane(size=(4.5, 5.6))  # room for the legend below
     colours = plot.family_colours()

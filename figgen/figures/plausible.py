@@ -1,4 +1,4 @@
-"""Figure 6: a real trained classifier, correct on the data and strange in empty space."""
+"""A real trained classifier, correct on the data and strange in empty space."""
 
 from figgen.twopixel import plot
 from figgen.twopixel.search import STRANGENESS_MEASURE, find_plausible

@@ -1,4 +1,4 @@
-"""Figure 2: the six training images, three cats and three dogs, as points."""
+"""The six training images, three cats and three dogs, as points."""
 
 from figgen.twopixel import plot
 from figgen.twopixel.world import CAT, DOG, training_set

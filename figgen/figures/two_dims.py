@@ -1,4 +1,4 @@
-"""Figure 1: an image of two grey pixels is a point in the plane."""
+"""An image of two grey pixels is a point in the plane."""
 
 from matplotlib.patches import Rectangle
 
@@ -10,7 +10,7 @@ from pelican_figgen.harness import Context, run
 def main(ctx: Context) -> None:
     """Draw the empty plane and one image, with its two pixels shown as grey squares."""
     points, _ = training_set()
-    p1, p2 = (int(v) for v in points[1])  # a training cat: the point figure 2 shows again
+    p1, p2 = (int(v) for v in points[1])  # a training cat: the point training_data shows again
     fig, ax = plot.plane()
     ax.plot([p1, p1, 0], [0, p2, p2], ls=":", lw=1, color="0.4")
     ax.scatter([p1], [p2], s=70, c=plot.COLOURS[CAT], edgecolors="black", zorder=5)

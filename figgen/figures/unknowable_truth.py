@@ -1,4 +1,4 @@
-"""Figure 3: the made-up true regions of cats and dogs; everything else is neither."""
+"""The made-up true regions of cats and dogs; everything else is neither."""
 
 from figgen.twopixel import plot
 from figgen.twopixel.world import CAT, CLASS_NAMES, DOG, REGIONS, training_set, true_class

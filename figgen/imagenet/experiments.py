@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from figgen.imagenet.classes import Prediction, class_index
+from figgen.imagenet.classes import Prediction, class_index, class_names
 from pelican_figgen.harness import progress
 from pelican_figgen.intermediates import cached
 
@@ -87,3 +87,37 @@ def targeted_pgd(
     if attacked.label != goal.item():
         raise RuntimeError(f"PGD did not reach {target!r} ({attacked} instead): raise eps_255")
     return Attacked(pixels(x), pixels(adv), clean, attacked, eps, setting.fields())
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A photo as the model saw it, its most probable classes, the caption values."""
+
+    photo: np.ndarray  # [S, S, 3] in [0, 1]
+    labels: np.ndarray  # [k] class numbers, most probable first
+    names: np.ndarray  # [k] their class names
+    probabilities: np.ndarray  # [k] their softmax probabilities, descending
+    fields: dict[str, Any]  # model, size, credit, dims (input values), classes (outputs)
+
+
+@cached
+def top_classes(model: str | None, photo: str, k: int = 5) -> Ranked:
+    """The model's k most probable classes for a shipped photo, with their probabilities."""
+    import torch
+
+    from figgen.imagenet import models, photos
+
+    net = models.load(model or models.DEFAULT_MODEL)
+    x = photos.load_photo(photo, net.size).to(net.device)  # [1, 3, S, S]
+    with torch.no_grad():
+        probs = net(x).softmax(dim=1)[0]  # [C]: one probability per class
+    top = probs.topk(k)  # sorted, largest first
+    labels = top.indices.cpu().numpy()  # [k]
+    names = class_names()
+    fields = {
+        "model": net.name, "size": net.size, "credit": photos.credit(photo),
+        "dims": x[0].numel(), "classes": len(probs),  # the input space's and the output's sizes
+    }
+    return Ranked(
+        pixels(x), labels, np.array([names[i] for i in labels]), top.values.cpu().numpy(), fields
+    )

@@ -9,12 +9,14 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from figgen.imagenet.classes import Prediction
 
 FONT = 10  # points; a 720-pixel-wide row shrinks to about half on a phone
 PANEL = 2.3  # inches per image panel; the harness saves at 200 dpi
 GAP = 0.7  # inches for an operator ("+ 0.016 ×", "=") between two panels
+BAR = "#0072B2"  # Okabe-Ito blue, as in the two-pixel figures
 
 
 def row(kinds: str, panel: float = PANEL) -> tuple[Figure, list[Axes]]:
@@ -49,3 +51,28 @@ def label(prediction: Prediction) -> str:
 def magnified(delta: np.ndarray, eps: float) -> np.ndarray:
     """A perturbation in [-eps, eps] rescaled to [0, 1] around mid-grey, so it is visible."""
     return delta / (2 * eps) + 0.5
+
+
+def photo_and_bars(panel: float = PANEL) -> tuple[Figure, Axes, Axes]:
+    """A figure of an image panel beside a wider panel for a horizontal bar chart."""
+    fig = Figure(figsize=(panel * 2.6, panel), layout="constrained")
+    photo, chart = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    photo.set_xticks([])
+    photo.set_yticks([])
+    photo.spines[:].set_visible(False)
+    return fig, photo, chart
+
+
+def bars(ax: Axes, names: np.ndarray, probabilities: np.ndarray) -> None:
+    """Classes as horizontal bars, the most probable on top, each labelled with its value."""
+    y = np.arange(len(names))  # [k]
+    ax.barh(y, probabilities, color=BAR, height=0.7)
+    for row_, p in zip(y, probabilities, strict=True):
+        ax.text(p + 0.015, row_, f"{p:.1%}", va="center", fontsize=FONT - 1)
+    ax.set_yticks(y, names, fontsize=FONT)
+    ax.invert_yaxis()  # the largest first, read from the top
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.tick_params(axis="x", labelsize=FONT - 1)
+    ax.tick_params(axis="y", length=0)
+    ax.spines[["top", "right"]].set_visible(False)

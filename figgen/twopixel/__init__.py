@@ -1,1 +1,1 @@
-"""The two-pixel cat/dog world of figures 1-9: true regions, training set, models, plots."""
+"""The two-pixel cat/dog world of the plane figures: true regions, training set, models, plots."""

@@ -1,4 +1,4 @@
-"""Figure 7's three attacks on figure 6's classifier, and figure 8's adversarial training.
+"""The three attacks on the plausible classifier, and adversarial training against them.
 
 The attacks are real untargeted PGD attacks (figgen.attacks) with a small L-infinity budget,
 run from natural images: the six training images and the points of a lattice inside the true
@@ -218,14 +218,14 @@ def adversarial_retrain(spec: MLPSpec, seed: int, attacks: list[Attack]) -> nn.M
     return fit(spec, seed, points, classes)
 
 
-@cached  # figures 7 and 8 show the same attacks: searched once
+@cached  # attacks and adversarial_training show the same attacks: searched once
 def plausible_attacks() -> list[Attack]:
-    """Figure 7's attacks: find_attacks on figure 6's classifier, checked."""
+    """The attacks figure's attacks: find_attacks on the plausible classifier, checked."""
     return find_attacks(find_plausible().model)
 
 
 @cached
 def adversarially_trained() -> nn.Module:
-    """Figure 8's model: figure 6's architecture and seed retrained with figure 7's attacks."""
+    """The adversarial_training model: the plausible architecture and seed, plus the attacks."""
     found = find_plausible()
     return adversarial_retrain(found.spec, found.seed, plausible_attacks())

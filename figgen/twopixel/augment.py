@@ -1,4 +1,4 @@
-"""Figure 9's augmentation: brightness and contrast changes, which keep an image's meaning."""
+"""Data augmentation: brightness and contrast changes, which keep an image's meaning."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def augment(points: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray,
 
 @cached
 def augmented_model(n: int = N_COPIES) -> nn.Module:
-    """Figure 9's model: figure 6's architecture and seed trained on n copies of each image."""
+    """The augmentation model: the plausible architecture and seed, on n copies of each image."""
     found = find_plausible()
     copies, copy_labels = augment(*training_set(), n)  # [6 * (n + 1), 2], [6 * (n + 1)]
     return fit(found.spec, found.seed, copies, copy_labels)

@@ -1,4 +1,4 @@
-"""Figures 4 and 5: many classifiers trained on the same six images, and where they disagree."""
+"""Many classifiers trained on the same six images, and where they disagree."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ FAMILIES = (
     MLPSpec(64, 2, "sin", scale=3.0),
     MLPSpec(64, 2, "sin", scale=5.0),
 )
-SEEDS_PER_FAMILY = 12  # figure 5's ensemble
-BOUNDARY_SEEDS = 2  # figure 4: every family twice, so the seed's effect shows too
+SEEDS_PER_FAMILY = 12  # the chaos figure's ensemble
+BOUNDARY_SEEDS = 2  # decision_boundaries: every family twice, so the seed's effect shows too
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Member:
     model: nn.Module
 
 
-@cached  # 72 models for figure 5: trained once, not per restyle
+@cached  # 72 models for the chaos figure: trained once, not per restyle
 def train_ensemble(seeds_per_family: int = SEEDS_PER_FAMILY) -> list[Member]:
     """Every family trained from seeds 0..n-1 on the six training images, family by family."""
     train, labels = training_set()

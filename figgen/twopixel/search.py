@@ -1,4 +1,4 @@
-"""Figure 6's classifier: a real trained model, chosen by a search for strangeness.
+"""The plausible figure's classifier: a real trained model, chosen by a search for strangeness.
 
 Strangeness is stated and measured on a grid: the length of decision boundary that lies
 farther than FAR grey levels from every training image (curls and islands in empty space
@@ -100,7 +100,9 @@ def qualifies(s: Scores) -> bool:
     return s.correct and min(s.coverage.values()) >= MIN_COVERAGE
 
 
-@cached  # figures 6-9 share it, and restyling one of them does not train again
+# plausible, attacks, adversarial_training and augmentation share it, and restyling one
+# of them does not train again
+@cached
 def find_plausible() -> Plausible:
     """Train every candidate and return the strangest one that qualifies."""
     train, labels = training_set()

@@ -1,1 +1,1 @@
-"""The article's ImageNet figures (10-12): real attacks on a real pretrained classifier."""
+"""The article's ImageNet figures: a pretrained classifier's probabilities, and attacks."""

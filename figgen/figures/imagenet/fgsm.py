@@ -1,4 +1,4 @@
-"""Figure 11: one FGSM step with a budget large enough that its noise is plain to see."""
+"""One FGSM step with a budget large enough that its noise is plain to see."""
 
 from figgen.imagenet import plot
 from figgen.imagenet.experiments import fgsm_step

@@ -1,4 +1,4 @@
-"""Figure 12: targeted PGD with a large budget turns a landscape into a "jigsaw puzzle"."""
+"""Targeted PGD with a large budget turns a landscape into a "jigsaw puzzle"."""
 
 from figgen.imagenet import plot
 from figgen.imagenet.experiments import targeted_pgd

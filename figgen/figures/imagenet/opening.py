@@ -1,4 +1,4 @@
-"""Figure 10: the opening example, natural + eps * sign(gradient) = adversarial (FGSM)."""
+"""The opening example, natural + eps * sign(gradient) = adversarial (FGSM)."""
 
 from figgen.imagenet import plot
 from figgen.imagenet.experiments import fgsm_step
