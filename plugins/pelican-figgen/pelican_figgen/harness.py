@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from pelican_figgen.png import png_size
+
 T = TypeVar("T")
 
 # Set before anything imports pyplot, so a script never opens a window.
@@ -65,9 +67,8 @@ class Context:
         # No Software/date chunks: the bytes depend only on the pixels.
         fig.savefig(path, dpi=PNG_DPI, metadata={"Software": None})
         width, height = png_size(path)
-        self.images.append(
-            {"file": path.name, "width": width // CSS_SCALE, "height": height // CSS_SCALE}
-        )
+        self.images.append({"file": path.name, "width": width // CSS_SCALE,
+                            "height": height // CSS_SCALE, "density": CSS_SCALE})
         return path
 
     def progress(
@@ -167,14 +168,6 @@ def device() -> str:
     except OSError:
         pass
     return f"CPU {platform.processor() or platform.machine()}"
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """Read a PNG's pixel width and height from its header."""
-    head = path.read_bytes()[:24]
-    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        raise ValueError(f"{path} is not a PNG file")
-    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 def seed_everything(seed: int) -> None:

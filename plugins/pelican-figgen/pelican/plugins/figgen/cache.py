@@ -29,7 +29,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 _UNWRITABLE: set[Path] = set()  # cache folders a build could not write in, warned about once
-FORMAT = 2  # bump when the record layout changes: old records then read as "never run"
+FORMAT = 3  # bump when the record layout changes: old records then read as "never run"
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Image:
     suffix: str
     width: int  # CSS pixels
     height: int
+    density: int = 1  # image pixels per CSS pixel, as the harness saved it
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,10 @@ class Store:
         data |= {"format": FORMAT, "sha256": _digest(data)}
         write_atomic(self.record_path(record.name), json.dumps(data, indent=1, sort_keys=True))
 
-    def put(self, source: Path, width: int, height: int) -> Image:
+    def put(self, source: Path, width: int, height: int, density: int = 1) -> Image:
         """Copy a produced file into the objects folder under its hash."""
-        image = Image(hashlib.sha256(source.read_bytes()).hexdigest(), source.suffix, width, height)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        image = Image(digest, source.suffix, width, height, density)
         copy_unless_same(source, self.object_path(image), image.sha256)
         return image
 

@@ -349,7 +349,8 @@ def _record(
     """Put a successful run's images in the store and describe it as a record."""
     manifest = result.manifest or {}
     images = tuple(
-        store.put(result.out_dir / i["file"], int(i["width"]), int(i["height"]))
+        store.put(result.out_dir / i["file"], int(i["width"]), int(i["height"]),
+                  int(i.get("density", 1)))
         for i in manifest["images"]
     )
     made = {"device": str(manifest.get("device", "unknown")),

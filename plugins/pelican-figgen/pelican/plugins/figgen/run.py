@@ -11,11 +11,12 @@ import signal
 import subprocess
 import threading
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pelican_figgen.png import PNGError, png_size
 
 from .discover import Figure
 from .launch import Process, Request, ServerGone, WarmServer, start_direct
@@ -23,8 +24,6 @@ from .settings import FiggenSettings
 
 FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
 TRACEBACK_START = "Traceback (most recent call last):"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-IHDR_SIZE = 13  # width, height (4 bytes each), depth, colour, compression, filter, interlace
 # The runner's own frames are noise in a script's traceback: the harness, the cache of
 # intermediates a library function goes through, the warm server that forked the script.
 HARNESS = {("pelican_figgen", f"{name}.py")
@@ -35,7 +34,6 @@ PROGRESS_POLL = 0.1  # seconds between two reads of it
 # What caps the thread pools of torch, OpenMP and the BLAS libraries NumPy may use.
 THREAD_VARIABLES = ("FIGGEN_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 STDERR = ".figgen-stderr.txt"  # the script's stderr, in its output folder
 REPORT = ".figgen-reaper.json"  # how the script ended, from its supervisor (pelican_figgen.reaper)
 STOP_WAIT = 5.0  # seconds a supervisor may take to kill a run's processes
@@ -410,42 +408,11 @@ def _images_problem(out_dir: Path, images: list[dict[str, Any]]) -> str:
 
 
 def png_problem(path: Path) -> str:
-    """Check a PNG's structure, checksums and pixel data size; say what is wrong, or ''."""
+    """Say what is wrong with a PNG (its chunks, checksums, pixel data), or ''."""
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        return f"cannot read it ({err.strerror})"
-    if data[:8] != PNG_SIGNATURE:
-        return "no PNG signature"
-    chunks, pos = [], 8
-    while pos + 12 <= len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        crc = data[pos + 8 + length : pos + 12 + length]
-        if len(body) < length or zlib.crc32(kind + body).to_bytes(4, "big") != crc:
-            return f"chunk {kind.decode('latin-1')!r} is truncated or damaged"
-        chunks.append((kind, body))
-        pos += 12 + length
-    if not chunks or chunks[0][0] != b"IHDR" or chunks[-1][0] != b"IEND":
-        return "it does not start with IHDR and end with IEND"
-    if len(chunks[0][1]) != IHDR_SIZE:
-        return f"its IHDR chunk holds {len(chunks[0][1])} bytes, not {IHDR_SIZE}"
-    return _pixel_problem(chunks[0][1], b"".join(b for k, b in chunks if k == b"IDAT"))
-
-
-def _pixel_problem(header: bytes, idat: bytes) -> str:
-    """Check that the compressed pixels inflate to the size the header announces."""
-    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
-    depth, colour, interlaced = header[8], header[9], header[12]
-    try:
-        pixels = zlib.decompress(idat)
-    except zlib.error as err:
-        return f"its pixel data does not inflate ({err})"
-    if colour not in CHANNELS:
-        return f"unknown colour type {colour}"
-    row = (width * CHANNELS[colour] * depth + 7) // 8
-    if not interlaced and len(pixels) != height * (row + 1):
-        return f"{len(pixels)} bytes of pixels for a {width}x{height} image"
+        png_size(path)
+    except PNGError as err:
+        return str(err)
     return ""
 
 
