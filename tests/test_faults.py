@@ -184,13 +184,13 @@ out = Path(sys.argv[sys.argv.index("--out") + 1])
 
 
 @pytest.mark.parametrize("png, manifest, expected", [
-    (EMPTY_IHDR, '{"images": [{"file": "beta.png", "width": 1, "height": 1}]}',
+    (EMPTY_IHDR, '{"image": {"file": "beta.png", "width": 1, "height": 1}}',
      "beta.png is not a readable PNG image: it is truncated or damaged (Truncated IHDR chunk)"),
     (b"", '[{"file": "beta.png"}]', "a manifest that is a JSON list, not an object"),
-    (b"", '{"images": [{"width": 1, "height": 1}]}', "entry without a file name"),
-    (b"", '{"images": [{"file": "../beta.png"}]}', "entry without a file name"),
-    (b"", '{"images": {"file": "beta.png"}}', "images are not a list"),
-], ids=["empty-IHDR", "list", "no-file", "file-outside", "images-not-a-list"])
+    (b"", '{"image": {"width": 1, "height": 1}}', "entry without a file name"),
+    (b"", '{"image": {"file": "../beta.png"}}', "entry without a file name"),
+    (b"", '{"image": [{"file": "beta.png"}]}', "image is not an object"),
+], ids=["empty-IHDR", "list", "no-file", "file-outside", "image-not-an-object"])
 def test_malformed_output_is_a_failure_not_a_crash(
     site: Site, png: bytes, manifest: str, expected: str
 ) -> None:

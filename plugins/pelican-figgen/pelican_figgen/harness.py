@@ -57,18 +57,18 @@ class Context:
     params: dict[str, Any]
     out_dir: Path
     fields: dict[str, Any] = field(default_factory=dict)  # values captions may quote
-    images: list[dict[str, Any]] = field(default_factory=list)
+    image: dict[str, Any] | None = None  # the one image it saved: file, CSS size, density
 
     def save(self, fig: Any) -> Path:
         """Save a matplotlib figure as this script's PNG, without metadata that varies."""
-        if self.images:
+        if self.image is not None:
             raise RuntimeError(f"{self.name}: a figure script saves exactly one image")
         path = self.out_dir / f"{self.name}.png"
         # No Software/date chunks: the bytes depend only on the pixels.
         fig.savefig(path, dpi=PNG_DPI, metadata={"Software": None})
         width, height = png_size(path)
-        self.images.append({"file": path.name, "width": width // CSS_SCALE,
-                            "height": height // CSS_SCALE, "density": CSS_SCALE})
+        self.image = {"file": path.name, "width": width // CSS_SCALE,
+                      "height": height // CSS_SCALE, "density": CSS_SCALE}
         return path
 
     def progress(
@@ -361,11 +361,11 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
             args.manifest.write_text(json.dumps(failed, indent=1))
         raise
     seconds = time.perf_counter() - start
-    if not ctx.images:
+    if ctx.image is None:
         raise RuntimeError(f"{ctx.name}: main() returned without calling ctx.save(fig)")
     if args.manifest:
         manifest = {
-            "images": ctx.images,
+            "image": ctx.image,
             "fields": ctx.fields,
             "modules": project_modules(root, script),
             "seconds": round(seconds, 3),
@@ -376,5 +376,5 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
             manifest["intermediates"] = sys.modules["pelican_figgen.intermediates"].stats()
         args.manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=plain))
     else:
-        print(f"wrote {args.out / ctx.images[0]['file']} in {seconds:.1f} s")
+        print(f"wrote {args.out / ctx.image['file']} in {seconds:.1f} s")
     return ctx

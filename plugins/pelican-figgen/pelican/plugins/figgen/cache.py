@@ -29,7 +29,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 _UNWRITABLE: set[Path] = set()  # cache folders a build could not write in, warned about once
-FORMAT = 3  # bump when the record layout changes: old records then read as "never run"
+FORMAT = 4  # bump when the record layout changes: old records then read as "never run"
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Record:
     inputs: Mapping[str, str]  # path relative to root -> sha256: script, modules, data
     params: str  # canonical JSON of seed and parameters
     environment: Mapping[str, str]  # python and library versions
-    images: tuple[Image, ...]
+    image: Image  # a figure is one image
     fields: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     # How it was made, beyond the key: device, source commit, whether the tree was dirty.
@@ -73,12 +73,6 @@ class Failure:
     inputs: Mapping[str, str | None] | None
     params: str
     environment: Mapping[str, str]
-
-    def as_record(self) -> Record | None:
-        """The failed run's inputs as a record without images, to test them like a record's."""
-        if self.inputs is None:
-            return None
-        return Record(self.name, self.inputs, self.params, self.environment, ())  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -142,7 +136,7 @@ class Store:
                 return None
             if raw.pop("sha256") != _digest(raw):
                 raise ValueError("its content does not match its recorded hash")
-            raw["images"] = tuple(Image(**i) for i in raw["images"])
+            raw["image"] = Image(**raw["image"])
             return Record(**raw)
         except FileNotFoundError:
             return None
@@ -396,32 +390,43 @@ def verdict(
     """Decide whether a figure's record still matches its inputs; say why when it does not."""
     if record is None:
         return Verdict(False, "never run", None)
-    if record.params != expected.params:
-        return Verdict(False, "seed or parameters changed", record)
-    for key, value in expected.environment.items():
-        if record.environment.get(key) != value:
-            was = record.environment.get(key, "absent")
-            return Verdict(False, f"{key} {was} -> {value}", record)
-    missing = set(expected.inputs) - set(record.inputs)
-    if missing:
-        return Verdict(False, f"new input {sorted(missing)[0]}", record)
-    for rel, digest in record.inputs.items():
-        now = hashes(root / rel)
-        if now != digest:
-            return Verdict(False, f"{rel} {'deleted' if now is None else 'changed'}", record)
+    changed = _changed(record, root, expected, hashes)
+    if changed:
+        return Verdict(False, changed, record)
     return _objects_verdict(record, store, hashes) or Verdict(True, "up to date", record)
 
 
+def unchanged(failure: Failure, root: Path, expected: Expected, hashes: Hashes) -> bool:
+    """Whether nothing a failed run read or may have read changed since (None: it listed none)."""
+    return failure.inputs is not None and not _changed(failure, root, expected, hashes)
+
+
+def _changed(run: Record | Failure, root: Path, expected: Expected, hashes: Hashes) -> str:
+    """Which key or input of a run differs from what is expected now, or ''."""
+    if run.params != expected.params:
+        return "seed or parameters changed"
+    for key, value in expected.environment.items():
+        if run.environment.get(key) != value:
+            return f"{key} {run.environment.get(key, 'absent')} -> {value}"
+    missing = set(expected.inputs) - set(run.inputs or {})
+    if missing:
+        return f"new input {sorted(missing)[0]}"
+    for rel, digest in (run.inputs or {}).items():
+        now = hashes(root / rel)
+        if now != digest:
+            return f"{rel} {'deleted' if now is None else 'changed'}"
+    return ""
+
+
 def intact(record: Record, store: Store, hashes: Hashes) -> bool:
-    """Whether every image of a record is in the store, undamaged."""
+    """Whether a record's image is in the store, undamaged."""
     return _objects_verdict(record, store, hashes) is None
 
 
 def _objects_verdict(record: Record, store: Store, hashes: Hashes) -> Verdict | None:
-    """A stale verdict when an image of the record is missing or damaged; else None."""
-    for image in record.images:
-        found = hashes(store.object_path(image))
-        if found != image.sha256:
-            what = "missing" if found is None else "damaged (its hash changed)"
-            return Verdict(False, f"cached image {what}", record)
+    """A stale verdict when the record's image is missing or damaged; else None."""
+    found = hashes(store.object_path(record.image))
+    if found != record.image.sha256:
+        what = "missing" if found is None else "damaged (its hash changed)"
+        return Verdict(False, f"cached image {what}", record)
     return None

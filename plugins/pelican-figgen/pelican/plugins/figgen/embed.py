@@ -72,7 +72,7 @@ def publish(
     static_content: MutableMapping[str, Any],
 ) -> Published:
     """Copy a figure's image and source page into the output and register them with Pelican."""
-    image = record.images[0]
+    image = record.image
     image_url = f"{settings.output_dir}/{figure.name}-{image.sha256[:12]}{image.suffix}"
     copy_unless_same(store.object_path(image), output_path / image_url, image.sha256)
     static_content[image_url] = StaticLink(image_url)

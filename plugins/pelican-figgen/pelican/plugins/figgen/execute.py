@@ -223,8 +223,7 @@ def _known_failure(
 ) -> RunResult | None:
     """The last run's failure, when nothing that run read has changed since; else None."""
     failure = store.load_failure(name)
-    past = failure.as_record() if failure else None
-    if not failure or not past or not cache.verdict(past, settings.root, want, store, hashes).fresh:
+    if not failure or not cache.unchanged(failure, settings.root, want, hashes):
         return None
     cause = (f"{failure.cause} (in its last run; nothing it reads changed since, so it did "
              f"not re-run: `pelican-figgen run --force {name}` retries)")
@@ -346,13 +345,11 @@ def _record(
     result: RunResult,
     before: dict[str, str | None],
 ) -> Record:
-    """Put a successful run's images in the store and describe it as a record."""
+    """Put a successful run's image in the store and describe it as a record."""
     manifest = result.manifest or {}
-    images = tuple(
-        store.put(result.out_dir / i["file"], int(i["width"]), int(i["height"]),
-                  int(i.get("density", 1)))
-        for i in manifest["images"]
-    )
+    made = manifest["image"]
+    image = store.put(result.out_dir / made["file"], int(made["width"]), int(made["height"]),
+                      int(made.get("density", 1)))
     made = {"device": str(manifest.get("device", "unknown")),
             **provenance.source_commit(settings.root)}
     memory = manifest.get("peak_rss_mib")
@@ -361,7 +358,7 @@ def _record(
         inputs=_inputs(manifest.get("modules", []), before, settings, hashes),
         params=expected.params,
         environment=expected.environment,
-        images=images,
+        image=image,
         fields=manifest.get("fields", {}),
         seconds=result.seconds,
         provenance=made,

@@ -350,7 +350,7 @@ def _report(line: bytes, progress: Progress | None) -> None:
 
 def _failed_modules(out_dir: Path) -> tuple[str, ...] | None:
     """The project modules a failed run imported, from the manifest the harness left."""
-    try:  # a failure's manifest, or a finished run's whose images are bad
+    try:  # a failure's manifest, or a finished run's whose image is bad
         manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
         return tuple(str(module) for module in manifest["modules"])
     except (OSError, ValueError, KeyError, TypeError):  # it crashed before saying
@@ -376,7 +376,7 @@ def _check_outputs(out_dir: Path, seconds: float) -> RunResult:
     except (FileNotFoundError, ValueError):
         cause = "exited without writing its manifest (does it end with run(main)?)"
         return RunResult(False, seconds, out_dir, cause=cause)
-    cause = _manifest_problem(manifest) or _images_problem(out_dir, manifest["images"])
+    cause = _manifest_problem(manifest) or _image_problem(out_dir, manifest["image"])
     if cause:
         return RunResult(False, seconds, out_dir, cause=cause, modules=_failed_modules(out_dir))
     return RunResult(True, seconds, out_dir, manifest=manifest)
@@ -386,25 +386,21 @@ def _manifest_problem(manifest: Any) -> str:
     """Say what is wrong with the shape of a manifest, or ''."""
     if not isinstance(manifest, dict):
         return f"wrote a manifest that is a JSON {type(manifest).__name__}, not an object"
-    images = manifest.get("images")
-    if not images:
+    image = manifest.get("image")
+    if not image:
         return "produced no image"
-    if not isinstance(images, list):
-        return "wrote a manifest whose images are not a list"
-    for image in images:
-        name = image.get("file") if isinstance(image, dict) else None
-        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-            return f"wrote a manifest image entry without a file name in its folder: {image!r}"
+    if not isinstance(image, dict):
+        return "wrote a manifest whose image is not an object"
+    name = image.get("file")
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        return f"wrote a manifest image entry without a file name in its folder: {image!r}"
     return ""
 
 
-def _images_problem(out_dir: Path, images: list[dict[str, Any]]) -> str:
-    """Say which listed image is not a readable PNG, and why; or ''."""
-    for image in images:
-        problem = png_problem(out_dir / image["file"])
-        if problem:
-            return f"{image['file']} is not a readable PNG image: {problem}"
-    return ""
+def _image_problem(out_dir: Path, image: Mapping[str, Any]) -> str:
+    """Say why the run's image is not a readable PNG; or ''."""
+    problem = png_problem(out_dir / image["file"])
+    return f"{image['file']} is not a readable PNG image: {problem}" if problem else ""
 
 
 def png_problem(path: Path) -> str:
