@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from pelican_figgen import contract
 from pelican_figgen.png import png_size
 
 T = TypeVar("T")
@@ -38,11 +39,8 @@ if hasattr(faulthandler, "register"):  # not on Windows
 # Dates matplotlib writes into PDF/SVG files come from here (a user's value is honoured).
 os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
 
-ROOT_ENV = "FIGGEN_ROOT"  # the project root, set by the plugin; default: the current folder
 PNG_DPI = 200  # figures are drawn at 2x their CSS size, so they stay sharp on dense screens
 CSS_SCALE = 2
-PROGRESS_FILE = "FIGGEN_PROGRESS"  # set by the plugin: the file progress goes to, as JSON lines
-THREADS = "FIGGEN_THREADS"  # compute threads of a run (torch's); the plugin sets it, default 1
 PROGRESS_EVERY = 0.1  # seconds between two progress reports
 SVG_SALT = "figgen"  # matplotlib's SVG ids derive from it instead of a random value
 SEED = 0  # the run's seed, set by run(); library code (pelican_figgen.intermediates) reads it here
@@ -137,7 +135,7 @@ _CHANNEL: list[TextIO] = []
 
 def _progress_channel() -> TextIO | None:
     """The file the plugin reads progress from, opened once; None when run alone."""
-    path = os.environ.get(PROGRESS_FILE)
+    path = os.environ.get(contract.PROGRESS)
     if path is None:
         return None
     if not _CHANNEL:
@@ -199,7 +197,7 @@ def seed_torch(torch: Any, seed: int) -> None:
     torch.manual_seed(seed)
     # The same thread count wherever it runs: torch's reductions split by thread, so the
     # count changes a figure's last bits (two of ours differ between 1 and 2 threads).
-    torch.set_num_threads(int(os.environ.get(THREADS, "1")))
+    torch.set_num_threads(int(os.environ.get(contract.THREADS, "1")))
     # torch.use_deterministic_algorithms(True, warn_only=True) sets two flags: this one, and
     # its compiler's (below), importing the compiler's configuration to do so: 0.9 s per run
     # here, though no figure compiles. The compiler's is set if it is ever imported.
@@ -301,7 +299,7 @@ def _own_peak_kib() -> float | None:
 
 def project_root() -> Path:
     """The project root the plugin names (FIGGEN_ROOT), else the current folder."""
-    return Path(os.environ.get(ROOT_ENV, ".")).resolve()
+    return Path(os.environ.get(contract.ROOT, ".")).resolve()
 
 
 def project_modules(root: Path, script: Path) -> list[str]:

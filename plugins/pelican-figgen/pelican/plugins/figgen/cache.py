@@ -12,7 +12,6 @@ folders, dropped once their process is gone (a build killed with -9 leaves one b
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -26,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from pelican_figgen.contract import aside, aside_owner, locked, write_atomic
 
 logger = logging.getLogger(__name__)
 _UNWRITABLE: set[Path] = set()  # cache folders a build could not write in, warned about once
@@ -177,14 +178,13 @@ class Store:
     def lock(self, name: str) -> Iterator[None]:
         """Hold a figure's lock: a concurrent build waits, then finds the fresh record."""
         path = self.path / "locks" / f"{name}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:  # the kernel drops the lock when the process dies
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+
+        def waiting(now: bool) -> None:
+            if now:
                 logger.warning("figgen: waiting for another build that is making %s (it holds "
                                "%s)", name, path)
-                fcntl.flock(handle, fcntl.LOCK_EX)
+
+        with locked(path, waiting):
             yield
 
     def scratch(self) -> Path:
@@ -204,8 +204,9 @@ class Store:
 
 def trim_intermediates(folder: Path, limit_mib: int | None, since: float) -> None:
     """Drop the least recently used intermediates, none used since `since`, to fit the limit."""
-    # pelican_figgen/intermediates.py keeps <key[:2]>/<key>.pickle, a .lock beside each, and sets a
-    # result's time on every hit. A dropped result is computed again when next needed.
+    # pelican_figgen/intermediates.py keeps <key[:2]>/<key>.pickle, a .lock beside each (never
+    # deleted), and sets a result's time on every hit. A dropped result is computed again
+    # when next needed.
     if limit_mib is None:
         return
     results = sorted(_sizes(folder.glob("*/*.pickle")), key=lambda found: found[1])
@@ -231,7 +232,7 @@ def trim_intermediates(folder: Path, limit_mib: int | None, since: float) -> Non
 
 def file_clock(folder: Path) -> float:
     """The time a file written in folder now gets: its file system's clock, tick and all."""
-    stamp = _aside(folder / "clock")
+    stamp = aside(folder / "clock")
     stamp.touch()
     try:
         return stamp.stat().st_mtime
@@ -248,16 +249,12 @@ def _sizes(paths: Iterable[Path]) -> Iterator[tuple[Path, float, int]]:
 
 
 def _drop_unlocked(result: Path) -> bool:
-    """Delete a stored intermediate and its lock, unless a figure holds the lock right now."""
-    lock = result.with_suffix(".lock")
-    with lock.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # being computed again (it was damaged): in use
-            return False
-        result.unlink(missing_ok=True)
-        lock.unlink(missing_ok=True)
-    return True
+    """Delete a stored intermediate, unless a figure holds its lock right now (kept: locks are
+    never deleted, so a figure waiting on one holds the lock the next one opens)."""
+    with locked(result.with_suffix(".lock"), block=False) as held:
+        if held:  # else being computed again (it was damaged): in use
+            result.unlink(missing_ok=True)
+        return held
 
 
 def _digest(data: Mapping[str, Any]) -> str:
@@ -281,7 +278,7 @@ def _orphan(pid: str) -> bool:
 def drop_orphans(folder: Path) -> None:
     """Delete what write_atomic and copy_atomic of processes now gone left below a folder."""
     for old in folder.rglob(".*.tmp"):
-        if _orphan(old.name.rsplit(".", 2)[-2]):
+        if _orphan(aside_owner(old.name) or ""):
             old.unlink(missing_ok=True)
 
 
@@ -294,16 +291,12 @@ def copy_unless_same(source: Path, target: Path, sha256: str) -> None:
 
 def copy_atomic(source: Path, target: Path) -> None:
     """Copy a file so that readers see no file or the whole file, never a part."""
-    tmp = _aside(target)
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a part."""
-    tmp = _aside(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = aside(target)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_optional(path: Path, text: str, cache_dir: Path) -> None:
@@ -316,12 +309,6 @@ def write_optional(path: Path, text: str, cache_dir: Path) -> None:
             logger.warning("figgen: cannot write in FIGGEN['cache_dir'] %s (%s): the build "
                            "goes on without keeping its report and highlighted code there",
                            cache_dir, err.strerror or err)
-
-
-def _aside(path: Path) -> Path:
-    """Where to write a file before renaming it into place: named by this process's id."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def params_key(seed: int, params: Mapping[str, Any]) -> str:

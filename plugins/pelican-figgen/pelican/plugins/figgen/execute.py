@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pelican_figgen import contract
+
 from . import cache, launch, progress, provenance, run, schedule
 from .cache import Expected, Failure, Hashes, Record, Store
 from .discover import Figure
@@ -104,8 +106,8 @@ def _pool(
     run.STOPPING.clear()  # a server's earlier build may have been interrupted
     with _intermediates(settings, scratch, force) as shared, \
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
-        extra = {"FIGGEN_INTERMEDIATES": str(shared),
-                 "FIGGEN_ENVIRONMENT": json.dumps(environment, sort_keys=True)}
+        extra = {contract.INTERMEDIATES: str(shared),
+                 contract.ENVIRONMENT: json.dumps(environment, sort_keys=True)}
         runner = Runner(settings, store, hashes, force, server, board, extra, scratch, retry)
         outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
         workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)  # a core per lane

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pelican_figgen import contract
 from pelican_figgen.png import PNGError, png_size
 
 from .discover import Figure
@@ -27,12 +28,11 @@ TRACEBACK_START = "Traceback (most recent call last):"
 # The runner's own frames are noise in a script's traceback: the harness, the cache of
 # intermediates a library function goes through, the warm server that forked the script.
 HARNESS = {("pelican_figgen", f"{name}.py")
-           for name in ("harness", "intermediates", "forkserver", "reaper")}
-PROGRESS_FILE = "FIGGEN_PROGRESS"  # the harness appends JSON lines of progress to this file
+           for name in ("harness", "intermediates", "forkserver", "reaper", "contract", "png")}
 PROGRESS = ".figgen-progress.jsonl"  # that file, in the run's output folder
 PROGRESS_POLL = 0.1  # seconds between two reads of it
 # What caps the thread pools of torch, OpenMP and the BLAS libraries NumPy may use.
-THREAD_VARIABLES = ("FIGGEN_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+THREAD_VARIABLES = (contract.THREADS, "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 STDERR = ".figgen-stderr.txt"  # the script's stderr, in its output folder
 REPORT = ".figgen-reaper.json"  # how the script ended, from its supervisor (pelican_figgen.reaper)
@@ -41,7 +41,6 @@ STACK_WAIT = 0.5  # seconds a timed-out script has to print its stack before it 
 STACK_POLL = 0.02
 FATAL = "Fatal Python error: "  # faulthandler's first line on a crash (segfault, abort)
 STACK_HEADER = "(most recent call first):"  # faulthandler's heading of each thread's stack
-RUN_ENV = "FIGGEN_RUN"  # the run's output folder: marks the script and every child it starts
 Progress = Callable[[Mapping[str, Any]], None]  # called with each progress report of a run
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ def arguments(figure: Figure, settings: FiggenSettings, out_dir: Path) -> tuple[
         "--params",
         json.dumps(dict(figure.params), sort_keys=True),
         "--manifest",
-        str(out_dir / "manifest.json"),
+        str(out_dir / contract.MANIFEST),
     )
 
 
@@ -84,7 +83,7 @@ def script_env(settings: FiggenSettings) -> dict[str, str]:
         # oversubscribing them, and a figure's bytes do not depend on the machine's cores.
         **dict.fromkeys(THREAD_VARIABLES, threads),
         "PYTHONPATH": path,
-        "FIGGEN_ROOT": str(root),
+        contract.ROOT: str(root),
         "MPLBACKEND": "Agg",
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -110,8 +109,8 @@ def run_figure(
     out_dir.mkdir(parents=True, exist_ok=True)
     request = Request(
         arguments(figure, settings, out_dir),
-        script_env(settings) | dict(lane or {}) | {PROGRESS_FILE: str(out_dir / PROGRESS),
-                                                   RUN_ENV: str(out_dir)},
+        script_env(settings) | dict(lane or {}) | {contract.PROGRESS: str(out_dir / PROGRESS),
+                                                   contract.RUN: str(out_dir)},
         settings.root, out_dir / STDERR, out_dir / REPORT,
     )
     start = time.perf_counter()
@@ -196,7 +195,7 @@ def _execute(
     with _RUNNING_LOCK:
         _RUNNING.add(proc)
     done = threading.Event()
-    follower = threading.Thread(target=_follow, args=(Path(request.env[PROGRESS_FILE]),
+    follower = threading.Thread(target=_follow, args=(Path(request.env[contract.PROGRESS]),
                                                       progress, done), daemon=True)
     if progress:  # builds always pass one: reports also say when a run waits
         follower.start()
@@ -309,7 +308,7 @@ def kill_group(pgid: int) -> None:
 def kill_strays(scratch: Path) -> None:
     """Kill what runs started from `scratch` left running (their build was killed with -9)."""
     # The script itself died with the build (PDEATHSIG); its children carry RUN_ENV.
-    marker = f"{RUN_ENV}={scratch}{os.sep}".encode()
+    marker = f"{contract.RUN}={scratch}{os.sep}".encode()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             environ = (proc / "environ").read_bytes()
@@ -351,8 +350,8 @@ def _report(line: bytes, progress: Progress | None) -> None:
 def _failed_modules(out_dir: Path) -> tuple[str, ...] | None:
     """The project modules a failed run imported, from the manifest the harness left."""
     try:  # a failure's manifest, or a finished run's whose image is bad
-        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-        return tuple(str(module) for module in manifest["modules"])
+        manifest = json.loads((out_dir / contract.MANIFEST).read_text(encoding="utf-8"))
+        return tuple(str(module) for module in manifest[contract.MODULES])
     except (OSError, ValueError, KeyError, TypeError):  # it crashed before saying
         return None
 
@@ -372,11 +371,11 @@ def _exit_cause(returncode: int) -> str:
 def _check_outputs(out_dir: Path, seconds: float) -> RunResult:
     """Check that a finished run left a well-formed manifest and readable images."""
     try:
-        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads((out_dir / contract.MANIFEST).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         cause = "exited without writing its manifest (does it end with run(main)?)"
         return RunResult(False, seconds, out_dir, cause=cause)
-    cause = _manifest_problem(manifest) or _image_problem(out_dir, manifest["image"])
+    cause = _manifest_problem(manifest) or _image_problem(out_dir, manifest[contract.IMAGE])
     if cause:
         return RunResult(False, seconds, out_dir, cause=cause, modules=_failed_modules(out_dir))
     return RunResult(True, seconds, out_dir, manifest=manifest)
@@ -386,7 +385,7 @@ def _manifest_problem(manifest: Any) -> str:
     """Say what is wrong with the shape of a manifest, or ''."""
     if not isinstance(manifest, dict):
         return f"wrote a manifest that is a JSON {type(manifest).__name__}, not an object"
-    image = manifest.get("image")
+    image = manifest.get(contract.IMAGE)
     if not image:
         return "produced no image"
     if not isinstance(image, dict):

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pelican_figgen import contract
+
 T = TypeVar("T")
 NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver knows
 NVIDIA_SMI_TIMEOUT = 10.0  # seconds
@@ -54,7 +56,7 @@ class Lane:
     @property
     def env(self) -> Mapping[str, str]:
         """What a figure in this lane is told: the GPU it may see, and its lane."""
-        return {"CUDA_VISIBLE_DEVICES": self.device, "FIGGEN_LANE": self.kind}
+        return {"CUDA_VISIBLE_DEVICES": self.device, contract.LANE: self.kind}
 
 
 def slowest_first(jobs: Iterable[Job]) -> list[Job]:
