@@ -355,7 +355,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
         main(ctx)
     except BaseException:
         if args.manifest:  # what the failed run imported: the plugin retries when it changes
-            failed = {"failed": True, "modules": project_modules(root, script)}
+            failed = {contract.FAILED: True, contract.MODULES: project_modules(root, script)}
             args.manifest.write_text(json.dumps(failed, indent=1))
         raise
     seconds = time.perf_counter() - start
@@ -363,9 +363,9 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
         raise RuntimeError(f"{ctx.name}: main() returned without calling ctx.save(fig)")
     if args.manifest:
         manifest = {
-            "image": ctx.image,
+            contract.IMAGE: ctx.image,
             "fields": ctx.fields,
-            "modules": project_modules(root, script),
+            contract.MODULES: project_modules(root, script),
             "seconds": round(seconds, 3),
             "device": device(),
             "peak_rss_mib": peak_rss_mib(),

@@ -349,7 +349,7 @@ def _record(
 ) -> Record:
     """Put a successful run's image in the store and describe it as a record."""
     manifest = result.manifest or {}
-    made = manifest["image"]
+    made = manifest[contract.IMAGE]
     image = store.put(result.out_dir / made["file"], int(made["width"]), int(made["height"]),
                       int(made.get("density", 1)))
     made = {"device": str(manifest.get("device", "unknown")),
@@ -357,7 +357,7 @@ def _record(
     memory = manifest.get("peak_rss_mib")
     return Record(
         name=figure.name,
-        inputs=_inputs(manifest.get("modules", []), before, settings, hashes),
+        inputs=_inputs(manifest.get(contract.MODULES, []), before, settings, hashes),
         params=expected.params,
         environment=expected.environment,
         image=image,
