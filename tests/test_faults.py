@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Site
-from pelican.plugins.figgen import run
 from pelican.plugins.figgen.errors import FigureBuildError
+from pelican_figgen import png
 from test_build import ALL, figures
 
 
@@ -172,7 +172,7 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return len(body).to_bytes(4, "big") + kind + body + crc
 
 
-EMPTY_IHDR = run.PNG_SIGNATURE + _chunk(b"IHDR", b"") + _chunk(b"IEND", b"")
+EMPTY_IHDR = png.SIGNATURE + _chunk(b"IHDR", b"") + _chunk(b"IEND", b"")
 WRITES_MANIFEST = """\
 import sys
 from pathlib import Path
@@ -184,13 +184,13 @@ out = Path(sys.argv[sys.argv.index("--out") + 1])
 
 
 @pytest.mark.parametrize("png, manifest, expected", [
-    (EMPTY_IHDR, '{"images": [{"file": "beta.png", "width": 1, "height": 1}]}',
-     "beta.png is not a readable PNG image: its IHDR chunk holds 0 bytes, not 13"),
+    (EMPTY_IHDR, '{"image": {"file": "beta.png", "width": 1, "height": 1}}',
+     "beta.png is not a readable PNG image: it is truncated or damaged (Truncated IHDR chunk)"),
     (b"", '[{"file": "beta.png"}]', "a manifest that is a JSON list, not an object"),
-    (b"", '{"images": [{"width": 1, "height": 1}]}', "entry without a file name"),
-    (b"", '{"images": [{"file": "../beta.png"}]}', "entry without a file name"),
-    (b"", '{"images": {"file": "beta.png"}}', "images are not a list"),
-], ids=["empty-IHDR", "list", "no-file", "file-outside", "images-not-a-list"])
+    (b"", '{"image": {"width": 1, "height": 1}}', "entry without a file name"),
+    (b"", '{"image": {"file": "../beta.png"}}', "entry without a file name"),
+    (b"", '{"image": [{"file": "beta.png"}]}', "image is not an object"),
+], ids=["empty-IHDR", "list", "no-file", "file-outside", "image-not-an-object"])
 def test_malformed_output_is_a_failure_not_a_crash(
     site: Site, png: bytes, manifest: str, expected: str
 ) -> None:

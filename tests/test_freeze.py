@@ -94,7 +94,7 @@ def test_a_damaged_freeze_is_reported_by_verify_and_repaired_by_freeze(site: Sit
 def _frozen_image(site: Site, name: str) -> Path:
     """The frozen image of a figure, from its frozen record."""
     record = json.loads((site.root / f"_freeze/records/{name}.json").read_text())
-    image = record["images"][0]
+    image = record["image"]
     return site.root / "_freeze/objects" / f"{image['sha256']}{image['suffix']}"
 
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from pelican_figgen import intermediates
+from pelican_figgen import contract, intermediates
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,7 +107,7 @@ def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "figs" / "fig.py").write_text(FIGURE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("FIGGEN_ROOT", str(tmp_path))
-    monkeypatch.setenv(intermediates.FOLDER_ENV, str(tmp_path / "store"))
+    monkeypatch.setenv(contract.INTERMEDIATES, str(tmp_path / "store"))
     monkeypatch.setattr(intermediates, "_MEMO", {})
     monkeypatch.setattr(intermediates, "_STATS", {"hits": 0, "misses": 0, "waited": 0.0,
                                                  "warnings": []})
@@ -142,7 +141,7 @@ def same(a: dict, b: dict) -> bool:
 def env(root: Path, **extra: str) -> dict[str, str]:
     """The environment of a script run in the toy project, figgen importable."""
     path = os.pathsep.join([str(REPO), str(root)])
-    base = {k: v for k, v in os.environ.items() if k != intermediates.FOLDER_ENV}
+    base = {k: v for k, v in os.environ.items() if k != contract.INTERMEDIATES}
     return base | {"PYTHONPATH": path, "FIGGEN_ROOT": str(root)} | extra
 
 
@@ -160,7 +159,7 @@ def test_a_hit_equals_a_miss_and_neither_moves_the_generators(
     assert intermediates.stats() == {"hits": 1, "misses": 1, "waited": 0.0, "warnings": []}
     assert work().draw() is read  # a third call in this process: from memory
     # Uncached, it is computed from the run's seed alike: a figure cannot tell the difference.
-    monkeypatch.delenv(intermediates.FOLDER_ENV)
+    monkeypatch.delenv(contract.INTERMEDIATES)
     forget(monkeypatch)
     assert same(work().draw(), computed) and work().CALLS == [3, 3]
     assert generators() == before
@@ -226,27 +225,35 @@ def test_a_hit_marks_the_result_as_just_used(toy: Path, monkeypatch: pytest.Monk
     # build trims the least recently used first (pelican.plugins.figgen.cache.trim_intermediates)
 
 
-def test_a_lock_deleted_while_waited_for_is_taken_again_where_it_now_is(tmp_path: Path) -> None:
+def test_a_figure_waiting_for_a_lock_says_so_and_then_holds_the_file_the_next_one_opens(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "key.lock"
     held = path.open("a")
     fcntl.flock(held, fcntl.LOCK_EX)  # a figure computing the result
-    got, release = threading.Event(), threading.Event()
+    got, release, blocked, said = threading.Event(), threading.Event(), threading.Event(), []
+
+    def note(waiting: bool) -> None:
+        said.append(waiting)
+        blocked.set()
 
     def waiter() -> None:
-        with intermediates._locked(path):
+        with contract.locked(path, note) as ours:
+            assert ours
             got.set()
             release.wait(10)
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    time.sleep(0.2)  # it now waits on the file held here (if not yet, it locks the new one)
-    path.unlink()  # as the plugin's trim does: delete, then release
+    assert blocked.wait(10) and not got.is_set()  # it waits for the figure holding the lock
     held.close()
-    assert got.wait(10)
-    with path.open("a") as newcomer, pytest.raises(BlockingIOError):
-        fcntl.flock(newcomer, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the waiter holds the one here
+    assert got.wait(10) and said == [True, False]  # its core was lent, then taken back
+    with contract.locked(path, block=False) as newcomer:
+        assert not newcomer  # the waiter holds the one file there: lock files are never deleted
     release.set()
     thread.join()
+    with contract.locked(path, block=False) as free:
+        assert free and path.exists()
 
 
 def test_a_result_read_back_names_the_device_that_computed_it(
@@ -272,7 +279,7 @@ def test_two_processes_wanting_one_result_compute_it_once(toy: Path) -> None:
     code = "import json; from pelican_figgen import intermediates; from toy.work import draw; " \
            "draw(); print(json.dumps(intermediates.stats()))"
     log = toy / "computed.log"
-    extra = {intermediates.FOLDER_ENV: str(toy / "store"), "TOY_SLEEP": "2", "TOY_LOG": str(log)}
+    extra = {contract.INTERMEDIATES: str(toy / "store"), "TOY_SLEEP": "2", "TOY_LOG": str(log)}
     racers = [subprocess.Popen([sys.executable, "-c", code], env=env(toy, **extra),
                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
     stats = [json.loads(r.communicate(timeout=60)[0]) for r in racers]
@@ -285,7 +292,7 @@ def test_two_processes_wanting_one_result_compute_it_once(toy: Path) -> None:
 def test_a_figure_is_byte_identical_uncached_cold_and_warm_and_lists_the_files_on_a_hit(
     toy: Path,
 ) -> None:
-    store = {intermediates.FOLDER_ENV: str(toy / "store")}
+    store = {contract.INTERMEDIATES: str(toy / "store")}
     images, manifests, printed = [], [], []
     for i, extra in enumerate(({}, store, store)):
         out = toy / f"out{i}"
@@ -315,7 +322,7 @@ def test_an_imagenet_figure_restyled_with_a_warm_cache_is_identical_without_torc
     tmp_path: Path,
 ) -> None:
     script = str(REPO / "figgen" / "figures" / "imagenet" / "opening.py")
-    store = {intermediates.FOLDER_ENV: str(tmp_path / "store")}
+    store = {contract.INTERMEDIATES: str(tmp_path / "store")}
     images, said = [], []
     for i, extra in enumerate(({}, store, store)):
         argv = [sys.executable, "-c", WATCH, script, "--out", str(tmp_path / str(i))]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import importlib.metadata
+import json
 import logging
 import os
 import platform
@@ -123,7 +125,7 @@ def _record(root: Path, store: Store) -> tuple[Record, Expected]:
     env = {"python": "3.11.0", "numpy": "2.0.0"}
     hashes = Hashes()
     inputs = {"s.py": hashes(root / "s.py"), "m.py": hashes(root / "m.py")}
-    record = Record("f", inputs, "{}", env, (image,))
+    record = Record("f", inputs, "{}", env, image)
     return record, Expected("{}", env, ("s.py",))
 
 
@@ -146,6 +148,29 @@ def test_records_round_trip_and_a_damaged_one_reads_as_never_run(tmp_path: Path)
     assert store.load("f") == record
     store.record_path("f").write_text('{"format": 1, "name": ')
     assert store.load("f") is None
+
+
+def test_a_record_of_the_old_shape_reads_as_never_run_not_a_crash(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    record, _ = _record(tmp_path, store)
+    old = {k: v for k, v in dataclasses.asdict(record).items() if k != "image"}
+    old["images"] = [dataclasses.asdict(record.image)]  # a list of one, as records were
+    store.save(record)  # the records folder
+    for layout in (cache.FORMAT - 1, cache.FORMAT):  # the old format, or its shape alone
+        data = old | {"format": layout, "sha256": cache._digest(old)}  # its own hash matches
+        store.record_path("f").write_text(json.dumps(data))
+        assert store.load("f") is None
+
+
+def test_a_failure_re_runs_when_what_it_read_changed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    record, expected = _record(tmp_path, store)
+    failure = cache.Failure("f", "boom", "", record.inputs, "{}", record.environment)
+    assert cache.unchanged(failure, tmp_path, expected, Hashes())
+    assert not cache.unchanged(dataclasses.replace(failure, inputs=None), tmp_path, expected,
+                               Hashes())  # an older build listed nothing: it runs again
+    (tmp_path / "m.py").write_text("X = 2")
+    assert not cache.unchanged(failure, tmp_path, expected, Hashes())
 
 
 def test_objects_are_stored_under_their_hash(tmp_path: Path) -> None:
@@ -179,7 +204,7 @@ def test_intermediates_over_the_limit_lose_the_least_recently_used_first(
     with caplog.at_level(logging.INFO, logger="pelican.plugins.figgen.cache"):
         cache.trim_intermediates(tmp_path, 2, now - 150)
     assert [k for k, p in paths.items() if p.exists()] == ["cc3", "dd4"]
-    assert not paths["aa1"].with_suffix(".lock").exists()  # its lock goes with it
+    assert paths["aa1"].with_suffix(".lock").exists()  # its lock stays: a waiter may hold it
     assert "dropped the 2 least recently used" in caplog.text
     # Those this build used stay, over the limit or not, and the build says so.
     cache.trim_intermediates(tmp_path, 1, now - 250)
@@ -295,9 +320,9 @@ def test_png_check_accepts_a_real_png_and_names_what_is_wrong(tmp_path: Path) ->
     path = tmp_path / "x.png"
     for data, problem in [
         (good + chunk(b"IEND", b""), ""),
-        (good, "end with IEND"),
+        (good, "truncated or damaged (truncated PNG file)"),  # no IEND
         (PNG + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0\1")) +
-         chunk(b"IEND", b""), "2 bytes of pixels for a 2x1 image"),
+         chunk(b"IEND", b""), "truncated or damaged (image file is truncated"),  # 2 of 3 bytes
     ]:
         path.write_bytes(data)
         assert (png_problem(path) == "") if not problem else problem in png_problem(path)
@@ -309,7 +334,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_report_lists_every_figure_slowest_first_cached_with_its_last_time() -> None:
     outcome = pipeline.Outcome(Store(Path("unused")))
     outcome.report.ran = {"fast": 1.0, "slow": 30.0}
-    outcome.records["old"] = Record("old", {}, "{}", {}, (), seconds=12.5)
+    outcome.records["old"] = Record("old", {}, "{}", {}, Image("0" * 64, ".png", 1, 1),
+                                    seconds=12.5)
     outcome.report.cached = ["old"]
     outcome.report.failed = ["broken"]
     lines = pipeline.report_lines(outcome)

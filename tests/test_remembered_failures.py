@@ -152,7 +152,7 @@ def test_a_script_that_cannot_be_read_lists_nothing_and_says_so(
 
 def test_a_finished_run_with_a_bad_image_says_what_it_imported(tmp_path: Path) -> None:
     (tmp_path / "beta.png").write_bytes(b"not a png")
-    manifest = {"images": [{"file": "beta.png", "width": 1, "height": 1}],
+    manifest = {"image": {"file": "beta.png", "width": 1, "height": 1},
                 "modules": ["helpers/common.py"]}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     result = run._check_outputs(tmp_path, 0.5)

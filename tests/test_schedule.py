@@ -304,3 +304,18 @@ def test_a_bad_figgen_jobs_names_the_environment_variable(monkeypatch: pytest.Mo
     monkeypatch.setenv("FIGGEN_JOBS", "0")
     with pytest.raises(SettingsError, match=r"FIGGEN_JOBS \(FIGGEN\['jobs'\]\) is '0'"):
         settings.merge({}, "content")
+
+
+def test_the_pool_lends_one_slot_at_a_time_and_a_finished_loan_frees_none() -> None:
+    pool = schedule.Pool(schedule.Budget(1, 1000.0, 0.0))
+    left = [Job("a", False, 1.0, 600.0), Job("b", False, 1.0, 100.0), Job("c", False, 1.0, 100.0)]
+    assert pool.take(left, lambda: False) == Job("a", False, 1.0, 600.0)
+    assert pool.next(left) is None  # no slot free
+    assert pool.lend() and not pool.lend()  # a second waiter keeps its slot
+    assert pool.take(left, lambda: False).name == "b"  # on a's lent slot
+    assert (pool.free, pool.lent, pool.running, pool.memory) == (0, 1, 2, 700.0)
+    assert not pool.fits(400.0) and pool.fits(300.0)
+    pool.finish(600.0, lent=True)  # a ends while lent: b keeps the slot
+    assert (pool.free, pool.lent, pool.running, pool.memory) == (0, 0, 1, 100.0)
+    pool.finish(100.0, lent=False)
+    assert (pool.free, pool.running) == (1, 0) and pool.fits(5000.0)  # nothing runs: any fits

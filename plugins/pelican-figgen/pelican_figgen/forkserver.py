@@ -41,7 +41,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pelican_figgen import reaper
+from pelican_figgen import contract, reaper
 from pelican_figgen.imports import closure
 
 
@@ -261,7 +261,7 @@ def main() -> None:
     # Asking torch whether CUDA is there must not start it here: a forked child cannot use it.
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     # As harness.project_root(), which the server must not import: children import it anew.
-    serve(scripts, Path(os.environ.get("FIGGEN_ROOT", ".")).resolve(), out)
+    serve(scripts, Path(os.environ.get(contract.ROOT, ".")).resolve(), out)
 
 
 if __name__ == "__main__":

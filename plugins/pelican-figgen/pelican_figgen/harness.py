@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from pelican_figgen import contract
+from pelican_figgen.png import png_size
+
 T = TypeVar("T")
 
 # Set before anything imports pyplot, so a script never opens a window.
@@ -36,11 +39,8 @@ if hasattr(faulthandler, "register"):  # not on Windows
 # Dates matplotlib writes into PDF/SVG files come from here (a user's value is honoured).
 os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
 
-ROOT_ENV = "FIGGEN_ROOT"  # the project root, set by the plugin; default: the current folder
 PNG_DPI = 200  # figures are drawn at 2x their CSS size, so they stay sharp on dense screens
 CSS_SCALE = 2
-PROGRESS_FILE = "FIGGEN_PROGRESS"  # set by the plugin: the file progress goes to, as JSON lines
-THREADS = "FIGGEN_THREADS"  # compute threads of a run (torch's); the plugin sets it, default 1
 PROGRESS_EVERY = 0.1  # seconds between two progress reports
 SVG_SALT = "figgen"  # matplotlib's SVG ids derive from it instead of a random value
 SEED = 0  # the run's seed, set by run(); library code (pelican_figgen.intermediates) reads it here
@@ -55,7 +55,7 @@ class Context:
     params: dict[str, Any]
     out_dir: Path
     fields: dict[str, Any] = field(default_factory=dict)  # values captions may quote
-    images: list[dict[str, Any]] = field(default_factory=list)
+    image: dict[str, Any] | None = None  # the one image it saved: file, CSS size, density
     declared: tuple[str, ...] = ()  # the data files of its __figure__["data"]
 
     def data(self, name: str) -> Path:
@@ -74,15 +74,14 @@ class Context:
 
     def save(self, fig: Any) -> Path:
         """Save a matplotlib figure as this script's PNG, without metadata that varies."""
-        if self.images:
+        if self.image is not None:
             raise RuntimeError(f"{self.name}: a figure script saves exactly one image")
         path = self.out_dir / f"{self.name}.png"
         # No Software/date chunks: the bytes depend only on the pixels.
         fig.savefig(path, dpi=PNG_DPI, metadata={"Software": None})
         width, height = png_size(path)
-        self.images.append(
-            {"file": path.name, "width": width // CSS_SCALE, "height": height // CSS_SCALE}
-        )
+        self.image = {"file": path.name, "width": width // CSS_SCALE,
+                      "height": height // CSS_SCALE, "density": CSS_SCALE}
         return path
 
     def progress(
@@ -151,7 +150,7 @@ _CHANNEL: list[TextIO] = []
 
 def _progress_channel() -> TextIO | None:
     """The file the plugin reads progress from, opened once; None when run alone."""
-    path = os.environ.get(PROGRESS_FILE)
+    path = os.environ.get(contract.PROGRESS)
     if path is None:
         return None
     if not _CHANNEL:
@@ -184,14 +183,6 @@ def device() -> str:
     return f"CPU {platform.processor() or platform.machine()}"
 
 
-def png_size(path: Path) -> tuple[int, int]:
-    """Read a PNG's pixel width and height from its header."""
-    head = path.read_bytes()[:24]
-    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        raise ValueError(f"{path} is not a PNG file")
-    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (each now, or as soon as it is imported), ask for determinism.
 
@@ -221,7 +212,7 @@ def seed_torch(torch: Any, seed: int) -> None:
     torch.manual_seed(seed)
     # The same thread count wherever it runs: torch's reductions split by thread, so the
     # count changes a figure's last bits (two of ours differ between 1 and 2 threads).
-    torch.set_num_threads(int(os.environ.get(THREADS, "1")))
+    torch.set_num_threads(int(os.environ.get(contract.THREADS, "1")))
     # torch.use_deterministic_algorithms(True, warn_only=True) sets two flags: this one, and
     # its compiler's (below), importing the compiler's configuration to do so: 0.9 s per run
     # here, though no figure compiles. The compiler's is set if it is ever imported.
@@ -331,7 +322,7 @@ def declared_data(module: Any) -> tuple[str, ...]:
 
 def project_root() -> Path:
     """The project root the plugin names (FIGGEN_ROOT), else the current folder."""
-    return Path(os.environ.get(ROOT_ENV, ".")).resolve()
+    return Path(os.environ.get(contract.ROOT, ".")).resolve()
 
 
 def imported(root: Path, script: Path) -> dict[str, Any]:
@@ -351,7 +342,8 @@ def imported(root: Path, script: Path) -> dict[str, Any]:
     def name(path: Path) -> str:
         return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
-    return {"modules": sorted(name(p) for p in files), "distributions": found.distributions}
+    return {contract.MODULES: sorted(name(p) for p in files),
+            contract.DISTRIBUTIONS: found.distributions}
 
 
 def plain(value: Any) -> Any:
@@ -388,15 +380,15 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
         main(ctx)
     except BaseException:
         if args.manifest:  # what the failed run imported: the plugin retries when it changes
-            failed = {"failed": True, **imported(root, script)}
+            failed = {contract.FAILED: True, **imported(root, script)}
             args.manifest.write_text(json.dumps(failed, indent=1))
         raise
     seconds = time.perf_counter() - start
-    if not ctx.images:
+    if ctx.image is None:
         raise RuntimeError(f"{ctx.name}: main() returned without calling ctx.save(fig)")
     if args.manifest:
         manifest = {
-            "images": ctx.images,
+            contract.IMAGE: ctx.image,
             "fields": ctx.fields,
             **imported(root, script),
             "seconds": round(seconds, 3),
@@ -407,5 +399,5 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
             manifest["intermediates"] = sys.modules["pelican_figgen.intermediates"].stats()
         args.manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=plain))
     else:
-        print(f"wrote {args.out / ctx.images[0]['file']} in {seconds:.1f} s")
+        print(f"wrote {args.out / ctx.image['file']} in {seconds:.1f} s")
     return ctx

@@ -44,7 +44,6 @@ download.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import inspect
@@ -59,15 +58,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
-from pelican_figgen import harness
+from pelican_figgen import contract, harness
 from pelican_figgen.dists import versions_of
 from pelican_figgen.imports import closure
 
-FOLDER_ENV = "FIGGEN_INTERMEDIATES"  # where results are stored; unset: computed every run
-ENVIRONMENT_ENV = "FIGGEN_ENVIRONMENT"  # JSON from the plugin: Python, FIGGEN["versions"]
-LANE_ENV = "FIGGEN_LANE"  # "cpu" or "gpu"
 PROTOCOL = 5
 DIGEST = hashlib.sha256().digest_size  # bytes of the checksum that starts every file
 
@@ -93,7 +89,7 @@ def cached(func: F) -> F:
         if key in _MEMO:
             _STATS["hits"] += 1
             return _MEMO[key]
-        folder = os.environ.get(FOLDER_ENV)
+        folder = os.environ.get(contract.INTERMEDIATES)
         compute = functools.partial(_seeded, func, args, kwargs)
         value = _stored(Path(folder), key, compute) if folder else _as_read(_miss(compute))
         _MEMO[key] = value
@@ -139,10 +135,10 @@ def _key(
         "files": {_name(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files},
         "arguments": {n: _plain(v, f"{where}: argument {n!r}") for n, v in arguments.items()},
         "seed": harness.SEED,
-        "environment": os.environ.get(ENVIRONMENT_ENV, ""),
+        "environment": os.environ.get(contract.ENVIRONMENT, ""),
         "distributions": distributions,
-        "threads": os.environ.get(harness.THREADS, "1"),
-        "lane": os.environ.get(LANE_ENV, "cpu"),
+        "threads": os.environ.get(contract.THREADS, "1"),
+        "lane": os.environ.get(contract.LANE, "cpu"),
     }
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -224,38 +220,10 @@ def _hit(path: Path, stored: dict[str, Any]) -> Any:
 def _locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on path, counting the seconds spent waiting for it."""
     start = time.perf_counter()
-    handle = _lock(path)
-    _STATS["waited"] += time.perf_counter() - start
-    try:
+    # Another figure computing it: lend our core meanwhile (the pool starts one more).
+    with contract.locked(path, harness.waiting):
+        _STATS["waited"] += time.perf_counter() - start
         yield
-    finally:
-        handle.close()  # which releases the lock
-
-
-def _lock(path: Path) -> IO[str]:
-    """The lock file at path, open and locked: the one there now, not one deleted meanwhile."""
-    while True:
-        handle = path.open("a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # another figure is computing it: lend our core meanwhile
-            harness.waiting(True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            harness.waiting(False)
-        if _still_at(handle, path):
-            return handle
-        # The plugin's trim deleted it while we waited: a newcomer may lock a new file there.
-        handle.close()
-
-
-def _still_at(handle: IO[str], path: Path) -> bool:
-    """Whether an open file is still the one at path."""
-    try:
-        now = path.stat()
-    except FileNotFoundError:
-        return False
-    held = os.fstat(handle.fileno())
-    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -290,14 +258,9 @@ def _warn(message: str) -> None:
 
 def _write(path: Path, body: bytes) -> None:
     """Store a pickle at path, its checksum first, atomically: written aside, then renamed."""
-    # Named as the plugin's own leftovers are (".name.pid.tmp"): a build drops them once their
-    # process is gone, a kill -9 or the out-of-memory killer included.
-    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        aside.write_bytes(hashlib.sha256(body).digest() + body)
-        os.replace(aside, path)
-    finally:
-        aside.unlink(missing_ok=True)  # a full disk or an interrupt leaves no stray file
+    # Named as the plugin's own leftovers are: a build drops them once their process is gone,
+    # a kill -9 or the out-of-memory killer included.
+    contract.write_atomic(path, hashlib.sha256(body).digest() + body)
 
 
 def _seeded(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:

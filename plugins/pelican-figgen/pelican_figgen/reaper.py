@@ -19,7 +19,6 @@ libraries.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import faulthandler
 import json
 import os
@@ -29,20 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
+from pelican_figgen.contract import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 
 
 class Stop(Exception):  # noqa: N818 (a request, not an error)
     """The supervisor was told to stop: kill everything."""
-
-
-def prctl(option: int, value: int) -> None:
-    """Call Linux's prctl; nothing elsewhere."""
-    if PRCTL is not None:
-        PRCTL(option, value)
 
 
 def supervise(parent: int, report: Path, start: Callable[[], int]) -> NoReturn:

@@ -12,7 +12,6 @@ folders, dropped once their process is gone (a build killed with -9 leaves one b
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from pelican_figgen import dists
+from pelican_figgen.contract import aside, aside_owner, locked, write_atomic
 
 logger = logging.getLogger(__name__)
 _UNWRITABLE: set[Path] = set()  # cache folders a build could not write in, warned about once
-FORMAT = 3  # bump when the record layout changes: old records then read as "never run"
+FORMAT = 5  # bump when the record layout changes: old records then read as "never run"
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Image:
     suffix: str
     width: int  # CSS pixels
     height: int
+    density: int = 1  # image pixels per CSS pixel, as the harness saved it
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Record:
     params: str  # canonical JSON of seed and parameters
     # Python, the distributions the run imported and those FIGGEN["versions"] adds, threads
     environment: Mapping[str, str]
-    images: tuple[Image, ...]
+    image: Image  # a figure is one image
     fields: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     # How it was made, beyond the key: device, source commit, whether the tree was dirty.
@@ -75,12 +76,6 @@ class Failure:
     inputs: Mapping[str, str | None] | None
     params: str
     environment: Mapping[str, str]
-
-    def as_record(self) -> Record | None:
-        """The failed run's inputs as a record without images, to test them like a record's."""
-        if self.inputs is None:
-            return None
-        return Record(self.name, self.inputs, self.params, self.environment, ())  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -147,7 +142,7 @@ class Store:
                 return None
             if raw.pop("sha256") != _digest(raw):
                 raise ValueError("its content does not match its recorded hash")
-            raw["images"] = tuple(Image(**i) for i in raw["images"])
+            raw["image"] = Image(**raw["image"])
             return Record(**raw)
         except FileNotFoundError:
             return None
@@ -161,9 +156,10 @@ class Store:
         data |= {"format": FORMAT, "sha256": _digest(data)}
         write_atomic(self.record_path(record.name), json.dumps(data, indent=1, sort_keys=True))
 
-    def put(self, source: Path, width: int, height: int) -> Image:
+    def put(self, source: Path, width: int, height: int, density: int = 1) -> Image:
         """Copy a produced file into the objects folder under its hash."""
-        image = Image(hashlib.sha256(source.read_bytes()).hexdigest(), source.suffix, width, height)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        image = Image(digest, source.suffix, width, height, density)
         copy_unless_same(source, self.object_path(image), image.sha256)
         return image
 
@@ -187,14 +183,13 @@ class Store:
     def lock(self, name: str) -> Iterator[None]:
         """Hold a figure's lock: a concurrent build waits, then finds the fresh record."""
         path = self.path / "locks" / f"{name}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:  # the kernel drops the lock when the process dies
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+
+        def waiting(now: bool) -> None:
+            if now:
                 logger.warning("figgen: waiting for another build that is making %s (it holds "
                                "%s)", name, path)
-                fcntl.flock(handle, fcntl.LOCK_EX)
+
+        with locked(path, waiting):
             yield
 
     def scratch(self) -> Path:
@@ -214,8 +209,9 @@ class Store:
 
 def trim_intermediates(folder: Path, limit_mib: int | None, since: float) -> None:
     """Drop the least recently used intermediates, none used since `since`, to fit the limit."""
-    # pelican_figgen/intermediates.py keeps <key[:2]>/<key>.pickle, a .lock beside each, and sets a
-    # result's time on every hit. A dropped result is computed again when next needed.
+    # pelican_figgen/intermediates.py keeps <key[:2]>/<key>.pickle, a .lock beside each (never
+    # deleted), and sets a result's time on every hit. A dropped result is computed again
+    # when next needed.
     if limit_mib is None:
         return
     results = sorted(_sizes(folder.glob("*/*.pickle")), key=lambda found: found[1])
@@ -241,7 +237,7 @@ def trim_intermediates(folder: Path, limit_mib: int | None, since: float) -> Non
 
 def file_clock(folder: Path) -> float:
     """The time a file written in folder now gets: its file system's clock, tick and all."""
-    stamp = _aside(folder / "clock")
+    stamp = aside(folder / "clock")
     stamp.touch()
     try:
         return stamp.stat().st_mtime
@@ -258,16 +254,12 @@ def _sizes(paths: Iterable[Path]) -> Iterator[tuple[Path, float, int]]:
 
 
 def _drop_unlocked(result: Path) -> bool:
-    """Delete a stored intermediate and its lock, unless a figure holds the lock right now."""
-    lock = result.with_suffix(".lock")
-    with lock.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # being computed again (it was damaged): in use
-            return False
-        result.unlink(missing_ok=True)
-        lock.unlink(missing_ok=True)
-    return True
+    """Delete a stored intermediate, unless a figure holds its lock right now (kept: locks are
+    never deleted, so a figure waiting on one holds the lock the next one opens)."""
+    with locked(result.with_suffix(".lock"), block=False) as held:
+        if held:  # else being computed again (it was damaged): in use
+            result.unlink(missing_ok=True)
+        return held
 
 
 def _digest(data: Mapping[str, Any]) -> str:
@@ -291,7 +283,7 @@ def _orphan(pid: str) -> bool:
 def drop_orphans(folder: Path) -> None:
     """Delete what write_atomic and copy_atomic of processes now gone left below a folder."""
     for old in folder.rglob(".*.tmp"):
-        if _orphan(old.name.rsplit(".", 2)[-2]):
+        if _orphan(aside_owner(old.name) or ""):
             old.unlink(missing_ok=True)
 
 
@@ -304,16 +296,12 @@ def copy_unless_same(source: Path, target: Path, sha256: str) -> None:
 
 def copy_atomic(source: Path, target: Path) -> None:
     """Copy a file so that readers see no file or the whole file, never a part."""
-    tmp = _aside(target)
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a part."""
-    tmp = _aside(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = aside(target)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_optional(path: Path, text: str, cache_dir: Path) -> None:
@@ -326,12 +314,6 @@ def write_optional(path: Path, text: str, cache_dir: Path) -> None:
             logger.warning("figgen: cannot write in FIGGEN['cache_dir'] %s (%s): the build "
                            "goes on without keeping its report and highlighted code there",
                            cache_dir, err.strerror or err)
-
-
-def _aside(path: Path) -> Path:
-    """Where to write a file before renaming it into place: named by this process's id."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def params_key(seed: int, params: Mapping[str, Any]) -> str:
@@ -370,30 +352,42 @@ def verdict(
     """Decide whether a figure's record still matches its inputs; say why when it does not."""
     if record is None:
         return Verdict(False, "never run", None)
-    if record.params != expected.params:
-        return Verdict(False, "seed or parameters changed", record)
-    for key, value in expected.environment.items():
-        if record.environment.get(key) != value:
-            was = record.environment.get(key, "absent")
-            return Verdict(False, f"{key} {was} -> {value}", record)
-    changed = _changed_distribution(record, expected)
+    changed = _changed(record, root, expected, hashes)
     if changed:
         return Verdict(False, changed, record)
-    missing = set(expected.inputs) - set(record.inputs)
-    if missing:
-        return Verdict(False, f"new input {sorted(missing)[0]}", record)
-    for rel, digest in record.inputs.items():
-        now = hashes(root / rel)
-        if now != digest:
-            return Verdict(False, f"{rel} {'deleted' if now is None else 'changed'}", record)
     return _objects_verdict(record, store, hashes) or Verdict(True, "up to date", record)
 
 
-def _changed_distribution(record: Record, expected: Expected) -> str:
-    """The first distribution the record names whose installed version differs: 'numpy a -> b'."""
+def unchanged(failure: Failure, root: Path, expected: Expected, hashes: Hashes) -> bool:
+    """Whether nothing a failed run read or may have read changed since (None: it listed none)."""
+    return failure.inputs is not None and not _changed(failure, root, expected, hashes)
+
+
+def _changed(run: Record | Failure, root: Path, expected: Expected, hashes: Hashes) -> str:
+    """Which key or input of a run differs from what is expected now, or ''."""
+    if run.params != expected.params:
+        return "seed or parameters changed"
+    for key, value in expected.environment.items():
+        if run.environment.get(key) != value:
+            return f"{key} {run.environment.get(key, 'absent')} -> {value}"
+    changed = _changed_distribution(run, expected)
+    if changed:
+        return changed
+    missing = set(expected.inputs) - set(run.inputs or {})
+    if missing:
+        return f"new input {sorted(missing)[0]}"
+    for rel, digest in (run.inputs or {}).items():
+        now = hashes(root / rel)
+        if now != digest:
+            return f"{rel} {'deleted' if now is None else 'changed'}"
+    return ""
+
+
+def _changed_distribution(run: Record | Failure, expected: Expected) -> str:
+    """The first distribution the run names whose installed version differs: 'numpy a -> b'."""
     if expected.installed is None:
         return ""
-    for key, was in sorted(record.environment.items()):
+    for key, was in sorted(run.environment.items()):
         if key in expected.environment or key == "python":
             continue
         now = expected.installed.get(key, "absent")
@@ -403,15 +397,14 @@ def _changed_distribution(record: Record, expected: Expected) -> str:
 
 
 def intact(record: Record, store: Store, hashes: Hashes) -> bool:
-    """Whether every image of a record is in the store, undamaged."""
+    """Whether a record's image is in the store, undamaged."""
     return _objects_verdict(record, store, hashes) is None
 
 
 def _objects_verdict(record: Record, store: Store, hashes: Hashes) -> Verdict | None:
-    """A stale verdict when an image of the record is missing or damaged; else None."""
-    for image in record.images:
-        found = hashes(store.object_path(image))
-        if found != image.sha256:
-            what = "missing" if found is None else "damaged (its hash changed)"
-            return Verdict(False, f"cached image {what}", record)
+    """A stale verdict when the record's image is missing or damaged; else None."""
+    found = hashes(store.object_path(record.image))
+    if found != record.image.sha256:
+        what = "missing" if found is None else "damaged (its hash changed)"
+        return Verdict(False, f"cached image {what}", record)
     return None

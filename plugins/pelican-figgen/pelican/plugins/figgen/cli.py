@@ -179,12 +179,12 @@ def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
 
 
 def _copy_into(freeze: Store, outcome: pipeline.Outcome, source: Store) -> None:
-    """Copy every figure made or found fresh into the freeze, images first, then its record."""
+    """Copy every figure made or found fresh into the freeze, its image first, then its record."""
     for name, record in outcome.records.items():
         if name in outcome.stale:  # its run failed: keep what was frozen before
             continue
-        for image in record.images:  # put re-copies a frozen image that is missing or damaged
-            freeze.put(source.object_path(image), image.width, image.height)
+        image = record.image  # put re-copies a frozen image that is missing or damaged
+        freeze.put(source.object_path(image), image.width, image.height, image.density)
         freeze.save(record)
 
 
@@ -197,7 +197,7 @@ def _prune(freeze: Store, keep: set[str]) -> None:
         if record is None:
             path.unlink()
             continue
-        used |= {freeze.object_path(i) for i in record.images}
+        used.add(freeze.object_path(record.image))
     for path in (freeze.path / "objects").glob("*"):
         if path not in used:
             path.unlink()

@@ -75,7 +75,7 @@ def publish(
     static_content: MutableMapping[str, Any],
 ) -> Published:
     """Copy a figure's image and source page into the output and register them with Pelican."""
-    image = record.images[0]
+    image = record.image
     image_url = f"{settings.output_dir}/{figure.name}-{image.sha256[:12]}{image.suffix}"
     copy_unless_same(store.object_path(image), output_path / image_url, image.sha256)
     static_content[image_url] = StaticLink(image_url)
@@ -94,9 +94,9 @@ def publish(
         source = "{static}/" + page
     record_link = "{static}/" + record_url
     code = _highlighted(figure.script, settings.cache_dir)
-    density = _pixel_width(output_path / image_url) // image.width or 1
     return Published(
-        "{static}/" + image_url, source, image.width, image.height, record_link, code, density
+        "{static}/" + image_url, source, image.width, image.height, record_link, code,
+        image.density,
     )
 
 
@@ -342,13 +342,6 @@ def _with_srcset(match: re.Match) -> str:
     src = SRC.search(tag)
     srcset = f' srcset="{src.group(1)} {density}x"' if src else ""
     return tag.replace(f' {DENSITY_MARK}"{density}"', srcset, 1)
-
-
-def _pixel_width(image: Path) -> int:
-    """A PNG's width in pixels, from its header; 0 for any other format."""
-    with image.open("rb") as f:
-        head = f.read(24)
-    return int.from_bytes(head[16:20], "big") if head[12:16] == b"IHDR" else 0
 
 
 def _highlighted(script: Path, cache_dir: Path) -> str:

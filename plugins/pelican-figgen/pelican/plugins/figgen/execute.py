@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pelican_figgen import contract
+
 from . import cache, launch, progress, provenance, run, schedule
 from .cache import Expected, Failure, Hashes, Record, Store
 from .discover import Figure
@@ -104,8 +106,8 @@ def _pool(
     run.STOPPING.clear()  # a server's earlier build may have been interrupted
     with _intermediates(settings, scratch, force) as shared, \
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
-        extra = {"FIGGEN_INTERMEDIATES": str(shared),
-                 "FIGGEN_ENVIRONMENT": json.dumps(environment, sort_keys=True)}
+        extra = {contract.INTERMEDIATES: str(shared),
+                 contract.ENVIRONMENT: json.dumps(environment, sort_keys=True)}
         runner = Runner(settings, store, hashes, force, server, board, extra, scratch, retry)
         outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
         workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)  # a core per lane
@@ -223,8 +225,7 @@ def _known_failure(
 ) -> RunResult | None:
     """The last run's failure, when nothing that run read has changed since; else None."""
     failure = store.load_failure(name)
-    past = failure.as_record() if failure else None
-    if not failure or not past or not cache.verdict(past, settings.root, want, store, hashes).fresh:
+    if not failure or not cache.unchanged(failure, settings.root, want, hashes):
         return None
     cause = (f"{failure.cause} (in its last run; nothing it reads changed since, so it did "
              "not run again)")
@@ -350,23 +351,23 @@ def _record(
     result: RunResult,
     before: dict[str, str | None],
 ) -> Record:
-    """Put a successful run's images in the store and describe it as a record."""
+    """Put a successful run's image in the store and describe it as a record."""
     manifest = result.manifest or {}
-    images = tuple(
-        store.put(result.out_dir / i["file"], int(i["width"]), int(i["height"]))
-        for i in manifest["images"]
-    )
+    saved = manifest[contract.IMAGE]
+    image = store.put(result.out_dir / saved["file"], int(saved["width"]), int(saved["height"]),
+                      int(saved.get("density", 1)))
     made = {"device": str(manifest.get("device", "unknown")),
             **provenance.source_commit(settings.root)}
     memory = manifest.get("peak_rss_mib")
     return Record(
         name=figure.name,
-        inputs=_inputs(manifest.get("modules", []), before, settings, hashes),
+        inputs=_inputs(manifest.get(contract.MODULES, []), before, settings, hashes),
         params=expected.params,
         # The distributions the run imported, by version, beside Python and the settings'.
-        environment={**{str(k): str(v) for k, v in manifest.get("distributions", {}).items()},
+        environment={**{str(k): str(v)
+                        for k, v in manifest.get(contract.DISTRIBUTIONS, {}).items()},
                      **expected.environment},
-        images=images,
+        image=image,
         fields=manifest.get("fields", {}),
         seconds=result.seconds,
         provenance=made,

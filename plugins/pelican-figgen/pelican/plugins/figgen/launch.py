@@ -11,23 +11,21 @@ script started when the run ends.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from pelican_figgen import contract
+from pelican_figgen.contract import PR_SET_PDEATHSIG, prctl
+
 logger = logging.getLogger(__name__)
-PR_SET_PDEATHSIG = 1
-# Looked up now, not in the forked child, where loading a library could deadlock.
-PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 SERVER_LOG = "forkserver-stderr.txt"  # in the cache's scratch folder
 READY_TIMEOUT = 600.0  # seconds the server may take to import the shared libraries
 
@@ -60,14 +58,12 @@ class Request:
 def die_with_parent() -> None:
     """In the child: ask Linux to kill the process when the build dies (kill -9 included)."""
     # Strictly: when the forking thread ends. Each worker thread waits for what it started.
-    if PRCTL is not None:
-        PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def stop_with_parent() -> None:
     """In a supervisor: SIGTERM it when the build dies, so it kills the run before it ends."""
-    if PRCTL is not None:
-        PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_direct(python: str, request: Request) -> subprocess.Popen:
@@ -135,7 +131,7 @@ class WarmServer:
 
     def start(self, request: Request) -> WarmProcess:
         """Ask the server to fork the script; return once the child exists."""
-        if request.env.get("FIGGEN_LANE") == "gpu" and self.ready.get("cuda_initialized"):
+        if request.env.get(contract.LANE) == "gpu" and self.ready.get("cuda_initialized"):
             raise ServerGone("a library the warm server preloaded started CUDA, which a forked "
                              "child cannot use")
         process = WarmProcess()

@@ -42,7 +42,7 @@ def record_json(record: Record, script: str) -> str:
         "seed": params["seed"],
         "params": params["params"],
         "versions": dict(record.environment),
-        "images": [i.sha256 for i in record.images],
+        "image": record.image.sha256,
         "seconds": record.seconds,
         **record.provenance,
     }

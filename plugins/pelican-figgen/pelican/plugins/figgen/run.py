@@ -11,11 +11,13 @@ import signal
 import subprocess
 import threading
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pelican_figgen import contract
+from pelican_figgen.png import PNGError, png_size
 
 from .cache import script_path
 from .discover import Figure
@@ -24,19 +26,15 @@ from .settings import FiggenSettings
 
 FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
 TRACEBACK_START = "Traceback (most recent call last):"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-IHDR_SIZE = 13  # width, height (4 bytes each), depth, colour, compression, filter, interlace
 # The runner's own frames are noise in a script's traceback: the harness, the cache of
 # intermediates a library function goes through, the warm server that forked the script.
 HARNESS = {("pelican_figgen", f"{name}.py")
-           for name in ("harness", "intermediates", "forkserver", "reaper")}
-PROGRESS_FILE = "FIGGEN_PROGRESS"  # the harness appends JSON lines of progress to this file
+           for name in ("harness", "intermediates", "forkserver", "reaper", "contract", "png")}
 PROGRESS = ".figgen-progress.jsonl"  # that file, in the run's output folder
 PROGRESS_POLL = 0.1  # seconds between two reads of it
 # What caps the thread pools of torch, OpenMP and the BLAS libraries NumPy may use.
-THREAD_VARIABLES = ("FIGGEN_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+THREAD_VARIABLES = (contract.THREADS, "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 STDERR = ".figgen-stderr.txt"  # the script's stderr, in its output folder
 REPORT = ".figgen-reaper.json"  # how the script ended, from its supervisor (pelican_figgen.reaper)
 STOP_WAIT = 5.0  # seconds a supervisor may take to kill a run's processes
@@ -44,7 +42,6 @@ STACK_WAIT = 0.5  # seconds a timed-out script has to print its stack before it 
 STACK_POLL = 0.02
 FATAL = "Fatal Python error: "  # faulthandler's first line on a crash (segfault, abort)
 STACK_HEADER = "(most recent call first):"  # faulthandler's heading of each thread's stack
-RUN_ENV = "FIGGEN_RUN"  # the run's output folder: marks the script and every child it starts
 Progress = Callable[[Mapping[str, Any]], None]  # called with each progress report of a run
 logger = logging.getLogger(__name__)
 
@@ -75,7 +72,7 @@ def arguments(figure: Figure, settings: FiggenSettings, out_dir: Path) -> tuple[
         "--params",
         json.dumps(dict(figure.params), sort_keys=True),
         "--manifest",
-        str(out_dir / "manifest.json"),
+        str(out_dir / contract.MANIFEST),
     )
 
 
@@ -89,7 +86,7 @@ def script_env(settings: FiggenSettings) -> dict[str, str]:
         # oversubscribing them, and a figure's bytes do not depend on the machine's cores.
         **dict.fromkeys(THREAD_VARIABLES, threads),
         "PYTHONPATH": path,
-        "FIGGEN_ROOT": str(root),
+        contract.ROOT: str(root),
         "MPLBACKEND": "Agg",
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -115,8 +112,8 @@ def run_figure(
     out_dir.mkdir(parents=True, exist_ok=True)
     request = Request(
         arguments(figure, settings, out_dir),
-        script_env(settings) | dict(lane or {}) | {PROGRESS_FILE: str(out_dir / PROGRESS),
-                                                   RUN_ENV: str(out_dir)},
+        script_env(settings) | dict(lane or {}) | {contract.PROGRESS: str(out_dir / PROGRESS),
+                                                   contract.RUN: str(out_dir)},
         settings.root, out_dir / STDERR, out_dir / REPORT,
     )
     start = time.perf_counter()
@@ -201,7 +198,7 @@ def _execute(
     with _RUNNING_LOCK:
         _RUNNING.add(proc)
     done = threading.Event()
-    follower = threading.Thread(target=_follow, args=(Path(request.env[PROGRESS_FILE]),
+    follower = threading.Thread(target=_follow, args=(Path(request.env[contract.PROGRESS]),
                                                       progress, done), daemon=True)
     if progress:  # builds always pass one: reports also say when a run waits
         follower.start()
@@ -314,7 +311,7 @@ def kill_group(pgid: int) -> None:
 def kill_strays(scratch: Path) -> None:
     """Kill what runs started from `scratch` left running (their build was killed with -9)."""
     # The script itself died with the build (PDEATHSIG); its children carry RUN_ENV.
-    marker = f"{RUN_ENV}={scratch}{os.sep}".encode()
+    marker = f"{contract.RUN}={scratch}{os.sep}".encode()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             environ = (proc / "environ").read_bytes()
@@ -355,11 +352,11 @@ def _report(line: bytes, progress: Progress | None) -> None:
 
 def _failed_imports(out_dir: Path) -> dict[str, Any]:
     """The files and distributions a failed run imported, from the manifest the harness left."""
-    try:  # a failure's manifest, or a finished run's whose images are bad
-        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-        return {"modules": tuple(str(module) for module in manifest["modules"]),
+    try:  # a failure's manifest, or a finished run's whose image is bad
+        manifest = json.loads((out_dir / contract.MANIFEST).read_text(encoding="utf-8"))
+        return {"modules": tuple(str(module) for module in manifest[contract.MODULES]),
                 "distributions": {str(k): str(v) for k, v in
-                                  manifest.get("distributions", {}).items()}}
+                                  manifest.get(contract.DISTRIBUTIONS, {}).items()}}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # it crashed before saying
         return {}
 
@@ -379,11 +376,11 @@ def _exit_cause(returncode: int) -> str:
 def _check_outputs(out_dir: Path, seconds: float) -> RunResult:
     """Check that a finished run left a well-formed manifest and readable images."""
     try:
-        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads((out_dir / contract.MANIFEST).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         cause = "exited without writing its manifest (does it end with run(main)?)"
         return RunResult(False, seconds, out_dir, cause=cause)
-    cause = _manifest_problem(manifest) or _images_problem(out_dir, manifest["images"])
+    cause = _manifest_problem(manifest) or _image_problem(out_dir, manifest[contract.IMAGE])
     if cause:
         return RunResult(False, seconds, out_dir, cause=cause, **_failed_imports(out_dir))
     return RunResult(True, seconds, out_dir, manifest=manifest)
@@ -393,64 +390,29 @@ def _manifest_problem(manifest: Any) -> str:
     """Say what is wrong with the shape of a manifest, or ''."""
     if not isinstance(manifest, dict):
         return f"wrote a manifest that is a JSON {type(manifest).__name__}, not an object"
-    images = manifest.get("images")
-    if not images:
+    image = manifest.get(contract.IMAGE)
+    if not image:
         return "produced no image"
-    if not isinstance(images, list):
-        return "wrote a manifest whose images are not a list"
-    for image in images:
-        name = image.get("file") if isinstance(image, dict) else None
-        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-            return f"wrote a manifest image entry without a file name in its folder: {image!r}"
+    if not isinstance(image, dict):
+        return "wrote a manifest whose image is not an object"
+    name = image.get("file")
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        return f"wrote a manifest image entry without a file name in its folder: {image!r}"
     return ""
 
 
-def _images_problem(out_dir: Path, images: list[dict[str, Any]]) -> str:
-    """Say which listed image is not a readable PNG, and why; or ''."""
-    for image in images:
-        problem = png_problem(out_dir / image["file"])
-        if problem:
-            return f"{image['file']} is not a readable PNG image: {problem}"
-    return ""
+def _image_problem(out_dir: Path, image: Mapping[str, Any]) -> str:
+    """Say why the run's image is not a readable PNG; or ''."""
+    problem = png_problem(out_dir / image["file"])
+    return f"{image['file']} is not a readable PNG image: {problem}" if problem else ""
 
 
 def png_problem(path: Path) -> str:
-    """Check a PNG's structure, checksums and pixel data size; say what is wrong, or ''."""
+    """Say what is wrong with a PNG (its chunks, checksums, pixel data), or ''."""
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        return f"cannot read it ({err.strerror})"
-    if data[:8] != PNG_SIGNATURE:
-        return "no PNG signature"
-    chunks, pos = [], 8
-    while pos + 12 <= len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        crc = data[pos + 8 + length : pos + 12 + length]
-        if len(body) < length or zlib.crc32(kind + body).to_bytes(4, "big") != crc:
-            return f"chunk {kind.decode('latin-1')!r} is truncated or damaged"
-        chunks.append((kind, body))
-        pos += 12 + length
-    if not chunks or chunks[0][0] != b"IHDR" or chunks[-1][0] != b"IEND":
-        return "it does not start with IHDR and end with IEND"
-    if len(chunks[0][1]) != IHDR_SIZE:
-        return f"its IHDR chunk holds {len(chunks[0][1])} bytes, not {IHDR_SIZE}"
-    return _pixel_problem(chunks[0][1], b"".join(b for k, b in chunks if k == b"IDAT"))
-
-
-def _pixel_problem(header: bytes, idat: bytes) -> str:
-    """Check that the compressed pixels inflate to the size the header announces."""
-    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
-    depth, colour, interlaced = header[8], header[9], header[12]
-    try:
-        pixels = zlib.decompress(idat)
-    except zlib.error as err:
-        return f"its pixel data does not inflate ({err})"
-    if colour not in CHANNELS:
-        return f"unknown colour type {colour}"
-    row = (width * CHANNELS[colour] * depth + 7) // 8
-    if not interlaced and len(pixels) != height * (row + 1):
-        return f"{len(pixels)} bytes of pixels for a {width}x{height} image"
+        png_size(path)
+    except PNGError as err:
+        return str(err)
     return ""
 
 

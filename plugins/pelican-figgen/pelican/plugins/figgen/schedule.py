@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pelican_figgen import contract
+
 T = TypeVar("T")
 NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver knows
 NVIDIA_SMI_TIMEOUT = 10.0  # seconds
@@ -54,7 +56,7 @@ class Lane:
     @property
     def env(self) -> Mapping[str, str]:
         """What a figure in this lane is told: the GPU it may see, and its lane."""
-        return {"CUDA_VISIBLE_DEVICES": self.device, "FIGGEN_LANE": self.kind}
+        return {"CUDA_VISIBLE_DEVICES": self.device, contract.LANE: self.kind}
 
 
 def slowest_first(jobs: Iterable[Job]) -> list[Job]:
@@ -157,44 +159,102 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
-class Seat:
-    """A job's slot in the CPU pool, lent to the next job while the job waits for another.
+class Pool:
+    """The CPU pool's shared state, under one lock: free and lent slots, running jobs, memory.
 
     One slot at most is lent at a time, so the pool runs at most one job over its size:
     figures waiting for one shared result would otherwise all let new ones start.
     """
 
-    def __init__(self, pool: threading.Condition, state: dict[str, float], memory: float) -> None:
-        self._pool, self._state, self._lent, self._left = pool, state, False, False
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self._changed = threading.Condition()
+        self.free, self.lent, self.running, self.memory = budget.slots, 0, 0, 0.0
+        self._said: set[str] = set()  # jobs logged as waiting for memory, once each
+
+    def fits(self, need: float) -> bool:
+        """Whether a job needing `need` MiB may start beside those running (always, if none)."""
+        cap = self.budget.memory
+        return cap is None or not self.running or self.memory + need <= cap
+
+    def next(self, left: Sequence[Job]) -> Job | None:
+        """The first job in order whose memory fits now, if a slot is free; else None."""
+        if self.free <= 0:
+            return None
+        return next((job for job in left if self.fits(self.budget.need(job))), None)
+
+    def take(self, left: list[Job], stop: Callable[[], bool]) -> Job | None:
+        """Wait for a job of `left` that may start, start it and return it; None if `stop()`."""
+        with self._changed:
+            while not stop() and (job := self.next(left)) is None:
+                if self.free > 0 and left[0].name not in self._said:  # memory, not slots
+                    self._said.add(_say_memory_binds(left[0], self))
+                self._changed.wait()
+            if stop():
+                return None
+            left.remove(job)
+            self.free -= 1
+            self.running += 1
+            self.memory += self.budget.need(job)
+            return job
+
+    def lend(self) -> bool:
+        """Lend a running job's slot to the next job; False if a slot is lent already."""
+        with self._changed:
+            if self.lent >= 1:  # another waiter lent its slot already
+                return False
+            self._shift(1)
+            return True
+
+    def reclaim(self) -> None:
+        """Take a lent slot back, at once even if the pool is full: the script runs on."""
+        with self._changed:
+            self._shift(-1)
+
+    def finish(self, need: float, lent: bool) -> None:
+        """A job that needed `need` MiB has ended: its slot (or its loan) and memory return."""
+        with self._changed:
+            if lent:  # its slot went to another job already: the loan ends here
+                self.lent -= 1
+            else:
+                self.free += 1
+            self.running -= 1
+            self.memory -= need
+            self._changed.notify()
+
+    def _shift(self, step: int) -> None:
+        """Move `step` slots between lent and free, and wake the pool."""
+        self.lent += step
+        self.free += step
+        self._changed.notify()
+
+
+class Seat:
+    """A job's slot in the CPU pool, lent to the next job while the job waits for another."""
+
+    def __init__(self, pool: Pool, memory: float) -> None:
+        self._pool, self._lent, self._left = pool, False, False
         self._memory = memory  # held until the job ends, waiting or not
+        self._lock = threading.Lock()  # one job's idle() and leave() may race
 
     def idle(self, waiting: bool) -> None:
         """Lend the slot (waiting for another figure's result) or take it back."""
-        with self._pool:
+        with self._lock:
             if self._left or waiting == self._lent:
                 return
-            if waiting and self._state["lent"] >= 1:  # another waiter lent its slot already
-                return
-            self._lent = waiting
-            # Taken back at once, even if the pool is full: the script runs on regardless.
-            step = 1 if waiting else -1
-            self._state["lent"] += step
-            self._state["free"] += step
-            self._pool.notify()
+            if waiting:
+                self._lent = self._pool.lend()
+            else:
+                self._pool.reclaim()
+                self._lent = False
 
     def leave(self) -> None:
         """Give the slot back for good: the job has ended."""
-        with self._pool:
+        with self._lock:
             if self._left:
                 return
             self._left = True
-            if self._lent:  # its slot went to another job already: the loan ends here
-                self._state["lent"] -= 1
-            else:
-                self._state["free"] += 1
-            self._state["running"] -= 1
-            self._state["memory"] -= self._memory
-            self._pool.notify()
+            self._pool.finish(self._memory, self._lent)
 
 
 Work = Callable[[Job, Lane, Callable[[bool], None]], T]
@@ -253,10 +313,6 @@ class Budget:
         """The memory a job is expected to take: its last run's, else the guess."""
         return job.memory if job.memory is not None else self.guess
 
-    def fits(self, state: Mapping[str, float], need: float) -> bool:
-        """Whether a job needing `need` MiB may start beside those running (always, if none)."""
-        return self.memory is None or not state["running"] or state["memory"] + need <= self.memory
-
 
 def _beside_gpus(memory: float | None, on_gpu: Sequence[Job], lanes: int) -> float | None:
     """The CPU pool's memory: what is left once each GPU lane's largest job has its share."""
@@ -276,37 +332,18 @@ def _cpu_pool(
     failures: list[BaseException],
 ) -> list[threading.Thread]:
     """Start the CPU jobs, each once a slot is free and its memory fits; return the threads."""
-    pool, threads, left, said = threading.Condition(), [], list(jobs), set()
-    state = {"free": budget.slots, "lent": 0, "running": 0, "memory": 0.0}
-    while left:
-        with pool:
-            while not failures and (job := _next(left, state, budget)) is None:
-                if state["free"] > 0 and left[0].name not in said:  # memory, not slots: say so
-                    said.add(_say_memory_binds(left[0], state, budget))
-                pool.wait()
-            if failures:
-                break
-            left.remove(job)
-            state["free"] -= 1
-            state["running"] += 1
-            state["memory"] += budget.need(job)
-        threads.append(_start(_seated, job, lane, Seat(pool, state, budget.need(job)), attempt))
+    pool, threads, left = Pool(budget), [], list(jobs)
+    while left and (job := pool.take(left, lambda: bool(failures))) is not None:
+        threads.append(_start(_seated, job, lane, Seat(pool, budget.need(job)), attempt))
     return threads
 
 
-def _next(left: list[Job], state: Mapping[str, float], budget: Budget) -> Job | None:
-    """The first job in order whose memory fits now, if a slot is free; else None."""
-    if state["free"] <= 0:
-        return None
-    return next((job for job in left if budget.fits(state, budget.need(job))), None)
-
-
-def _say_memory_binds(job: Job, state: Mapping[str, float], budget: Budget) -> str:
+def _say_memory_binds(job: Job, pool: Pool) -> str:
     """Log that a job waits for memory, not for a slot; return its name."""
     known = "its last run took" if job.memory is not None else "never measured, assumed"
     logger.info("figgen: %s waits for memory (%s %.0f MiB; the running figures hold %.0f MiB "
                 "of the %.0f MiB the pool may use, FIGGEN['memory_mb'])",
-                job.name, known, budget.need(job), state["memory"], budget.memory)
+                job.name, known, pool.budget.need(job), pool.memory, pool.budget.memory)
     return job.name
 
 

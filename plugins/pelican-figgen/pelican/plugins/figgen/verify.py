@@ -25,7 +25,7 @@ class Comparison:
 def compare(name: str, frozen: Record, frozen_store: Store, fresh: Record, fresh_store: Store,
             tolerance: float, hashes: Hashes) -> Comparison:
     """Compare a figure's re-run image with its frozen image: by hash, then by pixels."""
-    old, new = frozen.images[0], fresh.images[0]
+    old, new = frozen.image, fresh.image
     if not intact(frozen, frozen_store, hashes):
         where = frozen_store.object_path(old)
         return Comparison(name, "damaged", f"its frozen image {where} is missing or damaged; "

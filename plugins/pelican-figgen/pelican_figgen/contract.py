@@ -1,0 +1,98 @@
+"""What the build and a figure's processes agree on, spelled once for both sides.
+
+The plugin (``pelican.plugins.figgen``) and the scripts' runtime (this package) import it:
+the environment variables a run is given, the files a run leaves, how a file is written
+aside then renamed, the one lock helper, and Linux's prctl. It imports no Pelican, no
+torch, nothing slow: a figure's process loads it before anything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+# Environment variables the plugin sets for a run (and its children inherit).
+ROOT = "FIGGEN_ROOT"  # the project root; a script run alone: the current folder
+RUN = "FIGGEN_RUN"  # the run's output folder: marks the script and every child it starts
+LANE = "FIGGEN_LANE"  # "cpu" or "gpu": the queue the figure runs in
+THREADS = "FIGGEN_THREADS"  # compute threads of a run (torch's); default 1
+PROGRESS = "FIGGEN_PROGRESS"  # the file the harness appends JSON lines of progress to
+INTERMEDIATES = "FIGGEN_INTERMEDIATES"  # where @cached results are stored; unset: none
+ENVIRONMENT = "FIGGEN_ENVIRONMENT"  # JSON: Python and library versions, for their keys
+
+# Files a run leaves in its output folder, and the manifest's keys.
+MANIFEST = "manifest.json"  # written by the harness: what the run made, or what it imported
+IMAGE = "image"  # the manifest's one image: {"file", "width", "height" (CSS px), "density"}
+MODULES = "modules"  # files the run imported that no installed distribution holds (root-relative)
+DISTRIBUTIONS = "distributions"  # the installed distributions the run imported -> versions
+FAILED = "failed"  # true in the manifest of a run whose main() raised
+
+# Linux's prctl options (linux/prctl.h).
+PR_SET_PDEATHSIG = 1  # a signal for this process when its parent thread dies
+PR_SET_CHILD_SUBREAPER = 36  # orphans below this process are re-parented to it
+# Looked up now, not in a forked child, where loading a library could deadlock.
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+
+
+def prctl(option: int, value: int) -> None:
+    """Call Linux's prctl; nothing elsewhere."""
+    if _PRCTL is not None:
+        _PRCTL(option, value)
+
+
+def aside(path: Path) -> Path:
+    """Where to write a file before renaming it to path: hidden, named by this process's id."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def aside_owner(name: str) -> str | None:
+    """The process id (as text) in the name of a file written aside; None for any other name."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    return name.rsplit(".", 2)[-2]
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a part."""
+    tmp = aside(path)
+    try:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk or an interrupt leaves no stray file
+
+
+@contextlib.contextmanager
+def locked(
+    path: Path, waiting: Callable[[bool], None] | None = None, block: bool = True
+) -> Iterator[bool]:
+    """Hold an exclusive lock on the lock file at path; yield whether it is held.
+
+    The kernel drops it when the process dies. Lock files are never deleted, so the file a
+    process locked is the one the next process opens. ``waiting(True)`` is called before
+    waiting for another holder, ``waiting(False)`` once the lock is ours; without ``block``
+    a lock held elsewhere is not waited for: False is yielded.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not block:
+                yield False
+                return
+            if waiting:
+                waiting(True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if waiting:
+                waiting(False)
+        yield True  # closing the file releases the lock
