@@ -234,7 +234,7 @@ def test_a_known_failure_is_retried_by_strict_builds_and_replayed_by_keep_going(
     assert "in its last run; nothing it reads changed since" in site.report()["causes"]["beta"]
     assert "ValueError: broken beta" in site.html()
     # The reader sees the cause; the command that retries it is for the developer's log.
-    assert "--force" not in site.html() and "pelican-figgen" not in site.html()
+    assert "--force" not in site.html() and "pelican-figgen run" not in site.html()
 
 
 def test_keep_going_without_a_last_good_figure_shows_the_error(site: Site) -> None:
