@@ -63,6 +63,7 @@ def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
 # What each preloaded name's import added to sys.modules, and (in a child) every module it
 # found loaded: a child's record names only the libraries its own script imports.
 LOADED_BY: dict[str, set[str]] = {}
+SELF = "pelican_figgen.forkserver"
 PRELOADED: set[str] = set()
 
 
@@ -98,6 +99,8 @@ def preloaded_for(script: Path, root: Path) -> tuple[set[str], set[str]]:
 def serve(scripts: list[Path], root: Path, out: int) -> None:
     """Preload, say ready on `out`, then fork a child per request until the input ends."""
     start = time.perf_counter()
+    # Run as __main__: registered under its name, the harness of a child finds what it preloaded.
+    sys.modules.setdefault(SELF, sys.modules[__name__])
     loaded = preload(shared_libraries(scripts, root))
     # What the imports made is never collected in a child: its collections then scan only the
     # script's objects, and leave the shared pages alone (no copy on write).
@@ -218,12 +221,18 @@ def _become_script(request: dict[str, Any]) -> None:
     # The server imported project modules (pelican_figgen.imports, ...): the script must import
     # them itself, or its record would list files it never used and miss edits to them.
     root = Path(request["cwd"]).resolve()
+    # So must the runtime's own modules (the supervisor, the import reader, ...), wherever they
+    # are installed: a script run alone never has them, and its record must be the same.
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
+        runtime = name.partition(".")[0] == "pelican_figgen" and name != SELF
         # The cheap test first: most of them (torch's, matplotlib's) are installed packages.
-        if file and "site-packages" not in file and Path(file).resolve().is_relative_to(root):
+        if runtime or (file and "site-packages" not in file
+                       and Path(file).resolve().is_relative_to(root)):
             del sys.modules[name]
-    PRELOADED.update(sys.modules)
+    # What preload() imported, and this server: the interpreter's start-up modules (.pth hooks)
+    # are any run's, forked or not, and count alike in both.
+    PRELOADED.update(*LOADED_BY.values(), [SELF])
 
 
 def _run_script(argv: list[str]) -> int:

@@ -337,7 +337,9 @@ def imported(root: Path, script: Path) -> dict[str, Any]:
     server = sys.modules.get("pelican_figgen.forkserver")
     skip, keep = server.preloaded_for(script, root) if server else (set(), set())
     found = Classifier().sources(module_files(skip, keep))
-    files = {p for p in (*found.files, *_DEPENDS) if p != script}
+    # setuptools' editable-install finders run at every start-up; they compute nothing.
+    files = {p for p in (*found.files, *_DEPENDS)
+             if p != script and not p.name.startswith("__editable__")}
 
     def name(path: Path) -> str:
         return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
