@@ -43,6 +43,8 @@ def record_json(record: Record, script: str) -> str:
         "params": params["params"],
         "versions": dict(record.environment),
         "image": record.image.sha256,
+        **({"assets": {k: a.sha256 for k, a in sorted(record.assets.items())}}
+           if record.assets else {}),
         "seconds": record.seconds,
         **record.provenance,
     }
