@@ -374,6 +374,7 @@ def _focusable(code: str, label: str) -> str:
 # A source page is never rewritten once there (named by its script's hash), unless it was
 # written in an older format: this line, after the doctype, says which one it has.
 SOURCE_PAGE_FORMAT = "<!-- pelican-figgen source page, format 2 -->"
+# No icon: a browser would ask the server for /favicon.ico, which a blog may not have.
 SOURCE_PAGE = """<!DOCTYPE html>
 {format}
 <html lang="en">
@@ -381,6 +382,7 @@ SOURCE_PAGE = """<!DOCTYPE html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark">
+<link rel="icon" href="data:,">
 <title>{label}</title>
 <style>
 {css}
