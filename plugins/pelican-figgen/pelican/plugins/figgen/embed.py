@@ -94,12 +94,12 @@ def publish(
     else:
         # Named by the script's hash, like the image: a no-op build highlights nothing.
         page = f"{settings.output_dir}/source/{figure.name}-{record.inputs[script][:12]}.py.html"
-        if not (output_path / page).is_file():
+        if not _is_current_source_page(output_path / page):
             _write_source_page(figure.script, script, output_path / page)
         static_content[page] = StaticLink(page)
         source = "{static}/" + page
     record_link = "{static}/" + record_url
-    code = _highlighted(figure.script, settings.cache_dir)
+    code = _focusable(_highlighted(figure.script, settings.cache_dir), f"The code of {script}")
     return Published(
         "{static}/" + image_url, source, image.width, image.height, record_link, code,
         image.density, _publish_assets(figure, record, store, output_path / image_url),
@@ -414,10 +414,76 @@ def _highlighted(script: Path, cache_dir: Path) -> str:
     return code
 
 
+def _focusable(code: str, label: str) -> str:
+    """Highlighted code whose <pre> a keyboard can reach: a listing that scrolls must be."""
+    attrs = f' tabindex="0" role="region" aria-label="{html.escape(label, quote=True)}"'
+    return code.replace("<pre>", f"<pre{attrs}>", 1)
+
+
+# A source page is never rewritten once there (named by its script's hash), unless it was
+# written in an older format: this line, after the doctype, says which one it has.
+SOURCE_PAGE_FORMAT = "<!-- pelican-figgen source page, format 2 -->"
+# No icon: a browser would ask the server for /favicon.ico, which a blog may not have.
+SOURCE_PAGE = """<!DOCTYPE html>
+{format}
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<link rel="icon" href="data:,">
+<title>{label}</title>
+<style>
+{css}
+</style>
+</head>
+<body>
+<main>
+<h1><code>{label}</code></h1>
+<div class="listing" tabindex="0" role="region" aria-label="The code of {label}">
+{table}</div>
+</main>
+</body>
+</html>
+"""
+
+
+@functools.cache
+def _source_page_css() -> str:
+    """A source page's own CSS: readable on a phone, light or dark as the system is."""
+    light = HtmlFormatter(style="default").get_style_defs(".highlight")
+    dark = HtmlFormatter(style="monokai").get_style_defs(".highlight")
+    return (
+        ":root { color-scheme: light dark; --bg: #fdfdfc; --fg: #1f2328; }\n"
+        "@media (prefers-color-scheme: dark) { :root { --bg: #16181c; --fg: #e3e5e8; } }\n"
+        "body { margin: 0 auto; max-width: 60rem; padding: 0 1rem 2rem; background: var(--bg);"
+        " color: var(--fg); font: 1rem/1.5 system-ui, sans-serif; }\n"
+        "h1 { font-size: 1.1rem; margin: 1.25rem 0; overflow-wrap: anywhere; }\n"
+        ".listing { overflow: auto; border-radius: 6px; }\n"
+        ".listing pre { margin: 0; font: 0.85rem/1.45 ui-monospace, Menlo, Consolas, monospace; }\n"
+        ".highlighttable { border-collapse: collapse; }\n"
+        ".highlighttable td { padding: 0.5rem; vertical-align: top; }\n"
+        "td.linenos { user-select: none; text-align: right; opacity: 0.7; }\n"
+        f"{light}\n@media (prefers-color-scheme: dark) {{\n{dark}\n}}"
+    )
+
+
+def _is_current_source_page(target: Path) -> bool:
+    """Whether a source page is there, written in this version's format."""
+    try:
+        with target.open(encoding="utf-8") as f:
+            return f.read(200).splitlines()[1:2] == [SOURCE_PAGE_FORMAT]
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _write_source_page(script: Path, label: str, target: Path) -> None:
-    """Write a page with the highlighted source of a figure script."""
+    """Write a page with the highlighted source of a figure script, its lines numbered."""
     from pygments.lexers.python import PythonLexer  # here: a no-op build never needs it
 
-    formatter = HtmlFormatter(full=True, title=label, linenos="table", cssclass="highlight")
+    formatter = HtmlFormatter(linenos="table", cssclass="highlight")
+    table = highlight(script.read_text(encoding="utf-8"), PythonLexer(), formatter)
+    page = SOURCE_PAGE.format(format=SOURCE_PAGE_FORMAT, label=html.escape(label),
+                              css=_source_page_css(), table=table)
     # Atomic: the page is never rewritten once there, so a half-written one would stay.
-    write_atomic(target, highlight(script.read_text(encoding="utf-8"), PythonLexer(), formatter))
+    write_atomic(target, page)
