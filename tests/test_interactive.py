@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_browser import QuietHandler, browser, requests_and_errors  # noqa: F401 (fixture)
 
 from conftest import CONF, REPO, Site
+from test_browser import QuietHandler, browser, requests_and_errors  # noqa: F401 (fixture)
 
 POST = """\
 Title: Probe
