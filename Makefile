@@ -8,7 +8,7 @@ PORT ?= 8000
 
 FIGGEN := $(BIN)/pelican-figgen
 
-.PHONY: site test wheelhouse serve publish bench lint clean figures-clean figures freeze verify
+.PHONY: site test wheelhouse checkers serve publish bench lint clean figures-clean figures freeze verify
 
 # The venv is rebuilt when the dependency declarations or the pins change. The plugin is
 # installed with pip, as any blog installs it (editable here: its source lives in this repo).
@@ -46,6 +46,15 @@ $(WHEELHOUSE)/.complete: plugins/pelican-figgen/pyproject.toml constraints.txt |
 	touch $@
 
 wheelhouse: $(WHEELHOUSE)/.complete  ## wheels for the fresh-venv package test
+
+# The Nu HTML checker (vnu.jar, run on Java) and axe-core, pinned in .ci/npm's lock file, for
+# tests/test_validity.py. --ignore-scripts: vnu-jar's install script would download a Java.
+CHECKERS := .ci/npm/node_modules
+$(CHECKERS)/.complete: .ci/npm/package.json .ci/npm/package-lock.json
+	npm ci --prefix .ci/npm --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+checkers: $(CHECKERS)/.complete  ## the HTML and accessibility checkers (needs npm; Java to run)
 
 test: $(BIN)/.installed $(WHEELHOUSE)/.complete  ## the test suite
 	$(BIN)/python -m pytest -q

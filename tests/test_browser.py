@@ -122,9 +122,10 @@ def requests_and_errors(driver: object) -> tuple[list[str], list[str]]:
     return urls, errors
 
 
-def screenshot(driver: object, name: str) -> Path:
+def screenshot(driver: object, name: str, disclosure: bool = True) -> Path:
     """Save a full-page PNG under test-output/, the first code disclosure open, and say where."""
-    driver.execute_script("document.querySelector('details.figgen-code').open = true")
+    if disclosure:
+        driver.execute_script("document.querySelector('details.figgen-code').open = true")
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
     shot = driver.execute_cdp_cmd(
@@ -243,4 +244,93 @@ def test_phone_layout_fits_the_screen(browser: object, server: str, scheme: str)
     finally:
         color_scheme(browser, "light")
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert requests_and_errors(browser)[1] == []
+
+
+# On a phone, with every disclosure open: what the provenance and the code listings look like.
+PHONE_CHECKS = """
+const root = document.documentElement;
+const hashes = Array.from(document.querySelectorAll("figure.figgen .figgen-hash"), (c) => ({
+  text: c.textContent, lines: c.getClientRects().length,
+  height: c.getBoundingClientRect().height, font: parseFloat(getComputedStyle(c).fontSize),
+}));
+const values = Array.from(document.querySelectorAll(".figgen-provenance dd"),
+                          (dd) => dd.getBoundingClientRect().width / dd.parentElement.clientWidth);
+const targets = Array.from(
+  document.querySelectorAll("figure.figgen a, figure.figgen summary, figure.figgen button"),
+  (el) => {
+    const r = el.getBoundingClientRect();
+    return {text: el.textContent.slice(0, 40), width: r.width, height: r.height};
+  });
+const scrollers = Array.from(document.querySelectorAll("body *"), (el) => {
+  const style = getComputedStyle(el);
+  const scrolls = ["auto", "scroll"].includes(style.overflowX) && el.scrollWidth > el.clientWidth
+    || ["auto", "scroll"].includes(style.overflowY) && el.scrollHeight > el.clientHeight;
+  return scrolls && {tag: el.tagName, tabindex: el.getAttribute("tabindex"),
+                     role: el.getAttribute("role"), label: el.getAttribute("aria-label")};
+}).filter(Boolean);
+return {sideways: root.scrollWidth - window.innerWidth, hashes, values, targets, scrollers};
+"""
+
+
+@pytest.mark.parametrize("width", [360, 390])
+def test_on_a_phone_the_provenance_reads_well_and_every_control_is_reachable(
+    browser: object, server: str, width: int
+) -> None:
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**PHONE, "width": width})
+    try:
+        visit(browser, f"{server}/{ARTICLE}")
+        browser.execute_script("document.querySelectorAll('details').forEach((d) => d.open = true)")
+        page = browser.execute_script(PHONE_CHECKS)
+        screenshot(browser, f"article-phone-{width}-open.png")
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert page["sideways"] <= 0, "the page scrolls sideways: a listing must scroll in its box"
+    # Each hash is one line of text, never broken (its first 12 digits, whole).
+    assert len(page["hashes"]) > len(NAMES), page["hashes"]
+    broken = [h for h in page["hashes"]
+              if h["lines"] != 1 or h["height"] > 2 * h["font"] or len(h["text"]) != 12]
+    assert broken == []
+    # Labels stand above their values, which get the box's full width.
+    assert page["values"] and min(page["values"]) > 0.95, page["values"]
+    small = [t for t in page["targets"] if t["width"] < 24 or t["height"] < 24]
+    assert len(page["targets"]) >= 4 * len(NAMES) and small == []
+    # Every listing scrolls (in its box) and a keyboard reaches each: axe's rule, and a name.
+    listings = [s for s in page["scrollers"] if s["tag"] == "PRE"]
+    assert len(listings) >= len(NAMES), page["scrollers"]
+    unreachable = [s for s in page["scrollers"]
+                   if s["tabindex"] != "0" or s["role"] != "region" or not s["label"]]
+    assert unreachable == []
+    assert requests_and_errors(browser)[1] == []
+
+
+def test_a_source_page_is_utf8_numbered_and_follows_the_system_scheme(
+    browser: object, server: str
+) -> None:
+    visit(browser, f"{server}/{ARTICLE}")
+    source = browser.execute_script(
+        "return document.querySelector('#fig-imagenet-opening a.figgen-source').href"
+    )
+    # The test server names no charset, as many don't: the page itself must say UTF-8.
+    visit(browser, source)
+    page = browser.execute_script("""
+        const viewport = document.querySelector('meta[name=viewport]');
+        return {doctype: document.doctype && document.doctype.name,
+                public: document.doctype && document.doctype.publicId,
+                charset: document.characterSet, viewport: viewport && viewport.content,
+                numbers: document.querySelector('td.linenos').textContent.trim().split(/\\s+/),
+                text: document.body.textContent};
+    """)
+    assert (page["doctype"], page["public"], page["charset"]) == ("html", "", "UTF-8")
+    assert "width=device-width" in page["viewport"]
+    assert page["numbers"][:3] == ["1", "2", "3"] and "sign(∇" in page["text"]
+    light = luminance(browser, "body"), luminance(browser, ".highlight")
+    color_scheme(browser, "dark")
+    try:
+        assert luminance(browser, "body") < 0.2 < 0.8 < light[0]
+        assert luminance(browser, ".highlight") < 0.3 < light[1]
+        assert luminance(browser, "body", "color") > 0.8
+        screenshot(browser, "source-dark.png", disclosure=False)
+    finally:
+        color_scheme(browser, "light")
     assert requests_and_errors(browser)[1] == []

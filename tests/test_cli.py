@@ -109,7 +109,8 @@ def test_provenance_json_and_disclosure_name_inputs_versions_device_and_commit(
     assert record["seconds"] > 0  # the run time, which the page leaves out
     assert record["commit"] == head and record["dirty"] is False
     html = site.html()
-    assert '<details class="figgen-provenance">' in html and f"<code>{head[:12]}</code>" in html
+    assert '<details class="figgen-provenance">' in html
+    assert f'<code class="figgen-hash">{head[:12]}</code>' in html
     site.append("figs/alpha.py", "\n# uncommitted\n")
     site.build()
     assert _provenance(site, "alpha")["dirty"] is True

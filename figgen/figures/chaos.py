@@ -1,6 +1,6 @@
 """Where trained models disagree, as the share of an ensemble that says cat."""
 
-from figgen.twopixel import plot
+from figgen.twopixel import explore, plot
 from figgen.twopixel.ensemble import all_correct, cat_votes, disagreement, train_ensemble
 from figgen.twopixel.world import FAR, far_mask, grid, training_set
 from pelican_figgen.harness import Context, run
@@ -28,7 +28,10 @@ def main(ctx: Context) -> None:
     ctx.fields["far"] = f"{FAR:g}"
     ctx.fields["chaos_far_pct"] = f"{100 * disagreement(votes, far):.0f}%"
     ctx.fields["chaos_near_pct"] = f"{100 * disagreement(votes, ~far):.0f}%"
-    ctx.save(fig)
+    # The page's probe reads the same votes (the 72 models themselves would be 600 KB).
+    data = {"votes": explore.votes_data(votes, len(members)), "regions": explore.regions_data(),
+            "start": [float(v) for v in points[0]]}
+    ctx.save_interactive(fig, data=data, module=explore.MODULE, ax=ax)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ IMAGE = "image"  # the manifest's one image: {"file", "width", "height" (CSS px)
 MODULES = "modules"  # files the run imported that no installed distribution holds (root-relative)
 DISTRIBUTIONS = "distributions"  # the installed distributions the run imported -> versions
 FAILED = "failed"  # true in the manifest of a run whose main() raised
+# The manifest's files published beside the image, {"module": {"file"}, "data": {"file"}}
+ASSETS = "assets"
 
 # Linux's prctl options (linux/prctl.h).
 PR_SET_PDEATHSIG = 1  # a signal for this process when its parent thread dies

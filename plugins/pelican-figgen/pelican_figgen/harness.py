@@ -57,6 +57,8 @@ class Context:
     fields: dict[str, Any] = field(default_factory=dict)  # values captions may quote
     image: dict[str, Any] | None = None  # the one image it saved: file, CSS size, density
     declared: tuple[str, ...] = ()  # the data files of its __figure__["data"]
+    assets: dict[str, dict[str, Any]] = field(default_factory=dict)  # files beside the image
+    folder: Path = Path(".")  # the script's folder: where its interactive module is found
 
     def data(self, name: str) -> Path:
         """The path of a data file this script declared in ``__figure__["data"]``.
@@ -84,11 +86,42 @@ class Context:
                       "height": height // CSS_SCALE, "density": CSS_SCALE}
         return path
 
+    def save_interactive(
+        self, fig: Any, data: dict[str, Any], module: str | Path, ax: Any = None
+    ) -> Path:
+        """Save the figure's PNG plus a JSON data file and an ES module that enhances it.
+
+        ``module`` is a JavaScript file (relative to the script's folder, or absolute) whose
+        ``enhance(figure, data)`` the page calls; it is an input of the run, like an import.
+        With ``ax``, ``data["axes"]`` says where those axes are in the image (fractions of
+        its width and height from the top left) and their data limits.
+        """
+        path = self.save(fig)
+        source = self.folder / module
+        if not source.is_file():
+            raise FileNotFoundError(f"{self.name}: no interactive module {source}")
+        depends_on([source])  # editing the module re-runs the figure, as an import would
+        payload = {**data, "axes": axes_box(fig, ax)} if ax is not None else dict(data)
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=plain)
+        (self.out_dir / f"{self.name}.data.json").write_text(text, encoding="utf-8")
+        (self.out_dir / f"{self.name}.js").write_bytes(source.read_bytes())
+        self.assets = {"data": {"file": f"{self.name}.data.json"},
+                       "module": {"file": f"{self.name}.js"}}
+        return path
+
     def progress(
         self, iterable: Iterable[T], total: int | None = None, description: str = ""
     ) -> Iterator[T]:
         """Yield the items of ``iterable`` with a progress report (see ``progress``)."""
         return progress(iterable, total, description or self.name)
+
+
+def axes_box(fig: Any, ax: Any) -> dict[str, Any]:
+    """Where the axes are drawn in the saved image, as fractions from its top left, and limits."""
+    # After savefig: the constrained layout and the equal aspect have placed the axes.
+    box = ax.get_position(original=False)  # figure fractions, from the bottom left
+    return {"left": box.x0, "right": box.x1, "top": 1.0 - box.y1, "bottom": 1.0 - box.y0,
+            "xlim": list(ax.get_xlim()), "ylim": list(ax.get_ylim())}
 
 
 def progress(iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
@@ -373,7 +406,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
     root = project_root()
     args.out.mkdir(parents=True, exist_ok=True)
     ctx = Context(script.stem, args.seed, json.loads(args.params), args.out,
-                  declared=declared_data(sys.modules[main.__module__]))
+                  declared=declared_data(sys.modules[main.__module__]), folder=script.parent)
     global SEED  # for library code: pelican_figgen.intermediates keys and seeds with it
     SEED = args.seed
     seed_everything(args.seed)
@@ -391,6 +424,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
     if args.manifest:
         manifest = {
             contract.IMAGE: ctx.image,
+            contract.ASSETS: ctx.assets,
             "fields": ctx.fields,
             **imported(root, script),
             "seconds": round(seconds, 3),

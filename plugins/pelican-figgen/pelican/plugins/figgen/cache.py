@@ -44,6 +44,14 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Asset:
+    """A file a run published beside its image (an interactive module, its data), by hash."""
+
+    sha256: str
+    suffix: str
+
+
+@dataclass(frozen=True)
 class Record:
     """What a successful run consumed (by hash) and produced."""
 
@@ -62,6 +70,12 @@ class Record:
     # Peak resident memory of the run, MiB: the pool's estimate for the next run. Not
     # published: it varies between runs as the run time does. None: not measured.
     memory: float | None = None
+    # Files beside the image, by role ("module", "data"): none for a plain figure.
+    assets: Mapping[str, Asset] = field(default_factory=dict)
+
+    def objects(self) -> tuple[Image | Asset, ...]:
+        """Every stored file of this record: the image, then its assets."""
+        return (self.image, *(self.assets[k] for k in sorted(self.assets)))
 
 
 @dataclass(frozen=True)
@@ -125,8 +139,8 @@ class Store:
         """Where a figure's record is kept."""
         return self.path / "records" / f"{name}.json"
 
-    def object_path(self, image: Image) -> Path:
-        """Where an image is kept, named by its hash."""
+    def object_path(self, image: Image | Asset) -> Path:
+        """Where an image (or asset) is kept, named by its hash."""
         return self.path / "objects" / f"{image.sha256}{image.suffix}"
 
     def failure_path(self, name: str) -> Path:
@@ -143,6 +157,7 @@ class Store:
             if raw.pop("sha256") != _digest(raw):
                 raise ValueError("its content does not match its recorded hash")
             raw["image"] = Image(**raw["image"])
+            raw["assets"] = {k: Asset(**v) for k, v in raw.get("assets", {}).items()}
             return Record(**raw)
         except FileNotFoundError:
             return None
@@ -162,6 +177,13 @@ class Store:
         image = Image(digest, source.suffix, width, height, density)
         copy_unless_same(source, self.object_path(image), image.sha256)
         return image
+
+    def put_asset(self, source: Path) -> Asset:
+        """Copy a file a run published beside its image into the objects folder under its hash."""
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        asset = Asset(digest, source.suffix)
+        copy_unless_same(source, self.object_path(asset), asset.sha256)
+        return asset
 
     def save_failure(self, failure: Failure) -> None:
         """Remember why a figure's last run failed, apart from records: never a success."""
@@ -402,9 +424,11 @@ def intact(record: Record, store: Store, hashes: Hashes) -> bool:
 
 
 def _objects_verdict(record: Record, store: Store, hashes: Hashes) -> Verdict | None:
-    """A stale verdict when the record's image is missing or damaged; else None."""
-    found = hashes(store.object_path(record.image))
-    if found != record.image.sha256:
-        what = "missing" if found is None else "damaged (its hash changed)"
-        return Verdict(False, f"cached image {what}", record)
+    """A stale verdict when the record's image or an asset is missing or damaged; else None."""
+    for stored in record.objects():
+        found = hashes(store.object_path(stored))
+        if found != stored.sha256:
+            what = "missing" if found is None else "damaged (its hash changed)"
+            kind = "image" if stored is record.image else "file"
+            return Verdict(False, f"cached {kind} {what}", record)
     return None

@@ -185,6 +185,8 @@ def _copy_into(freeze: Store, outcome: pipeline.Outcome, source: Store) -> None:
             continue
         image = record.image  # put re-copies a frozen image that is missing or damaged
         freeze.put(source.object_path(image), image.width, image.height, image.density)
+        for asset in record.assets.values():
+            freeze.put_asset(source.object_path(asset))
         freeze.save(record)
 
 
@@ -197,7 +199,7 @@ def _prune(freeze: Store, keep: set[str]) -> None:
         if record is None:
             path.unlink()
             continue
-        used.add(freeze.object_path(record.image))
+        used.update(freeze.object_path(stored) for stored in record.objects())
     for path in (freeze.path / "objects").glob("*"):
         if path not in used:
             path.unlink()

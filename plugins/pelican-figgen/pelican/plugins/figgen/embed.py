@@ -9,7 +9,7 @@ import logging
 import re
 import string
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,9 @@ SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 URL_IGNORED = re.compile(r"[\x00-\x20\x7f]")
 ANCHOR_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 STYLESHEET = Path(__file__).with_name("static") / "figgen.css"  # the plugin's own CSS
+# The one script of a page with an interactive figure: it loads each figure's own module.
+LOADER = Path(__file__).with_name("static") / "figgen.js"
+LOADER_TAG = re.compile(r'\s*<script type="module" src="[^"]*" data-figgen-js></script>')
 # The link to it that the first figure of a page carries; feeds drop it.
 STYLESHEET_LINK = re.compile(r'\s*<link rel="stylesheet" href="[^"]*" data-figgen-css>')
 LEFTOVER = re.compile(rf"<{MARKER_TAG}\b[^>]*>(?:\s*</{MARKER_TAG}\s*>)?|</{MARKER_TAG}\s*>")
@@ -64,6 +67,9 @@ class Published:
     record: str  # the provenance JSON beside the image
     code: str = ""  # the script, highlighted, for the "show the code" disclosure
     density: int = 1  # image pixels per CSS pixel (figure scripts save PNGs at 2x)
+    # role ("module", "data") -> file name beside the image: the page resolves it from the
+    # image's URL, so it holds at any depth and SITEURL
+    assets: Mapping[str, str] = field(default_factory=dict)
 
 
 def publish(
@@ -88,16 +94,29 @@ def publish(
     else:
         # Named by the script's hash, like the image: a no-op build highlights nothing.
         page = f"{settings.output_dir}/source/{figure.name}-{record.inputs[script][:12]}.py.html"
-        if not (output_path / page).is_file():
+        if not _is_current_source_page(output_path / page):
             _write_source_page(figure.script, script, output_path / page)
         static_content[page] = StaticLink(page)
         source = "{static}/" + page
     record_link = "{static}/" + record_url
-    code = _highlighted(figure.script, settings.cache_dir)
+    code = _focusable(_highlighted(figure.script, settings.cache_dir), f"The code of {script}")
     return Published(
         "{static}/" + image_url, source, image.width, image.height, record_link, code,
-        image.density,
+        image.density, _publish_assets(figure, record, store, output_path / image_url),
     )
+
+
+def _publish_assets(figure: Figure, record: Record, store: Store, image: Path) -> dict[str, str]:
+    """Copy a figure's assets beside its image, each named by its hash; role -> file name."""
+    names = {}
+    for role, asset in sorted(record.assets.items()):
+        # The figure's name, not the role: a data file and its module differ in suffix and
+        # hash, and a page's "network" panel says whose they are.
+        stem = figure.name.rsplit("/", 1)[-1]
+        name = f"{stem}-{asset.sha256[:12]}{'.data' if role == 'data' else ''}{asset.suffix}"
+        copy_unless_same(store.object_path(asset), image.with_name(name), asset.sha256)
+        names[role] = name
+    return names
 
 
 def publish_stylesheet(
@@ -111,6 +130,28 @@ def publish_stylesheet(
     _write_if_changed(output_path / url, text)
     static_content[url] = StaticLink(url)
     return "{static}/" + url
+
+
+def publish_loader(
+    settings: FiggenSettings, output_path: Path, static_content: MutableMapping[str, Any]
+) -> str:
+    """Copy the plugin's loader of interactive figures, named by its hash; its `{static}` link."""
+    text = LOADER.read_text(encoding="utf-8")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    url = f"{settings.output_dir}/figgen-{digest}.js"
+    _write_if_changed(output_path / url, text)
+    static_content[url] = StaticLink(url)
+    return "{static}/" + url
+
+
+def with_loader(tag: str, loader: str) -> str:
+    """A figure that loads the page's one loader script: the first interactive one of a page."""
+    # A module script is deferred and runs once per page, whatever number of tags name it;
+    # one tag keeps the page tidy. No inline code: a strict Content-Security-Policy allows it.
+    script = (f'<script type="module" src="{html.escape(loader, quote=True)}" '
+              f"data-figgen-js></script>")
+    end = tag.index(">") + 1
+    return f"{tag[:end]}\n  {script}{tag[end:]}"
 
 
 def with_stylesheet(tag: str, stylesheet: str) -> str:
@@ -135,7 +176,8 @@ def figure_html(
     # Pelican resolves one link per tag, so srcset is added once the page is written.
     density = f' {DENSITY_MARK}"{where.density}"' if where.density > 1 else ""
     return (
-        f'<figure class="figgen{" figgen-stale" if stale else ""}" id="{anchor}">\n{mark}'
+        f'<figure class="figgen{" figgen-stale" if stale else ""}" id="{anchor}"'
+        f'{_interactive_attributes(where)}>\n{mark}'
         f'  <img src="{html.escape(where.image, quote=True)}" alt="{alt}" '
         f'width="{where.width:d}" height="{where.height:d}"{loading} decoding="async"{density}>\n'
         f"  <figcaption>\n"
@@ -149,6 +191,19 @@ def figure_html(
         f"  </figcaption>\n"
         f"</figure>"
     )
+
+
+def is_interactive(tag: str) -> bool:
+    """Whether a figure's HTML names a module for the loader."""
+    return tag.startswith("<figure") and " data-figgen-module=" in tag[:tag.index(">")]
+
+
+def _interactive_attributes(where: Published) -> str:
+    """The attributes naming a figure's module and data, for the loader; '' for a plain one."""
+    if not {"module", "data"} <= set(where.assets):
+        return ""
+    return "".join(f' data-figgen-{role}="{html.escape(where.assets[role], quote=True)}"'
+                   for role in ("module", "data"))
 
 
 def _anchor(ref: FigureRef) -> str:
@@ -317,8 +372,9 @@ def add_srcset_to_feed(context: Mapping[str, Any], feed: Any) -> None:
             text = item.get(key) or ""
             if DENSITY_MARK in text or MARKER_TAG in text:
                 text = with_srcset(_guarded(text, item.get("link") or "a feed entry"))
-            # Feed readers ignore a page's CSS, and some show a <link> as an error.
-            item[key] = STYLESHEET_LINK.sub("", text) if text else item.get(key)
+            # Feed readers ignore a page's CSS and scripts; some show a <link> as an error.
+            item[key] = LOADER_TAG.sub("", STYLESHEET_LINK.sub("", text)) if text \
+                else item.get(key)
 
 
 def _guarded(text: str, where: str) -> str:
@@ -358,10 +414,76 @@ def _highlighted(script: Path, cache_dir: Path) -> str:
     return code
 
 
+def _focusable(code: str, label: str) -> str:
+    """Highlighted code whose <pre> a keyboard can reach: a listing that scrolls must be."""
+    attrs = f' tabindex="0" role="region" aria-label="{html.escape(label, quote=True)}"'
+    return code.replace("<pre>", f"<pre{attrs}>", 1)
+
+
+# A source page is never rewritten once there (named by its script's hash), unless it was
+# written in an older format: this line, after the doctype, says which one it has.
+SOURCE_PAGE_FORMAT = "<!-- pelican-figgen source page, format 2 -->"
+# No icon: a browser would ask the server for /favicon.ico, which a blog may not have.
+SOURCE_PAGE = """<!DOCTYPE html>
+{format}
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<link rel="icon" href="data:,">
+<title>{label}</title>
+<style>
+{css}
+</style>
+</head>
+<body>
+<main>
+<h1><code>{label}</code></h1>
+<div class="listing" tabindex="0" role="region" aria-label="The code of {label}">
+{table}</div>
+</main>
+</body>
+</html>
+"""
+
+
+@functools.cache
+def _source_page_css() -> str:
+    """A source page's own CSS: readable on a phone, light or dark as the system is."""
+    light = HtmlFormatter(style="default").get_style_defs(".highlight")
+    dark = HtmlFormatter(style="monokai").get_style_defs(".highlight")
+    return (
+        ":root { color-scheme: light dark; --bg: #fdfdfc; --fg: #1f2328; }\n"
+        "@media (prefers-color-scheme: dark) { :root { --bg: #16181c; --fg: #e3e5e8; } }\n"
+        "body { margin: 0 auto; max-width: 60rem; padding: 0 1rem 2rem; background: var(--bg);"
+        " color: var(--fg); font: 1rem/1.5 system-ui, sans-serif; }\n"
+        "h1 { font-size: 1.1rem; margin: 1.25rem 0; overflow-wrap: anywhere; }\n"
+        ".listing { overflow: auto; border-radius: 6px; }\n"
+        ".listing pre { margin: 0; font: 0.85rem/1.45 ui-monospace, Menlo, Consolas, monospace; }\n"
+        ".highlighttable { border-collapse: collapse; }\n"
+        ".highlighttable td { padding: 0.5rem; vertical-align: top; }\n"
+        "td.linenos { user-select: none; text-align: right; opacity: 0.7; }\n"
+        f"{light}\n@media (prefers-color-scheme: dark) {{\n{dark}\n}}"
+    )
+
+
+def _is_current_source_page(target: Path) -> bool:
+    """Whether a source page is there, written in this version's format."""
+    try:
+        with target.open(encoding="utf-8") as f:
+            return f.read(200).splitlines()[1:2] == [SOURCE_PAGE_FORMAT]
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _write_source_page(script: Path, label: str, target: Path) -> None:
-    """Write a page with the highlighted source of a figure script."""
+    """Write a page with the highlighted source of a figure script, its lines numbered."""
     from pygments.lexers.python import PythonLexer  # here: a no-op build never needs it
 
-    formatter = HtmlFormatter(full=True, title=label, linenos="table", cssclass="highlight")
+    formatter = HtmlFormatter(linenos="table", cssclass="highlight")
+    table = highlight(script.read_text(encoding="utf-8"), PythonLexer(), formatter)
+    page = SOURCE_PAGE.format(format=SOURCE_PAGE_FORMAT, label=html.escape(label),
+                              css=_source_page_css(), table=table)
     # Atomic: the page is never rewritten once there, so a half-written one would stay.
-    write_atomic(target, highlight(script.read_text(encoding="utf-8"), PythonLexer(), formatter))
+    write_atomic(target, page)

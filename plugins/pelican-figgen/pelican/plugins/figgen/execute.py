@@ -356,6 +356,8 @@ def _record(
     saved = manifest[contract.IMAGE]
     image = store.put(result.out_dir / saved["file"], int(saved["width"]), int(saved["height"]),
                       int(saved.get("density", 1)))
+    assets = {str(role): store.put_asset(_own_file(result.out_dir, entry["file"]))
+              for role, entry in manifest.get(contract.ASSETS, {}).items()}
     made = {"device": str(manifest.get("device", "unknown")),
             **provenance.source_commit(settings.root)}
     memory = manifest.get("peak_rss_mib")
@@ -372,6 +374,14 @@ def _record(
         seconds=result.seconds,
         provenance=made,
         memory=float(memory) if isinstance(memory, int | float) else None,
+        assets=assets,
     )
+
+
+def _own_file(folder: Path, name: str) -> Path:
+    """A file the run left in its own output folder; ValueError for any other name."""
+    if Path(name).name != name or name.startswith("."):
+        raise ValueError(f"the manifest names a file outside the run's folder: {name!r}")
+    return folder / name
 
 

@@ -266,8 +266,9 @@ def _embed(
     cache.drop_orphans(Path(generator.output_path) / settings.output_dir)
     stylesheet = embed.publish_stylesheet(settings, Path(generator.output_path), static_content) \
         if any(refs.values()) else ""
+    loader = ""
     for content in contents:
-        html = content._content
+        html, scripted = content._content, False
         for index, ref in enumerate(refs.get(id(content), [])):
             try:
                 tag = _figure_tag(ref, index, figures, outcome, published, generator, settings,
@@ -280,6 +281,10 @@ def _embed(
                 tag = embed.error_html(ref, mine)
             if index == 0:  # the page's first figure brings the plugin's CSS
                 tag = embed.with_stylesheet(tag, stylesheet)
+            if not scripted and embed.is_interactive(tag):  # and the first interactive one, JS
+                loader = loader or embed.publish_loader(settings, Path(generator.output_path),
+                                                        static_content)
+                tag, scripted = embed.with_loader(tag, loader), True
             html = html.replace(ref.marker, tag, 1)
         # Every marker is replaced above; one left (changed by another plugin?) is an error.
         html, leftovers = embed.without_markers(html, _article(content, settings))

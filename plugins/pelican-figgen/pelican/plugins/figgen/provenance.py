@@ -43,6 +43,8 @@ def record_json(record: Record, script: str) -> str:
         "params": params["params"],
         "versions": dict(record.environment),
         "image": record.image.sha256,
+        **({"assets": {k: a.sha256 for k, a in sorted(record.assets.items())}}
+           if record.assets else {}),
         "seconds": record.seconds,
         **record.provenance,
     }
@@ -54,7 +56,7 @@ def disclosure_html(record: Record, script: str, json_url: str) -> str:
     params = json.loads(record.params)
     # Everything shown comes from a record or a setting: escaped, like any text from a run.
     inputs = "".join(
-        f"<li><code>{html.escape(path)}</code> <code>{html.escape(digest[:HASH_SHOWN])}</code></li>"
+        f"<li><code>{html.escape(path)}</code> {_hash_html(digest)}</li>"
         for path, digest in sorted(record.inputs.items(), key=lambda kv: kv[0] != script)
     )
     versions = ", ".join(f"{k} {v}" for k, v in sorted(record.environment.items())
@@ -88,4 +90,9 @@ def _commit_html(provenance: Any) -> str:
         return "unknown (not built from a git checkout)"
     mark = ' <strong class="figgen-dirty">with uncommitted changes</strong>' \
         if provenance.get("dirty") else ""
-    return f"<code>{html.escape(commit[:HASH_SHOWN])}</code>{mark}"
+    return f"{_hash_html(commit)}{mark}"
+
+
+def _hash_html(digest: str) -> str:
+    """A hash, shortened, marked so the stylesheet keeps it on one line."""
+    return f'<code class="figgen-hash">{html.escape(digest[:HASH_SHOWN])}</code>'
