@@ -16,10 +16,11 @@ from pathlib import Path
 import markdown
 import pytest
 
-from pelican.plugins.figgen import cache, discover, embed, pipeline
+from pelican.plugins.figgen import cache, discover, embed
 from pelican.plugins.figgen.cache import Expected, Hashes, Image, Record, Store
 from pelican.plugins.figgen.errors import FigureError, SettingsError
 from pelican.plugins.figgen.markdown_ext import FigureReferenceExtension
+from pelican.plugins.figgen.outcome import Outcome, report_lines
 from pelican.plugins.figgen.run import png_problem, trim_traceback
 from pelican.plugins.figgen.settings import DEFAULTS, merge
 from pelican_figgen.dists import normalize
@@ -332,13 +333,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_lists_every_figure_slowest_first_cached_with_its_last_time() -> None:
-    outcome = pipeline.Outcome(Store(Path("unused")))
+    outcome = Outcome(Store(Path("unused")))
     outcome.report.ran = {"fast": 1.0, "slow": 30.0}
     outcome.records["old"] = Record("old", {}, "{}", {}, Image("0" * 64, ".png", 1, 1),
                                     seconds=12.5)
     outcome.report.cached = ["old"]
     outcome.report.failed = ["broken"]
-    lines = pipeline.report_lines(outcome)
+    lines = report_lines(outcome)
     assert [line.split()[:2] for line in lines] == [
         ["slow", "ran"], ["old", "cached"], ["fast", "ran"], ["broken", "FAILED"]]
     assert lines[1].endswith("12.5 s")

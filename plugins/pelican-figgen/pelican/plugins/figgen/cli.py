@@ -31,6 +31,7 @@ from .cache import Expected, Hashes, Record, Store
 from .discover import Figure, FigureRef
 from .errors import FigureError, SettingsError
 from .markdown_ext import FigureReferenceExtension
+from .outcome import Outcome, save_report
 from .settings import FiggenSettings, merge
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def cmd_run(project: Project, args: argparse.Namespace) -> int:
     found = figures(project, args.names, errors)
     articles = {n: project.articles.get(n) or [COMMAND_LINE] for n in found}
     outcome = pipeline.make(found, project.settings, articles, force=args.force)
-    pipeline.save_report(project.settings, outcome)
+    save_report(project.settings, outcome)
     return _finish(errors + outcome.errors)
 
 
@@ -166,7 +167,7 @@ def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
     """Bring every referenced figure up to date and copy it into the freeze."""
     s, errors = project.settings, []
     outcome = pipeline.make(figures(project, [], errors), s, project.articles)
-    pipeline.save_report(s, outcome)
+    save_report(s, outcome)
     freeze = Store(s.freeze_dir)
     try:
         _copy_into(freeze, outcome, Store(s.cache_dir))
@@ -178,7 +179,7 @@ def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
     return _finish(errors + outcome.errors)
 
 
-def _copy_into(freeze: Store, outcome: pipeline.Outcome, source: Store) -> None:
+def _copy_into(freeze: Store, outcome: Outcome, source: Store) -> None:
     """Copy every figure made or found fresh into the freeze, its image first, then its record."""
     for name, record in outcome.records.items():
         if name in outcome.stale:  # its run failed: keep what was frozen before
@@ -208,7 +209,7 @@ def cmd_verify(project: Project, args: argparse.Namespace) -> int:
     s, errors = project.settings, []
     found = figures(project, [], errors)
     outcome = pipeline.make(found, s, project.articles, force=True)
-    pipeline.save_report(s, outcome)
+    save_report(s, outcome)
     fresh, freeze, hashes = outcome.store, Store(s.freeze_dir), Hashes()
     failures = 0
     for name in sorted(found):

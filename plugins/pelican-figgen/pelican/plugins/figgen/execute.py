@@ -22,9 +22,9 @@ from pelican_figgen import contract
 from . import cache, launch, progress, provenance, run, schedule
 from .cache import Expected, Failure, Hashes, Record, Store
 from .discover import Figure
-from .errors import BuildInterrupted, FigureError, SettingsError
+from .errors import BuildInterrupted, SettingsError
 from .launch import WarmServer
-from .pipeline import Outcome
+from .outcome import FigureEnd, RunFailure, RunPhase
 from .run import RunResult, run_figure, script_env, stop_all
 from .settings import FiggenSettings
 
@@ -69,31 +69,26 @@ class Runner:
 def bring_up_to_date(
     stale: Mapping[str, tuple[Figure, Expected, cache.Verdict]],
     settings: FiggenSettings,
-    articles: Mapping[str, list[str]],
     force: bool,
-    outcome: Outcome,
     hashes: Hashes,
     environment: Mapping[str, str],
-) -> None:
-    """Run the stale figures (all of them if force) and note each one's result in `outcome`."""
+) -> RunPhase:
+    """Run the stale figures (all of them if force); return how each one ended."""
     pending = {name: Pending(figure, want, verdict.record, "forced" if force else verdict.reason)
                for name, (figure, want, verdict) in stale.items()}
-    done = _pool(pending, settings, hashes, force, environment, outcome)
-    for name in pending:  # in the figures' order, however the pool ran them
-        end = done[name]
-        if end.result is None and end.record:
-            outcome.take_cached(end.record)
-        elif end.result is not None:
-            _account(outcome, name, end.record, end.result, end.previous,
-                     articles.get(name, []), hashes)
+    store = Store(settings.cache_dir)
+    done, preloaded = _pool(pending, settings, hashes, force, environment)
+    # In the figures' order, however the pool ran them.
+    ends = tuple(_end(store, name, done[name], hashes) for name in pending)
+    return RunPhase(ends, preloaded)
 
 
 def _pool(
     pending: Mapping[str, Pending], settings: FiggenSettings, hashes: Hashes,
-    force: bool, environment: Mapping[str, str], outcome: Outcome,
-) -> dict[str, Done]:
+    force: bool, environment: Mapping[str, str],
+) -> tuple[dict[str, Done], tuple[str, ...]]:
     """Run the pending figures in the pool (GPU ones in their queue), slowest first."""
-    store = outcome.store
+    store = Store(settings.cache_dir)
     # Strict builds (make site, CI) try every figure; others skip a failure already known,
     # while nothing it read has changed.
     retry = force or settings.on_error == "strict"
@@ -109,10 +104,10 @@ def _pool(
         extra = {contract.INTERMEDIATES: str(shared),
                  contract.ENVIRONMENT: json.dumps(environment, sort_keys=True)}
         runner = Runner(settings, store, hashes, force, server, board, extra, scratch, retry)
-        outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
+        preloaded = tuple(server.ready.get("preloaded", [])) if server else ()
         workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)  # a core per lane
         try:
-            return schedule.run_all(jobs, workers, gpus,
+            done = schedule.run_all(jobs, workers, gpus,
                                     lambda job, lane, idle: _attempt(runner, job.name,
                                                                      pending[job.name], lane,
                                                                      idle),
@@ -121,6 +116,7 @@ def _pool(
             error = BuildInterrupted(stop_all())
             logger.error("%s", error)
             raise error from None
+    return done, preloaded
 
 
 def _scratch(store: Store, names: list[str]) -> Path:
@@ -233,33 +229,24 @@ def _known_failure(
                      hint=f"`pelican-figgen run --force {name}` retries it")
 
 
-def _account(
-    outcome: Outcome,
-    name: str,
-    record: Record | None,
-    result: RunResult,
-    previous: Record | None,
-    articles: list[str],
-    hashes: Hashes,
-) -> None:
-    """Note a run's result: its record, or its errors and the last good record to show."""
-    if record:
-        outcome.report.ran[name] = record.seconds
-        outcome.report.compute[name] = compute_seconds(result.manifest or {})
-        outcome.records[name] = record
-        outcome.store.clear_failure(name)
-        logger.info("figgen: %s ran in %.1f s", name, record.seconds)
+def _end(store: Store, name: str, done: Done, hashes: Hashes) -> FigureEnd:
+    """A pending figure's end as the outcome takes it: its record, or its failure."""
+    result = done.result
+    if result is None:  # a concurrent build made it meanwhile
+        return FigureEnd(name, done.record, ran=False)
+    if done.record:
+        store.clear_failure(name)
+        logger.info("figgen: %s ran in %.1f s", name, done.record.seconds)
         for warning in (result.manifest or {}).get("intermediates", {}).get("warnings", []):
             logger.warning("figgen: %s: %s", name, warning)  # it went on, but say so
-        return
-    outcome.report.failed.append(name)
-    outcome.report.causes[name] = result.cause
-    outcome.errors.extend(FigureError(a, name, result.cause, result.detail, result.hint)
-                          for a in articles)
+        return FigureEnd(name, done.record, True, done.record.seconds,
+                         compute_seconds(result.manifest or {}))
     logger.info("figgen: %s failed after %.1f s: %s", name, result.seconds, result.cause)
-    if previous and cache.intact(previous, outcome.store, hashes):
-        outcome.records[name] = previous
-        outcome.stale[name] = f"its last run failed: {result.cause}"
+    # The last good record, shown marked stale, when its image is still there.
+    shown = done.previous if done.previous and cache.intact(done.previous, store, hashes) \
+        else None
+    return FigureEnd(name, shown, True, result.seconds,
+                     failure=RunFailure(result.cause, result.detail, result.hint))
 
 
 def compute_seconds(manifest: Mapping[str, Any]) -> float:

@@ -8,20 +8,19 @@ a box with its error, and the build succeeds.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pelican_figgen.dists import normalize
 
 from . import cache, discover, embed
-from .cache import Expected, Hashes, Record, Store
+from .cache import Expected, Hashes, Store
 from .discover import Figure, FigureRef
 from .errors import FigureBuildError, FigureError
 from .markdown_ext import FigureReferenceExtension
+from .outcome import Outcome, save_report
 from .settings import FiggenSettings, merge
 
 logger = logging.getLogger(__name__)
@@ -29,36 +28,6 @@ CONTENT_LISTS = (  # every list of content objects Pelican's generators keep
     "articles", "translations", "drafts", "drafts_translations", "hidden_articles",
     "hidden_translations", "pages", "hidden_pages", "draft_pages", "draft_translations",
 )
-
-
-@dataclass
-class Report:
-    """What this build did with each figure; saved as last-build.json in the cache."""
-
-    ran: dict[str, float] = field(default_factory=dict)
-    cached: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    causes: dict[str, str] = field(default_factory=dict)  # failed figure -> why
-    # Seconds each figure that ran spent in its own main(), less waits for another figure's
-    # intermediate: the part of a run that start-up and imports do not explain.
-    compute: dict[str, float] = field(default_factory=dict)
-    preloaded: list[str] = field(default_factory=list)  # what the warm server imported
-
-
-@dataclass
-class Outcome:
-    """The records to embed (fresh, or the last good one), and what happened to each figure."""
-
-    store: Store  # where the records' images are
-    records: dict[str, Record] = field(default_factory=dict)
-    stale: dict[str, str] = field(default_factory=dict)  # shown although stale -> why
-    errors: list[FigureError] = field(default_factory=list)
-    report: Report = field(default_factory=Report)
-
-    def take_cached(self, record: Record) -> None:
-        """Note a figure taken, fresh, from the cache."""
-        self.report.cached.append(record.name)
-        self.records[record.name] = record
 
 
 def add_markdown_extension(pelican: Any) -> None:
@@ -206,8 +175,8 @@ def make(
     if stale:
         from . import execute  # here: a no-op build never imports the run phase (~6 ms)
 
-        execute.bring_up_to_date(stale, settings, articles, force, outcome, hashes,
-                                 environment)
+        outcome.take_run(execute.bring_up_to_date(stale, settings, force, hashes, environment),
+                         articles)
     return outcome
 
 
@@ -234,10 +203,8 @@ def thaw(
         if cause:
             hint = (f"`pelican-figgen freeze` where scripts can run writes it into "
                     f"FIGGEN['freeze_dir'] {settings.freeze_dir}")
-            outcome.report.failed.append(name)
-            outcome.report.causes[name] = cause
-            outcome.errors.extend(FigureError(a, name, cause, hint=hint)
-                                  for a in articles.get(name, []))
+            outcome.take_failed(name, cause, (FigureError(a, name, cause, hint=hint)
+                                              for a in articles.get(name, [])))
             continue
         assert record is not None
         # Library versions may differ here (no torch at all): only the sources must match.
@@ -314,30 +281,3 @@ def _figure_tag(
 def _rel(path: Path, settings: FiggenSettings) -> str:
     """A path relative to the project root, as records store it."""
     return path.relative_to(settings.root).as_posix()
-
-
-def save_report(settings: FiggenSettings, outcome: Outcome) -> None:
-    """Log what each figure cost, slowest first, and keep the report beside the cache."""
-    report = outcome.report
-    logger.info(
-        "figgen: %d ran, %d cached, %d failed",
-        len(report.ran), len(report.cached), len(report.failed),
-    )
-    if report.ran or report.failed:  # a no-op build needs no table
-        logger.info("figgen: time per figure, slowest first:\n%s", "\n".join(report_lines(outcome)))
-    cache.write_optional(settings.cache_dir / "last-build.json",
-                         json.dumps(report.__dict__, indent=1), settings.cache_dir)
-
-
-def report_lines(outcome: Outcome) -> list[str]:
-    """One line per figure, slowest first: name, what happened, seconds (cached: last run)."""
-    report, rows = outcome.report, []
-    for name, seconds in report.ran.items():
-        rows.append((seconds, name, "ran"))
-    for name in report.cached:
-        rows.append((outcome.records[name].seconds, name, "cached"))
-    for name in report.failed:
-        rows.append((0.0, name, "FAILED"))
-    width = max((len(name) for _, name, _ in rows), default=0)
-    return [f"  {name:<{width}}  {state:<6} {seconds:7.1f} s"
-            for seconds, name, state in sorted(rows, key=lambda r: (-r[0], r[1]))]
