@@ -17,7 +17,7 @@ import markdown
 import pytest
 
 from pelican.plugins.figgen import cache, discover, embed
-from pelican.plugins.figgen.cache import Expected, Hashes, Image, Record, Store
+from pelican.plugins.figgen.cache import Cache, Expected, Hashes, Image, Record, Store
 from pelican.plugins.figgen.errors import FigureError, SettingsError
 from pelican.plugins.figgen.markdown_ext import FigureReferenceExtension
 from pelican.plugins.figgen.outcome import Outcome, report_lines
@@ -133,13 +133,17 @@ def _record(root: Path, store: Store) -> tuple[Record, Expected]:
 def test_verdict_says_why_a_figure_is_stale(tmp_path: Path) -> None:
     store = Store(tmp_path / "cache")
     record, expected = _record(tmp_path, store)
-    assert cache.verdict(record, tmp_path, expected, store, Hashes()).fresh
+    store.save(record)
+    assert Cache(tmp_path, store).verdict("f", expected).fresh
     (tmp_path / "m.py").write_text("X = 2")
-    assert cache.verdict(record, tmp_path, expected, store, Hashes()).reason == "m.py changed"
+    assert Cache(tmp_path, store).verdict("f", expected).reason == "m.py changed"
     newer = Expected("{}", {"python": "3.11.0", "numpy": "2.1.0"}, ("s.py",))
     (tmp_path / "m.py").write_text("X = 1")
-    assert cache.verdict(record, tmp_path, newer, store, Hashes()).reason == "numpy 2.0.0 -> 2.1.0"
-    assert cache.verdict(None, tmp_path, expected, store, Hashes()).reason == "never run"
+    assert Cache(tmp_path, store).judge(record, newer).reason == "numpy 2.0.0 -> 2.1.0"
+    assert Cache(tmp_path, store).verdict("g", expected).reason == "never run"
+    store.object_path(record.image).write_bytes(b"altered")
+    assert Cache(tmp_path, store).verdict("f", expected).reason == \
+        "cached image damaged (its hash changed)"
 
 
 def test_records_round_trip_and_a_damaged_one_reads_as_never_run(tmp_path: Path) -> None:
@@ -167,11 +171,14 @@ def test_a_failure_re_runs_when_what_it_read_changed(tmp_path: Path) -> None:
     store = Store(tmp_path / "cache")
     record, expected = _record(tmp_path, store)
     failure = cache.Failure("f", "boom", "", record.inputs, "{}", record.environment)
-    assert cache.unchanged(failure, tmp_path, expected, Hashes())
-    assert not cache.unchanged(dataclasses.replace(failure, inputs=None), tmp_path, expected,
-                               Hashes())  # an older build listed nothing: it runs again
+    store.save_failure(failure)
+    assert Cache(tmp_path, store).known_failure("f", expected) == failure
+    store.save_failure(dataclasses.replace(failure, inputs=None))
+    # An older build listed nothing: it runs again.
+    assert Cache(tmp_path, store).known_failure("f", expected) is None
+    store.save_failure(failure)
     (tmp_path / "m.py").write_text("X = 2")
-    assert not cache.unchanged(failure, tmp_path, expected, Hashes())
+    assert Cache(tmp_path, store).known_failure("f", expected) is None
 
 
 def test_objects_are_stored_under_their_hash(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import markdown
 from rich.logging import RichHandler
 
 from . import cache, discover, pipeline, progress, verify
-from .cache import Expected, Hashes, Record, Store
+from .cache import Cache, Expected, Record, Store
 from .discover import Figure, FigureRef
 from .errors import FigureError, SettingsError
 from .markdown_ext import FigureReferenceExtension
@@ -102,7 +102,7 @@ def cmd_list(project: Project, args: argparse.Namespace) -> int:
     errors: list[FigureError] = []
     names = sorted(set(discover.script_names(s.scripts)) | set(articles))
     found = figures(project, names, errors)
-    store, hashes = Store(s.cache_dir), Hashes()
+    cached = Cache(s.root, Store(s.cache_dir))
     installed = cache.installed(s.python, s.root)
     want = functools.partial(pipeline.expected, settings=s,
                              environment=pipeline.run_environment(s, installed),
@@ -110,24 +110,23 @@ def cmd_list(project: Project, args: argparse.Namespace) -> int:
     width = max(map(len, names), default=0)
     for name in names:
         used = ", ".join(articles.get(name, [])) or "not referenced"
-        print(f"{name:<{width}}  {_state(found.get(name), store, hashes, want, s)}"
+        print(f"{name:<{width}}  {_state(found.get(name), cached, want)}"
               f"  [{used}]")
     for error in errors:
         print(f"error: {error.describe()}")
     return 1 if errors else 0
 
 
-def _state(figure: Figure | None, store: Store, hashes: Hashes,
-           expect: Callable[[Figure], Expected], s: FiggenSettings) -> str:
+def _state(figure: Figure | None, cached: Cache, expect: Callable[[Figure], Expected]) -> str:
     """fresh, stale (and why), or failed (and why), with the last run's time."""
     if figure is None:
         return "error (see below)"
     want = expect(figure)
-    verdict = cache.verdict(store.load(figure.name), s.root, want, store, hashes)
+    verdict = cached.verdict(figure.name, want)
     took = f" (ran in {verdict.record.seconds:.1f} s)" if verdict.record else ""
     if verdict.fresh:
         return f"fresh{took}"
-    failure = store.load_failure(figure.name)
+    failure = cached.store.load_failure(figure.name)
     if failure:
         return f"failed: {failure.cause}; stale: {verdict.reason}"
     return f"stale: {verdict.reason}{took}"
@@ -210,32 +209,32 @@ def cmd_verify(project: Project, args: argparse.Namespace) -> int:
     found = figures(project, [], errors)
     outcome = pipeline.make(found, s, project.articles, force=True)
     save_report(s, outcome)
-    fresh, freeze, hashes = outcome.store, Store(s.freeze_dir), Hashes()
+    fresh, freeze = outcome.store, Cache(s.root, Store(s.freeze_dir))
     failures = 0
     for name in sorted(found):
-        frozen = freeze.load(name)
+        frozen = freeze.store.load(name)
         if frozen is None:
             result = verify.Comparison(name, "missing", f"not in the freeze {s.freeze_dir}")
         elif name not in outcome.report.ran:
             result = verify.Comparison(name, "failed", outcome.report.causes.get(name, ""))
         else:
-            result = verify.compare(name, frozen, freeze, outcome.records[name], fresh,
-                                    s.verify_tolerance, hashes)
+            result = verify.compare(frozen, freeze, outcome.records[name], fresh,
+                                    s.verify_tolerance)
         failures += not result.ok
         age = "" if result.verdict == "damaged" else \
-            _freeze_age(found[name], frozen, s, freeze, hashes)
+            _freeze_age(found[name], frozen, s, freeze)
         print(f"{name}: {result.verdict} ({result.detail}){age}")
     return max(_finish(errors + outcome.errors), int(failures > 0))
 
 
 def _freeze_age(
-    figure: Figure, frozen: Record | None, s: FiggenSettings, freeze: Store, hashes: Hashes
+    figure: Figure, frozen: Record | None, s: FiggenSettings, freeze: Cache
 ) -> str:
     """A note when the frozen figure predates an edit of its sources (drift is then expected)."""
     if frozen is None:
         return ""
     want = pipeline.expected(figure, s, {})
-    verdict = cache.verdict(frozen, s.root, want, freeze, hashes)
+    verdict = freeze.judge(frozen, want)
     return "" if verdict.fresh else f"; frozen before {verdict.reason}: `make freeze` updates it"
 
 

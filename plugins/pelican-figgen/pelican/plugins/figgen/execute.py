@@ -20,7 +20,7 @@ from typing import Any
 from pelican_figgen import contract
 
 from . import cache, launch, progress, provenance, run, schedule
-from .cache import Expected, Failure, Hashes, Record, Store
+from .cache import Cache, Expected, Failure, Record, Store
 from .discover import Figure
 from .errors import BuildInterrupted, SettingsError
 from .launch import WarmServer
@@ -56,8 +56,7 @@ class Runner:
     """What every run of one build shares: settings, cache, warm server, progress, extras."""
 
     settings: FiggenSettings
-    store: Store
-    hashes: Hashes
+    cache: Cache
     force: bool
     server: WarmServer | None
     board: progress.Board
@@ -70,40 +69,38 @@ def bring_up_to_date(
     stale: Mapping[str, tuple[Figure, Expected, cache.Verdict]],
     settings: FiggenSettings,
     force: bool,
-    hashes: Hashes,
+    cached: Cache,
     environment: Mapping[str, str],
 ) -> RunPhase:
     """Run the stale figures (all of them if force); return how each one ended."""
     pending = {name: Pending(figure, want, verdict.record, "forced" if force else verdict.reason)
                for name, (figure, want, verdict) in stale.items()}
-    store = Store(settings.cache_dir)
-    done, preloaded = _pool(pending, settings, hashes, force, environment)
+    done, preloaded = _pool(pending, settings, cached, force, environment)
     # In the figures' order, however the pool ran them.
-    ends = tuple(_end(store, name, done[name], hashes) for name in pending)
+    ends = tuple(_end(cached, name, done[name]) for name in pending)
     return RunPhase(ends, preloaded)
 
 
 def _pool(
-    pending: Mapping[str, Pending], settings: FiggenSettings, hashes: Hashes,
+    pending: Mapping[str, Pending], settings: FiggenSettings, cached: Cache,
     force: bool, environment: Mapping[str, str],
 ) -> tuple[dict[str, Done], tuple[str, ...]]:
     """Run the pending figures in the pool (GPU ones in their queue), slowest first."""
-    store = Store(settings.cache_dir)
     # Strict builds (make site, CI) try every figure; others skip a failure already known,
     # while nothing it read has changed.
     retry = force or settings.on_error == "strict"
     scripts = [job.figure.script for name, job in pending.items()
-               if retry or not _known_failure(store, name, settings, job.want, hashes)]
+               if retry or not cached.known_failure(name, job.want)]
     jobs = [_job(settings, name, job) for name, job in pending.items()]
     # Found only when a figure wants one: nvidia-smi may take seconds to answer.
     gpus = _gpus(settings) if scripts and any(job.gpu for job in jobs) else ()
-    scratch = _scratch(store, list(pending))
+    scratch = _scratch(cached.store, list(pending))
     run.STOPPING.clear()  # a server's earlier build may have been interrupted
     with _intermediates(settings, scratch, force) as shared, \
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
         extra = {contract.INTERMEDIATES: str(shared),
                  contract.ENVIRONMENT: json.dumps(environment, sort_keys=True)}
-        runner = Runner(settings, store, hashes, force, server, board, extra, scratch, retry)
+        runner = Runner(settings, cached, force, server, board, extra, scratch, retry)
         preloaded = tuple(server.ready.get("preloaded", [])) if server else ()
         workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)  # a core per lane
         try:
@@ -202,13 +199,11 @@ def _attempt(
     runner: Runner, name: str, job: Pending, lane: schedule.Lane, idle: Callable[[bool], None]
 ) -> Done:
     """Under the figure's lock: find it fresh after all, or a known failure, or run it."""
-    store, settings, hashes = runner.store, runner.settings, runner.hashes
-    with store.lock(name):  # a concurrent build may be making it: wait, then look again
-        verdict = cache.verdict(store.load(name), settings.root, job.want, store, hashes)
+    with runner.cache.store.lock(name):  # a concurrent build may be making it: wait, look again
+        verdict = runner.cache.verdict(name, job.want)
         if verdict.fresh and verdict.record and not runner.force:
             return Done(verdict.record, None, verdict.record)
-        known = None if runner.retry else \
-            _known_failure(store, name, settings, job.want, hashes)
+        known = None if runner.retry else _known_failure(runner.cache, name, job.want)
         if known:
             return Done(None, known, verdict.record)
         logger.info("figgen: running %s (%s)", name, job.reason)
@@ -216,26 +211,24 @@ def _attempt(
         return Done(record, result, verdict.record)
 
 
-def _known_failure(
-    store: Store, name: str, settings: FiggenSettings, want: Expected, hashes: Hashes
-) -> RunResult | None:
-    """The last run's failure, when nothing that run read has changed since; else None."""
-    failure = store.load_failure(name)
-    if not failure or not cache.unchanged(failure, settings.root, want, hashes):
+def _known_failure(cached: Cache, name: str, want: Expected) -> RunResult | None:
+    """The last run's failure as a result, when nothing that run read has changed since."""
+    failure = cached.known_failure(name, want)
+    if failure is None:
         return None
     cause = (f"{failure.cause} (in its last run; nothing it reads changed since, so it did "
              "not run again)")
-    return RunResult(False, 0.0, store.path, cause=cause, detail=failure.detail,
+    return RunResult(False, 0.0, cached.store.path, cause=cause, detail=failure.detail,
                      hint=f"`pelican-figgen run --force {name}` retries it")
 
 
-def _end(store: Store, name: str, done: Done, hashes: Hashes) -> FigureEnd:
+def _end(cached: Cache, name: str, done: Done) -> FigureEnd:
     """A pending figure's end as the outcome takes it: its record, or its failure."""
     result = done.result
     if result is None:  # a concurrent build made it meanwhile
         return FigureEnd(name, done.record, ran=False)
     if done.record:
-        store.clear_failure(name)
+        cached.store.clear_failure(name)
         logger.info("figgen: %s ran in %.1f s", name, done.record.seconds)
         for warning in (result.manifest or {}).get("intermediates", {}).get("warnings", []):
             logger.warning("figgen: %s: %s", name, warning)  # it went on, but say so
@@ -243,8 +236,7 @@ def _end(store: Store, name: str, done: Done, hashes: Hashes) -> FigureEnd:
                          compute_seconds(result.manifest or {}))
     logger.info("figgen: %s failed after %.1f s: %s", name, result.seconds, result.cause)
     # The last good record, shown marked stale, when its image is still there.
-    shown = done.previous if done.previous and cache.intact(done.previous, store, hashes) \
-        else None
+    shown = done.previous if done.previous and cached.intact(done.previous) else None
     return FigureEnd(name, shown, True, result.seconds,
                      failure=RunFailure(result.cause, result.detail, result.hint))
 
@@ -260,12 +252,12 @@ def _run(
     lane: schedule.Lane, idle: Callable[[bool], None],
 ) -> tuple[Record | None, RunResult]:
     """Run one figure in a scratch folder and, on success, cache and record it."""
-    settings, store, hashes = runner.settings, runner.store, runner.hashes
-    before = {rel: hashes(settings.root / rel) for rel in expected.inputs}
+    settings, cached = runner.settings, runner.cache
+    before = {rel: cached.hash(rel) for rel in expected.inputs}
     # Hash now (Hashes remembers) the modules the last run imported: a module edited while the
     # script runs is then recorded as it was read, and the next build sees the edit.
     for rel in previous.inputs if previous else ():
-        hashes(settings.root / rel)
+        cached.hash(rel)
     prefix = figure.name.replace("/", "-")
     with tempfile.TemporaryDirectory(dir=runner.scratch, prefix=prefix) as tmp:
         result = run_figure(figure, settings, Path(tmp),
@@ -273,19 +265,19 @@ def _run(
                             {**runner.env, **lane.env}, runner.server)
         runner.board.done(figure.name)
         try:
-            record = _record(figure, expected, settings, store, hashes, result, before) \
+            record = _record(Made(figure, expected, result, before), cached) \
                 if result.ok else None
         except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
             record = None
             result = RunResult(False, result.seconds, result.out_dir, f"bad output: {err!r}")
     if record is None:
         read = _inputs((*static_imports(settings, figure.script), *(result.modules or ())),
-                       before, settings, hashes)
+                       before, cached)
         environment = {**(result.distributions or {}), **expected.environment}
-        store.save_failure(Failure(figure.name, result.cause, result.detail, read,
+        cached.store.save_failure(Failure(figure.name, result.cause, result.detail, read,
                                    expected.params, environment))
         return None, result
-    store.save(record)
+    cached.store.save(record)
     return record, result
 
 
@@ -321,34 +313,36 @@ def _reports(
 
 
 def _inputs(
-    modules: Iterable[str], before: dict[str, str | None], settings: FiggenSettings,
-    hashes: Hashes,
+    modules: Iterable[str], before: dict[str, str | None], cached: Cache
 ) -> dict[str, str | None]:
     """Every input a run read, by hash: the files it imported, then its script and data."""
     # A file outside the root is stored absolute: root / an absolute path is that path.
-    return {**{rel: hashes(settings.root / rel) for rel in modules}, **before}
+    return {**{rel: cached.hash(rel) for rel in modules}, **before}
 
 
-def _record(
-    figure: Figure,
-    expected: Expected,
-    settings: FiggenSettings,
-    store: Store,
-    hashes: Hashes,
-    result: RunResult,
-    before: dict[str, str | None],
-) -> Record:
+@dataclass(frozen=True)
+class Made:
+    """A successful run, with what it was expected to match and its inputs' hashes before."""
+
+    figure: Figure
+    expected: Expected
+    result: RunResult
+    before: dict[str, str | None]  # script and data, hashed before it ran
+
+
+def _record(made: Made, cached: Cache) -> Record:
     """Put a successful run's image in the store and describe it as a record."""
+    figure, expected, result = made.figure, made.expected, made.result
     manifest = result.manifest or {}
     saved = manifest[contract.IMAGE]
-    image = store.put(result.out_dir / saved["file"], int(saved["width"]), int(saved["height"]),
-                      int(saved.get("density", 1)))
-    made = {"device": str(manifest.get("device", "unknown")),
-            **provenance.source_commit(settings.root)}
+    image = cached.store.put(result.out_dir / saved["file"], int(saved["width"]),
+                             int(saved["height"]), int(saved.get("density", 1)))
+    made_by = {"device": str(manifest.get("device", "unknown")),
+               **provenance.source_commit(cached.root)}
     memory = manifest.get("peak_rss_mib")
     return Record(
         name=figure.name,
-        inputs=_inputs(manifest.get(contract.MODULES, []), before, settings, hashes),
+        inputs=_inputs(manifest.get(contract.MODULES, []), made.before, cached),
         params=expected.params,
         # The distributions the run imported, by version, beside Python and the settings'.
         environment={**{str(k): str(v)
@@ -357,8 +351,6 @@ def _record(
         image=image,
         fields=manifest.get("fields", {}),
         seconds=result.seconds,
-        provenance=made,
+        provenance=made_by,
         memory=float(memory) if isinstance(memory, int | float) else None,
     )
-
-

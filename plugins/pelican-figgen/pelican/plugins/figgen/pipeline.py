@@ -16,7 +16,7 @@ from typing import Any
 from pelican_figgen.dists import normalize
 
 from . import cache, discover, embed
-from .cache import Expected, Hashes, Store
+from .cache import Cache, Expected, Store
 from .discover import Figure, FigureRef
 from .errors import FigureBuildError, FigureError
 from .markdown_ext import FigureReferenceExtension
@@ -160,14 +160,14 @@ def make(
     force: bool = False,
 ) -> Outcome:
     """Bring every figure up to date: reuse its record or run its script (always if force)."""
-    store, hashes = Store(settings.cache_dir), Hashes()
+    cached = Cache(settings.root, Store(settings.cache_dir))
     installed = cache.installed(settings.python, settings.root)
     environment = run_environment(settings, installed)
-    outcome = Outcome(store=store)
+    outcome = Outcome(store=cached.store)
     stale: dict[str, tuple[Figure, Expected, cache.Verdict]] = {}
     for name, figure in figures.items():
         want = expected(figure, settings, environment, installed)
-        verdict = cache.verdict(store.load(name), settings.root, want, store, hashes)
+        verdict = cached.verdict(name, want)
         if verdict.fresh and verdict.record and not force:
             outcome.take_cached(verdict.record)
         else:
@@ -175,7 +175,7 @@ def make(
     if stale:
         from . import execute  # here: a no-op build never imports the run phase (~6 ms)
 
-        outcome.take_run(execute.bring_up_to_date(stale, settings, force, hashes, environment),
+        outcome.take_run(execute.bring_up_to_date(stale, settings, force, cached, environment),
                          articles)
     return outcome
 
@@ -193,12 +193,12 @@ def thaw(
     figures: Mapping[str, Figure], settings: FiggenSettings, articles: Mapping[str, list[str]]
 ) -> Outcome:
     """Frozen mode: take every figure from the freeze and run nothing."""
-    store, hashes = Store(settings.freeze_dir), Hashes()
-    outcome = Outcome(store=store)
+    frozen = Cache(settings.root, Store(settings.freeze_dir))
+    outcome = Outcome(store=frozen.store)
     for name, figure in figures.items():
-        record = store.load(name)
+        record = frozen.store.load(name)
         cause = "" if record else "missing from the frozen cache (frozen builds run no script)"
-        if record and not cache.intact(record, store, hashes):
+        if record and not frozen.intact(record):
             cause = "its frozen image is missing or damaged (frozen builds run no script)"
         if cause:
             hint = (f"`pelican-figgen freeze` where scripts can run writes it into "
@@ -208,8 +208,7 @@ def thaw(
             continue
         assert record is not None
         # Library versions may differ here (no torch at all): only the sources must match.
-        verdict = cache.verdict(record, settings.root, expected(figure, settings, {}), store,
-                                hashes)
+        verdict = frozen.judge(record, expected(figure, settings, {}))
         if not verdict.fresh:
             outcome.stale[name] = f"it was frozen before {verdict.reason}"
             logger.warning("figgen: frozen figure %s is stale: %s", name, verdict.reason)
