@@ -207,7 +207,7 @@ def _attempt(
         if known:
             return Done(None, known, verdict.record)
         logger.info("figgen: running %s (%s)", name, job.reason)
-        record, result = _run(runner, job.figure, job.want, verdict.record, lane, idle)
+        record, result = _run(runner, job, verdict.record, lane, idle)
         return Done(record, result, verdict.record)
 
 
@@ -248,11 +248,11 @@ def compute_seconds(manifest: Mapping[str, Any]) -> float:
 
 
 def _run(
-    runner: Runner, figure: Figure, expected: Expected, previous: Record | None,
-    lane: schedule.Lane, idle: Callable[[bool], None],
+    runner: Runner, job: Pending, previous: Record | None, lane: schedule.Lane,
+    idle: Callable[[bool], None],
 ) -> tuple[Record | None, RunResult]:
     """Run one figure in a scratch folder and, on success, cache and record it."""
-    settings, cached = runner.settings, runner.cache
+    settings, cached, figure, expected = runner.settings, runner.cache, job.figure, job.want
     before = {rel: cached.hash(rel) for rel in expected.inputs}
     # Hash now (Hashes remembers) the modules the last run imported: a module edited while the
     # script runs is then recorded as it was read, and the next build sees the edit.
@@ -262,7 +262,7 @@ def _run(
     with tempfile.TemporaryDirectory(dir=runner.scratch, prefix=prefix) as tmp:
         result = run_figure(figure, settings, Path(tmp),
                             _reports(runner.board.for_figure(figure.name), idle),
-                            {**runner.env, **lane.env}, runner.server)
+                            run.Placement({**runner.env, **lane.env}, runner.server))
         runner.board.done(figure.name)
         try:
             record = _record(Made(figure, expected, result, before), cached) \

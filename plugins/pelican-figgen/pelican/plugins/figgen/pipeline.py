@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,9 @@ def build_figures(generators: list[Any]) -> None:
     else:
         outcome = make(figures, settings, articles)
     errors.extend(outcome.errors)
-    _embed(contents, refs, figures, outcome, generators[0], settings, errors)
+    site = embed.Site(settings, Path(generators[0].output_path),
+                      generators[0].context["static_content"])
+    _embed(contents, refs, Embedding(figures, outcome, site), errors)
     save_report(settings, outcome)
     finish(errors, settings)
 
@@ -216,28 +219,30 @@ def thaw(
     return outcome
 
 
+@dataclass(frozen=True)
+class Embedding:
+    """What replacing the references needs: the figures, what the build made, the site."""
+
+    figures: Mapping[str, Figure]
+    outcome: Outcome
+    site: embed.Site
+    published: dict[str, embed.Published] = field(default_factory=dict)  # filled on first use
+
+
 def _embed(
-    contents: list[Any],
-    refs: dict[int, list[FigureRef]],
-    figures: dict[str, Figure],
-    outcome: Outcome,
-    generator: Any,
-    settings: FiggenSettings,
+    contents: list[Any], refs: dict[int, list[FigureRef]], into: Embedding,
     errors: list[FigureError],
 ) -> None:
     """Replace each reference marker with its figure's HTML, or with its error box."""
-    published: dict[str, embed.Published] = {}
-    static_content = generator.context["static_content"]
+    settings = into.site.settings
     # A build killed while copying leaves a half image aside, which would be published.
-    cache.drop_orphans(Path(generator.output_path) / settings.output_dir)
-    stylesheet = embed.publish_stylesheet(settings, Path(generator.output_path), static_content) \
-        if any(refs.values()) else ""
+    cache.drop_orphans(into.site.output_path / settings.output_dir)
+    stylesheet = embed.publish_stylesheet(into.site) if any(refs.values()) else ""
     for content in contents:
         html = content._content
         for index, ref in enumerate(refs.get(id(content), [])):
             try:
-                tag = _figure_tag(ref, index, figures, outcome, published, generator, settings,
-                                  static_content)
+                tag = _figure_tag(ref, index, into)
             except FigureError as err:
                 errors.append(err)
                 tag = None
@@ -253,28 +258,17 @@ def _embed(
         content._content = html
 
 
-def _figure_tag(
-    ref: FigureRef,
-    index: int,
-    figures: dict[str, Figure],
-    outcome: Outcome,
-    published: dict[str, embed.Published],
-    generator: Any,
-    settings: FiggenSettings,
-    static_content: Any,
-) -> str | None:
+def _figure_tag(ref: FigureRef, index: int, into: Embedding) -> str | None:
     """The <figure> of one reference; None when its figure has no record to show."""
+    outcome = into.outcome
     record = outcome.records.get(ref.name)
     if record is None:
         return None
-    figure = figures[ref.name]
-    if ref.name not in published:
-        published[ref.name] = embed.publish(
-            figure, record, outcome.store, settings, Path(generator.output_path), static_content
-        )
-    script = _rel(figure.script, settings)
+    if ref.name not in into.published:
+        into.published[ref.name] = embed.publish(into.figures[ref.name], record, outcome.store,
+                                                 into.site)
     stale = outcome.stale.get(ref.name, "")
-    return embed.figure_html(ref, record, published[ref.name], script, index > 0, stale)
+    return embed.figure_html(ref, record, into.published[ref.name], index > 0, stale)
 
 
 def _rel(path: Path, settings: FiggenSettings) -> str:

@@ -47,6 +47,14 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a run goes: what its lane adds to its environment, and the server to fork it from."""
+
+    env: Mapping[str, str]  # the lane's variables (its GPU, say), and the build's extras
+    server: WarmServer | None = None  # None: the script starts its own interpreter
+
+
+@dataclass(frozen=True)
 class RunResult:
     """How one run ended: a manifest of what was made, or the cause of failure."""
 
@@ -100,19 +108,17 @@ def run_figure(
     settings: FiggenSettings,
     out_dir: Path,
     progress: Progress | None = None,
-    lane: Mapping[str, str] | None = None,
-    server: WarmServer | None = None,
+    placement: Placement | None = None,
 ) -> RunResult:
     """Run a figure script with a time-out; never raises for anything the script does.
 
-    `lane` adds to the script's environment (its GPU, say); `server`, when given, forks the
-    script from the warm server instead of starting an interpreter. Raises Interrupted
-    when the build is stopped (`stop_all`) meanwhile.
+    Raises Interrupted when the build is stopped (`stop_all`) meanwhile.
     """
+    lane, server = (placement.env, placement.server) if placement else ({}, None)
     out_dir.mkdir(parents=True, exist_ok=True)
     request = Request(
         arguments(figure, settings, out_dir),
-        script_env(settings) | dict(lane or {}) | {contract.PROGRESS: str(out_dir / PROGRESS),
+        script_env(settings) | dict(lane) | {contract.PROGRESS: str(out_dir / PROGRESS),
                                                    contract.RUN: str(out_dir)},
         settings.root, out_dir / STDERR, out_dir / REPORT,
     )
