@@ -220,8 +220,9 @@ def _become_script(request: dict[str, Any]) -> None:
     root = Path(request["cwd"]).resolve()
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        # The cheap test first: most of them (torch's, matplotlib's) are installed packages.
-        if file and "site-packages" not in file and Path(file).resolve().is_relative_to(root):
+        # A string test before resolving: most of them (torch's, ...) are installed packages.
+        if file and "site-packages" not in file and \
+                contract.project_file(Path(file).resolve(), root):
             del sys.modules[name]
     PRELOADED.update(sys.modules)
 

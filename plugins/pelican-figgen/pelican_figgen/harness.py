@@ -337,6 +337,8 @@ def imported(root: Path, script: Path) -> dict[str, Any]:
     server = sys.modules.get("pelican_figgen.forkserver")
     skip, keep = server.preloaded_for(script, root) if server else (set(), set())
     found = Classifier().sources(module_files(skip, keep))
+    # Not contract.project_file: a plain file outside the root (a checkout on PYTHONPATH, an
+    # editable install) is an input too; the distributions' metadata, not the path, decides.
     files = {p for p in (*found.files, *_DEPENDS) if p != script}
 
     def name(path: Path) -> str:

@@ -5,8 +5,9 @@ own hash; `records/<name>.json` says which inputs (by hash) made which objects. 
 written last and atomically, so a record never points at a missing or partial object, and a
 failed run leaves the previous record alone (`failures/<name>.json` says why it failed).
 Records carry their own hash and objects are named by theirs: a damaged entry reads as stale.
-`locks/<name>.lock` serialises concurrent builds of one figure; `tmp/<pid>-*` are scratch
-folders, dropped once their process is gone (a build killed with -9 leaves one behind).
+`locks/<name>.lock` serialises concurrent builds of one figure; `tmp/<pid>-build`
+(contract.SCRATCH) are scratch folders, dropped once their process is gone (a build killed
+with -9 leaves one behind).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from pelican_figgen import dists
-from pelican_figgen.contract import aside, aside_owner, locked, write_atomic
+from pelican_figgen.contract import (
+    SCRATCH,
+    aside,
+    aside_owner,
+    locked,
+    scratch_owner,
+    write_atomic,
+)
 
 logger = logging.getLogger(__name__)
 _UNWRITABLE: set[Path] = set()  # cache folders a build could not write in, warned about once
@@ -198,11 +206,11 @@ class Store:
 
         folder = self.path / "tmp"
         for old in folder.glob("*-*"):
-            if _orphan(old.name.partition("-")[0]):
+            if _orphan(scratch_owner(old.name)):
                 kill_strays(old)
                 shutil.rmtree(old, ignore_errors=True)
         drop_orphans(self.path)
-        mine = folder / f"{os.getpid()}-build"
+        mine = folder / SCRATCH.format(pid=os.getpid())
         mine.mkdir(parents=True, exist_ok=True)
         return mine
 

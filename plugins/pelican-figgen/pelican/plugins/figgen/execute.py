@@ -182,7 +182,7 @@ def _warm_server(
     start = time.perf_counter()
     try:
         server = WarmServer(settings.python, scripts, settings.root, script_env(settings),
-                            scratch / launch.SERVER_LOG)
+                            scratch / contract.SERVER_LOG)
     except launch.ServerGone as err:  # the figures still run, each in its own interpreter
         logger.warning("figgen: %s; each figure starts its own interpreter instead", err)
         yield None
