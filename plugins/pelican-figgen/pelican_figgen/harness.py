@@ -348,7 +348,7 @@ def imported(root: Path, script: Path) -> dict[str, Any]:
             contract.DISTRIBUTIONS: found.distributions}
 
 
-def plain(value: Any) -> Any:
+def json_scalar(value: Any) -> Any:
     """Turn a NumPy or torch scalar a script put in ctx.fields into a plain Python number."""
     if hasattr(value, "item"):
         return value.item()
@@ -399,7 +399,8 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
         }
         if "pelican_figgen.intermediates" in sys.modules:  # hits, misses, seconds spent waiting
             manifest["intermediates"] = sys.modules["pelican_figgen.intermediates"].stats()
-        args.manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=plain))
+        text = json.dumps(manifest, indent=1, sort_keys=True, default=json_scalar)
+        args.manifest.write_text(text)
     else:
         print(f"wrote {args.out / ctx.image['file']} in {seconds:.1f} s")
     return ctx

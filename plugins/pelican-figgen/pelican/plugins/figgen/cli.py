@@ -137,7 +137,7 @@ def cmd_run(project: Project, args: argparse.Namespace) -> int:
     errors: list[FigureError] = []
     found = figures(project, args.names, errors)
     articles = {n: project.articles.get(n) or [COMMAND_LINE] for n in found}
-    outcome = pipeline.make(found, project.settings, articles, force=args.force)
+    outcome = pipeline.update_figures(found, project.settings, articles, force=args.force)
     save_report(project.settings, outcome)
     return _finish(errors + outcome.errors)
 
@@ -165,7 +165,7 @@ def cmd_clean(project: Project, args: argparse.Namespace) -> int:
 def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
     """Bring every referenced figure up to date and copy it into the freeze."""
     s, errors = project.settings, []
-    outcome = pipeline.make(figures(project, [], errors), s, project.articles)
+    outcome = pipeline.update_figures(figures(project, [], errors), s, project.articles)
     save_report(s, outcome)
     freeze = Store(s.freeze_dir)
     try:
@@ -207,7 +207,7 @@ def cmd_verify(project: Project, args: argparse.Namespace) -> int:
     """Re-run every referenced figure and compare it with its frozen image."""
     s, errors = project.settings, []
     found = figures(project, [], errors)
-    outcome = pipeline.make(found, s, project.articles, force=True)
+    outcome = pipeline.update_figures(found, s, project.articles, force=True)
     save_report(s, outcome)
     fresh, freeze = outcome.store, Cache(s.root, Store(s.freeze_dir))
     failures = 0

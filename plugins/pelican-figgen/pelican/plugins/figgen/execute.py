@@ -43,7 +43,7 @@ class Pending:
 
 
 @dataclass(frozen=True)
-class Done:
+class Attempted:
     """How a pending figure ended: a new record, a failure, or found fresh after all."""
 
     record: Record | None
@@ -52,7 +52,7 @@ class Done:
 
 
 @dataclass(frozen=True)
-class Runner:
+class RunContext:
     """What every run of one build shares: settings, cache, warm server, progress, extras."""
 
     settings: FiggenSettings
@@ -65,7 +65,7 @@ class Runner:
     retry: bool  # run a figure whose last failure is known (strict builds, forced runs)
 
 
-def bring_up_to_date(
+def run_stale(
     stale: Mapping[str, tuple[Figure, Expected, cache.Verdict]],
     settings: FiggenSettings,
     force: bool,
@@ -84,7 +84,7 @@ def bring_up_to_date(
 def _pool(
     pending: Mapping[str, Pending], settings: FiggenSettings, cached: Cache,
     force: bool, environment: Mapping[str, str],
-) -> tuple[dict[str, Done], tuple[str, ...]]:
+) -> tuple[dict[str, Attempted], tuple[str, ...]]:
     """Run the pending figures in the pool (GPU ones in their queue), slowest first."""
     # Strict builds (make site, CI) try every figure; others skip a failure already known,
     # while nothing it read has changed.
@@ -100,12 +100,12 @@ def _pool(
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
         extra = {contract.INTERMEDIATES: str(shared),
                  contract.ENVIRONMENT: json.dumps(environment, sort_keys=True)}
-        runner = Runner(settings, cached, force, server, board, extra, scratch, retry)
+        context = RunContext(settings, cached, force, server, board, extra, scratch, retry)
         preloaded = tuple(server.ready.get("preloaded", [])) if server else ()
         workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)  # a core per lane
         try:
             done = schedule.run_all(jobs, workers, gpus,
-                                    lambda job, lane, idle: _attempt(runner, job.name,
+                                    lambda job, lane, idle: _attempt(context, job.name,
                                                                      pending[job.name], lane,
                                                                      idle),
                                     _memory(settings))
@@ -196,19 +196,19 @@ def _warm_server(
 
 
 def _attempt(
-    runner: Runner, name: str, job: Pending, lane: schedule.Lane, idle: Callable[[bool], None]
-) -> Done:
+    context: RunContext, name: str, job: Pending, lane: schedule.Lane, idle: Callable[[bool], None]
+) -> Attempted:
     """Under the figure's lock: find it fresh after all, or a known failure, or run it."""
-    with runner.cache.store.lock(name):  # a concurrent build may be making it: wait, look again
-        verdict = runner.cache.verdict(name, job.want)
-        if verdict.fresh and verdict.record and not runner.force:
-            return Done(verdict.record, None, verdict.record)
-        known = None if runner.retry else _known_failure(runner.cache, name, job.want)
+    with context.cache.store.lock(name):  # a concurrent build may be making it: wait, look again
+        verdict = context.cache.verdict(name, job.want)
+        if verdict.fresh and verdict.record and not context.force:
+            return Attempted(verdict.record, None, verdict.record)
+        known = None if context.retry else _known_failure(context.cache, name, job.want)
         if known:
-            return Done(None, known, verdict.record)
+            return Attempted(None, known, verdict.record)
         logger.info("figgen: running %s (%s)", name, job.reason)
-        record, result = _run(runner, job, verdict.record, lane, idle)
-        return Done(record, result, verdict.record)
+        record, result = _run(context, job, verdict.record, lane, idle)
+        return Attempted(record, result, verdict.record)
 
 
 def _known_failure(cached: Cache, name: str, want: Expected) -> RunResult | None:
@@ -222,7 +222,7 @@ def _known_failure(cached: Cache, name: str, want: Expected) -> RunResult | None
                      hint=f"`pelican-figgen run --force {name}` retries it")
 
 
-def _end(cached: Cache, name: str, done: Done) -> FigureEnd:
+def _end(cached: Cache, name: str, done: Attempted) -> FigureEnd:
     """A pending figure's end as the outcome takes it: its record, or its failure."""
     result = done.result
     if result is None:  # a concurrent build made it meanwhile
@@ -248,22 +248,22 @@ def compute_seconds(manifest: Mapping[str, Any]) -> float:
 
 
 def _run(
-    runner: Runner, job: Pending, previous: Record | None, lane: schedule.Lane,
+    context: RunContext, job: Pending, previous: Record | None, lane: schedule.Lane,
     idle: Callable[[bool], None],
 ) -> tuple[Record | None, RunResult]:
     """Run one figure in a scratch folder and, on success, cache and record it."""
-    settings, cached, figure, expected = runner.settings, runner.cache, job.figure, job.want
+    settings, cached, figure, expected = context.settings, context.cache, job.figure, job.want
     before = {rel: cached.hash(rel) for rel in expected.inputs}
     # Hash now (Hashes remembers) the modules the last run imported: a module edited while the
     # script runs is then recorded as it was read, and the next build sees the edit.
     for rel in previous.inputs if previous else ():
         cached.hash(rel)
     prefix = figure.name.replace("/", "-")
-    with tempfile.TemporaryDirectory(dir=runner.scratch, prefix=prefix) as tmp:
+    with tempfile.TemporaryDirectory(dir=context.scratch, prefix=prefix) as tmp:
         result = run_figure(figure, settings, Path(tmp),
-                            _reports(runner.board.for_figure(figure.name), idle),
-                            run.Placement({**runner.env, **lane.env}, runner.server))
-        runner.board.done(figure.name)
+                            _reports(context.board.for_figure(figure.name), idle),
+                            run.Placement({**context.env, **lane.env}, context.server))
+        context.board.done(figure.name)
         try:
             record = _record(Made(figure, expected, result, before), cached) \
                 if result.ok else None

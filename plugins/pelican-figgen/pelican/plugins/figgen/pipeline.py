@@ -51,9 +51,9 @@ def build_figures(generators: list[Any]) -> None:
     figures = _resolve(refs, settings, errors)
     articles = articles_of(refs.values())
     if settings.mode == "frozen":
-        outcome = thaw(figures, settings, articles)
+        outcome = take_frozen(figures, settings, articles)
     else:
-        outcome = make(figures, settings, articles)
+        outcome = update_figures(figures, settings, articles)
     errors.extend(outcome.errors)
     site = embed.Site(settings, Path(generators[0].output_path),
                       generators[0].context["static_content"])
@@ -156,7 +156,7 @@ def expected(
     )
 
 
-def make(
+def update_figures(
     figures: Mapping[str, Figure],
     settings: FiggenSettings,
     articles: Mapping[str, list[str]],
@@ -178,7 +178,7 @@ def make(
     if stale:
         from . import execute  # here: a no-op build never imports the run phase (~6 ms)
 
-        outcome.take_run(execute.bring_up_to_date(stale, settings, force, cached, environment),
+        outcome.take_run(execute.run_stale(stale, settings, force, cached, environment),
                          articles)
     return outcome
 
@@ -192,7 +192,7 @@ def run_environment(settings: FiggenSettings, installed: Mapping[str, str]) -> d
     return {"python": installed["python"], **extra, "threads": str(settings.threads)}
 
 
-def thaw(
+def take_frozen(
     figures: Mapping[str, Figure], settings: FiggenSettings, articles: Mapping[str, list[str]]
 ) -> Outcome:
     """Frozen mode: take every figure from the freeze and run nothing."""
