@@ -16,10 +16,11 @@ from pathlib import Path
 import markdown
 import pytest
 
-from pelican.plugins.figgen import cache, discover, embed, pipeline
-from pelican.plugins.figgen.cache import Expected, Hashes, Image, Record, Store
+from pelican.plugins.figgen import cache, discover, embed
+from pelican.plugins.figgen.cache import Cache, Expected, Hashes, Image, Record, Store
 from pelican.plugins.figgen.errors import FigureError, SettingsError
 from pelican.plugins.figgen.markdown_ext import FigureReferenceExtension
+from pelican.plugins.figgen.outcome import Outcome, report_lines
 from pelican.plugins.figgen.run import png_problem, trim_traceback
 from pelican.plugins.figgen.settings import DEFAULTS, merge
 from pelican_figgen.dists import normalize
@@ -132,13 +133,17 @@ def _record(root: Path, store: Store) -> tuple[Record, Expected]:
 def test_verdict_says_why_a_figure_is_stale(tmp_path: Path) -> None:
     store = Store(tmp_path / "cache")
     record, expected = _record(tmp_path, store)
-    assert cache.verdict(record, tmp_path, expected, store, Hashes()).fresh
+    store.save(record)
+    assert Cache(tmp_path, store).verdict("f", expected).fresh
     (tmp_path / "m.py").write_text("X = 2")
-    assert cache.verdict(record, tmp_path, expected, store, Hashes()).reason == "m.py changed"
+    assert Cache(tmp_path, store).verdict("f", expected).reason == "m.py changed"
     newer = Expected("{}", {"python": "3.11.0", "numpy": "2.1.0"}, ("s.py",))
     (tmp_path / "m.py").write_text("X = 1")
-    assert cache.verdict(record, tmp_path, newer, store, Hashes()).reason == "numpy 2.0.0 -> 2.1.0"
-    assert cache.verdict(None, tmp_path, expected, store, Hashes()).reason == "never run"
+    assert Cache(tmp_path, store).judge(record, newer).reason == "numpy 2.0.0 -> 2.1.0"
+    assert Cache(tmp_path, store).verdict("g", expected).reason == "never run"
+    store.object_path(record.image).write_bytes(b"altered")
+    assert Cache(tmp_path, store).verdict("f", expected).reason == \
+        "cached image damaged (its hash changed)"
 
 
 def test_records_round_trip_and_a_damaged_one_reads_as_never_run(tmp_path: Path) -> None:
@@ -166,11 +171,14 @@ def test_a_failure_re_runs_when_what_it_read_changed(tmp_path: Path) -> None:
     store = Store(tmp_path / "cache")
     record, expected = _record(tmp_path, store)
     failure = cache.Failure("f", "boom", "", record.inputs, "{}", record.environment)
-    assert cache.unchanged(failure, tmp_path, expected, Hashes())
-    assert not cache.unchanged(dataclasses.replace(failure, inputs=None), tmp_path, expected,
-                               Hashes())  # an older build listed nothing: it runs again
+    store.save_failure(failure)
+    assert Cache(tmp_path, store).known_failure("f", expected) == failure
+    store.save_failure(dataclasses.replace(failure, inputs=None))
+    # An older build listed nothing: it runs again.
+    assert Cache(tmp_path, store).known_failure("f", expected) is None
+    store.save_failure(failure)
     (tmp_path / "m.py").write_text("X = 2")
-    assert not cache.unchanged(failure, tmp_path, expected, Hashes())
+    assert Cache(tmp_path, store).known_failure("f", expected) is None
 
 
 def test_objects_are_stored_under_their_hash(tmp_path: Path) -> None:
@@ -332,13 +340,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_lists_every_figure_slowest_first_cached_with_its_last_time() -> None:
-    outcome = pipeline.Outcome(Store(Path("unused")))
+    outcome = Outcome(Store(Path("unused")))
     outcome.report.ran = {"fast": 1.0, "slow": 30.0}
     outcome.records["old"] = Record("old", {}, "{}", {}, Image("0" * 64, ".png", 1, 1),
                                     seconds=12.5)
     outcome.report.cached = ["old"]
     outcome.report.failed = ["broken"]
-    lines = pipeline.report_lines(outcome)
+    lines = report_lines(outcome)
     assert [line.split()[:2] for line in lines] == [
         ["slow", "ran"], ["old", "cached"], ["fast", "ran"], ["broken", "FAILED"]]
     assert lines[1].endswith("12.5 s")

@@ -64,7 +64,7 @@ def test_the_regions_are_disjoint_and_leave_most_of_the_plane_to_noise() -> None
     assert 0.5 < (true_class(points) == NEITHER).mean() < 0.95
 
 
-def test_every_classifier_of_figure_4_classifies_all_six_correctly() -> None:
+def test_every_classifier_of_the_ensemble_classifies_all_six_training_points() -> None:
     points, labels = training_set()
     members = train_ensemble(BOUNDARY_SEEDS)
     assert len(members) == len(FAMILIES) * BOUNDARY_SEEDS
@@ -72,13 +72,13 @@ def test_every_classifier_of_figure_4_classifies_all_six_correctly() -> None:
         assert (predict(m.model, points) == labels).all(), (m.spec.describe(), m.seed)
 
 
-def test_the_classifiers_of_figure_4_draw_different_boundaries() -> None:
+def test_the_classifiers_of_the_ensemble_draw_different_boundaries() -> None:
     _, points = grid(64)
     maps = {tuple(predict(m.model, points)) for m in train_ensemble(BOUNDARY_SEEDS)}
     assert len(maps) == len(FAMILIES) * BOUNDARY_SEEDS
 
 
-def test_figure_6_is_correct_on_the_data_and_the_strangest_that_qualifies(
+def test_the_plausible_classifier_is_correct_on_the_data_and_the_strangest_that_qualifies(
     plausible: Plausible,
 ) -> None:
     points, labels = training_set()
@@ -102,7 +102,7 @@ def test_boundary_length_and_islands_are_measured_on_known_maps() -> None:
     assert count_islands(classes) == 1
 
 
-def test_the_three_attacks_of_figure_7_are_of_the_kinds_they_claim(
+def test_the_three_attacks_on_the_plausible_classifier_are_of_the_kinds_they_claim(
     plausible: Plausible, attacks: list[Attack]
 ) -> None:
     model = plausible.model

@@ -34,6 +34,13 @@ FAILED = "failed"  # true in the manifest of a run whose main() raised
 # The manifest's files published beside the image, {"module": {"file"}, "data": {"file"}}
 ASSETS = "assets"
 
+# The other files a run leaves in its output folder (read by the plugin, for the log).
+PROGRESS_FILE = ".figgen-progress.jsonl"  # named by PROGRESS: the harness's JSON lines
+STDERR_FILE = ".figgen-stderr.txt"  # the script's stderr
+REPORT_FILE = ".figgen-reaper.json"  # how the script ended, from its supervisor (reaper)
+SERVER_LOG = "forkserver-stderr.txt"  # the warm server's stderr, in the build's scratch folder
+SCRATCH = "{pid}-build"  # a build's scratch folder in the cache's tmp/, named by its process
+
 # Linux's prctl options (linux/prctl.h).
 PR_SET_PDEATHSIG = 1  # a signal for this process when its parent thread dies
 PR_SET_CHILD_SUBREAPER = 36  # orphans below this process are re-parented to it
@@ -45,6 +52,17 @@ def prctl(option: int, value: int) -> None:
     """Call Linux's prctl; nothing elsewhere."""
     if _PRCTL is not None:
         _PRCTL(option, value)
+
+
+def scratch_owner(name: str) -> str:
+    """The process id (as text) in a scratch folder's name, as SCRATCH spells it."""
+    return name.partition("-")[0]
+
+
+def project_file(path: Path, root: Path) -> bool:
+    """Whether a file is the project's own: below the root and in no installed package."""
+    # A venv inside the root holds installed packages, not project files.
+    return "site-packages" not in path.parts and path.is_relative_to(root)
 
 
 def aside(path: Path) -> Path:

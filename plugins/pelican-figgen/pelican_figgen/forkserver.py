@@ -226,9 +226,9 @@ def _become_script(request: dict[str, Any]) -> None:
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
         runtime = name.partition(".")[0] == "pelican_figgen" and name != SELF
-        # The cheap test first: most of them (torch's, matplotlib's) are installed packages.
+        # A string test before resolving: most of them (torch's, ...) are installed packages.
         if runtime or (file and "site-packages" not in file
-                       and Path(file).resolve().is_relative_to(root)):
+                       and contract.project_file(Path(file).resolve(), root)):
             del sys.modules[name]
     # What preload() imported, and this server: the interpreter's start-up modules (.pth hooks)
     # are any run's, forked or not, and count alike in both.

@@ -102,7 +102,7 @@ class Context:
             raise FileNotFoundError(f"{self.name}: no interactive module {source}")
         depends_on([source])  # editing the module re-runs the figure, as an import would
         payload = {**data, "axes": axes_box(fig, ax)} if ax is not None else dict(data)
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=plain)
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=json_scalar)
         (self.out_dir / f"{self.name}.data.json").write_text(text, encoding="utf-8")
         (self.out_dir / f"{self.name}.js").write_bytes(source.read_bytes())
         self.assets = {"data": {"file": f"{self.name}.data.json"},
@@ -370,6 +370,8 @@ def imported(root: Path, script: Path) -> dict[str, Any]:
     server = sys.modules.get("pelican_figgen.forkserver")
     skip, keep = server.preloaded_for(script, root) if server else (set(), set())
     found = Classifier().sources(module_files(skip, keep))
+    # Not contract.project_file: a plain file outside the root (a checkout on PYTHONPATH, an
+    # editable install) is an input too; the distributions' metadata, not the path, decides.
     # setuptools' editable-install finders run at every start-up; they compute nothing.
     files = {p for p in (*found.files, *_DEPENDS)
              if p != script and not p.name.startswith("__editable__")}
@@ -381,7 +383,7 @@ def imported(root: Path, script: Path) -> dict[str, Any]:
             contract.DISTRIBUTIONS: found.distributions}
 
 
-def plain(value: Any) -> Any:
+def json_scalar(value: Any) -> Any:
     """Turn a NumPy or torch scalar a script put in ctx.fields into a plain Python number."""
     if hasattr(value, "item"):
         return value.item()
@@ -433,7 +435,8 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
         }
         if "pelican_figgen.intermediates" in sys.modules:  # hits, misses, seconds spent waiting
             manifest["intermediates"] = sys.modules["pelican_figgen.intermediates"].stats()
-        args.manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True, default=plain))
+        text = json.dumps(manifest, indent=1, sort_keys=True, default=json_scalar)
+        args.manifest.write_text(text)
     else:
         print(f"wrote {args.out / ctx.image['file']} in {seconds:.1f} s")
     return ctx

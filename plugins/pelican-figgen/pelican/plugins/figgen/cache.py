@@ -5,8 +5,9 @@ own hash; `records/<name>.json` says which inputs (by hash) made which objects. 
 written last and atomically, so a record never points at a missing or partial object, and a
 failed run leaves the previous record alone (`failures/<name>.json` says why it failed).
 Records carry their own hash and objects are named by theirs: a damaged entry reads as stale.
-`locks/<name>.lock` serialises concurrent builds of one figure; `tmp/<pid>-*` are scratch
-folders, dropped once their process is gone (a build killed with -9 leaves one behind).
+`locks/<name>.lock` serialises concurrent builds of one figure; `tmp/<pid>-build`
+(contract.SCRATCH) are scratch folders, dropped once their process is gone (a build killed
+with -9 leaves one behind).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from pelican_figgen import dists
-from pelican_figgen.contract import aside, aside_owner, locked, write_atomic
+from pelican_figgen.contract import (
+    SCRATCH,
+    aside,
+    aside_owner,
+    locked,
+    scratch_owner,
+    write_atomic,
+)
 
 logger = logging.getLogger(__name__)
 _UNWRITABLE: set[Path] = set()  # cache folders a build could not write in, warned about once
@@ -220,11 +228,11 @@ class Store:
 
         folder = self.path / "tmp"
         for old in folder.glob("*-*"):
-            if _orphan(old.name.partition("-")[0]):
+            if _orphan(scratch_owner(old.name)):
                 kill_strays(old)
                 shutil.rmtree(old, ignore_errors=True)
         drop_orphans(self.path)
-        mine = folder / f"{os.getpid()}-build"
+        mine = folder / SCRATCH.format(pid=os.getpid())
         mine.mkdir(parents=True, exist_ok=True)
         return mine
 
@@ -364,25 +372,51 @@ def installed(python: str, root: Path) -> dict[str, str]:
     return json.loads(out.stdout)
 
 
-def verdict(
-    record: Record | None,
-    root: Path,
-    expected: Expected,
-    store: Store,
-    hashes: Hashes,
-) -> Verdict:
-    """Decide whether a figure's record still matches its inputs; say why when it does not."""
-    if record is None:
-        return Verdict(False, "never run", None)
-    changed = _changed(record, root, expected, hashes)
-    if changed:
-        return Verdict(False, changed, record)
-    return _objects_verdict(record, store, hashes) or Verdict(True, "up to date", record)
+@dataclass(frozen=True)
+class Cache:
+    """A store judged against the project's files, each file hashed at most once per build."""
 
+    root: Path  # records' relative inputs are relative to it
+    store: Store
+    hashes: Hashes = field(default_factory=Hashes)
 
-def unchanged(failure: Failure, root: Path, expected: Expected, hashes: Hashes) -> bool:
-    """Whether nothing a failed run read or may have read changed since (None: it listed none)."""
-    return failure.inputs is not None and not _changed(failure, root, expected, hashes)
+    def verdict(self, name: str, want: Expected) -> Verdict:
+        """Whether the figure's record in the store is fresh, and why not."""
+        return self.judge(self.store.load(name), want)
+
+    def judge(self, record: Record | None, want: Expected) -> Verdict:
+        """Decide whether a record still matches its inputs; say why when it does not."""
+        if record is None:
+            return Verdict(False, "never run", None)
+        changed = _changed(record, self.root, want, self.hashes)
+        if changed:
+            return Verdict(False, changed, record)
+        return self._objects_verdict(record) or Verdict(True, "up to date", record)
+
+    def known_failure(self, name: str, want: Expected) -> Failure | None:
+        """The figure's last failure, when nothing it read or may have read changed since."""
+        failure = self.store.load_failure(name)
+        if failure is None or failure.inputs is None:  # None: it listed nothing it read
+            return None
+        return None if _changed(failure, self.root, want, self.hashes) else failure
+
+    def intact(self, record: Record) -> bool:
+        """Whether a record's image is in the store, undamaged."""
+        return self._objects_verdict(record) is None
+
+    def hash(self, rel: str) -> str | None:
+        """The hash of a file, by its path relative to the root (or absolute); None: absent."""
+        return self.hashes(self.root / rel)
+
+    def _objects_verdict(self, record: Record) -> Verdict | None:
+        """A stale verdict when the record's image or an asset is missing or damaged; else None."""
+        for stored in record.objects():
+            found = self.hashes(self.store.object_path(stored))
+            if found != stored.sha256:
+                what = "missing" if found is None else "damaged (its hash changed)"
+                kind = "image" if stored is record.image else "file"
+                return Verdict(False, f"cached {kind} {what}", record)
+        return None
 
 
 def _changed(run: Record | Failure, root: Path, expected: Expected, hashes: Hashes) -> str:
@@ -416,19 +450,3 @@ def _changed_distribution(run: Record | Failure, expected: Expected) -> str:
         if now != was:
             return f"{key} {was} -> {now}"
     return ""
-
-
-def intact(record: Record, store: Store, hashes: Hashes) -> bool:
-    """Whether a record's image is in the store, undamaged."""
-    return _objects_verdict(record, store, hashes) is None
-
-
-def _objects_verdict(record: Record, store: Store, hashes: Hashes) -> Verdict | None:
-    """A stale verdict when the record's image or an asset is missing or damaged; else None."""
-    for stored in record.objects():
-        found = hashes(store.object_path(stored))
-        if found != stored.sha256:
-            what = "missing" if found is None else "damaged (its hash changed)"
-            kind = "image" if stored is record.image else "file"
-            return Verdict(False, f"cached {kind} {what}", record)
-    return None

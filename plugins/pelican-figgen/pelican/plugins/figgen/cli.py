@@ -27,10 +27,11 @@ import markdown
 from rich.logging import RichHandler
 
 from . import cache, discover, pipeline, progress, verify
-from .cache import Expected, Hashes, Record, Store
+from .cache import Cache, Expected, Record, Store
 from .discover import Figure, FigureRef
 from .errors import FigureError, SettingsError
 from .markdown_ext import FigureReferenceExtension
+from .outcome import Outcome, save_report
 from .settings import FiggenSettings, merge
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def cmd_list(project: Project, args: argparse.Namespace) -> int:
     errors: list[FigureError] = []
     names = sorted(set(discover.script_names(s.scripts)) | set(articles))
     found = figures(project, names, errors)
-    store, hashes = Store(s.cache_dir), Hashes()
+    cached = Cache(s.root, Store(s.cache_dir))
     installed = cache.installed(s.python, s.root)
     want = functools.partial(pipeline.expected, settings=s,
                              environment=pipeline.run_environment(s, installed),
@@ -109,24 +110,23 @@ def cmd_list(project: Project, args: argparse.Namespace) -> int:
     width = max(map(len, names), default=0)
     for name in names:
         used = ", ".join(articles.get(name, [])) or "not referenced"
-        print(f"{name:<{width}}  {_state(found.get(name), store, hashes, want, s)}"
+        print(f"{name:<{width}}  {_state(found.get(name), cached, want)}"
               f"  [{used}]")
     for error in errors:
         print(f"error: {error.describe()}")
     return 1 if errors else 0
 
 
-def _state(figure: Figure | None, store: Store, hashes: Hashes,
-           expect: Callable[[Figure], Expected], s: FiggenSettings) -> str:
+def _state(figure: Figure | None, cached: Cache, expect: Callable[[Figure], Expected]) -> str:
     """fresh, stale (and why), or failed (and why), with the last run's time."""
     if figure is None:
         return "error (see below)"
     want = expect(figure)
-    verdict = cache.verdict(store.load(figure.name), s.root, want, store, hashes)
+    verdict = cached.verdict(figure.name, want)
     took = f" (ran in {verdict.record.seconds:.1f} s)" if verdict.record else ""
     if verdict.fresh:
         return f"fresh{took}"
-    failure = store.load_failure(figure.name)
+    failure = cached.store.load_failure(figure.name)
     if failure:
         return f"failed: {failure.cause}; stale: {verdict.reason}"
     return f"stale: {verdict.reason}{took}"
@@ -137,8 +137,8 @@ def cmd_run(project: Project, args: argparse.Namespace) -> int:
     errors: list[FigureError] = []
     found = figures(project, args.names, errors)
     articles = {n: project.articles.get(n) or [COMMAND_LINE] for n in found}
-    outcome = pipeline.make(found, project.settings, articles, force=args.force)
-    pipeline.save_report(project.settings, outcome)
+    outcome = pipeline.update_figures(found, project.settings, articles, force=args.force)
+    save_report(project.settings, outcome)
     return _finish(errors + outcome.errors)
 
 
@@ -165,8 +165,8 @@ def cmd_clean(project: Project, args: argparse.Namespace) -> int:
 def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
     """Bring every referenced figure up to date and copy it into the freeze."""
     s, errors = project.settings, []
-    outcome = pipeline.make(figures(project, [], errors), s, project.articles)
-    pipeline.save_report(s, outcome)
+    outcome = pipeline.update_figures(figures(project, [], errors), s, project.articles)
+    save_report(s, outcome)
     freeze = Store(s.freeze_dir)
     try:
         _copy_into(freeze, outcome, Store(s.cache_dir))
@@ -178,7 +178,7 @@ def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
     return _finish(errors + outcome.errors)
 
 
-def _copy_into(freeze: Store, outcome: pipeline.Outcome, source: Store) -> None:
+def _copy_into(freeze: Store, outcome: Outcome, source: Store) -> None:
     """Copy every figure made or found fresh into the freeze, its image first, then its record."""
     for name, record in outcome.records.items():
         if name in outcome.stale:  # its run failed: keep what was frozen before
@@ -209,34 +209,34 @@ def cmd_verify(project: Project, args: argparse.Namespace) -> int:
     """Re-run every referenced figure and compare it with its frozen image."""
     s, errors = project.settings, []
     found = figures(project, [], errors)
-    outcome = pipeline.make(found, s, project.articles, force=True)
-    pipeline.save_report(s, outcome)
-    fresh, freeze, hashes = outcome.store, Store(s.freeze_dir), Hashes()
+    outcome = pipeline.update_figures(found, s, project.articles, force=True)
+    save_report(s, outcome)
+    fresh, freeze = outcome.store, Cache(s.root, Store(s.freeze_dir))
     failures = 0
     for name in sorted(found):
-        frozen = freeze.load(name)
+        frozen = freeze.store.load(name)
         if frozen is None:
             result = verify.Comparison(name, "missing", f"not in the freeze {s.freeze_dir}")
         elif name not in outcome.report.ran:
             result = verify.Comparison(name, "failed", outcome.report.causes.get(name, ""))
         else:
-            result = verify.compare(name, frozen, freeze, outcome.records[name], fresh,
-                                    s.verify_tolerance, hashes)
+            result = verify.compare(frozen, freeze, outcome.records[name], fresh,
+                                    s.verify_tolerance)
         failures += not result.ok
         age = "" if result.verdict == "damaged" else \
-            _freeze_age(found[name], frozen, s, freeze, hashes)
+            _freeze_age(found[name], frozen, s, freeze)
         print(f"{name}: {result.verdict} ({result.detail}){age}")
     return max(_finish(errors + outcome.errors), int(failures > 0))
 
 
 def _freeze_age(
-    figure: Figure, frozen: Record | None, s: FiggenSettings, freeze: Store, hashes: Hashes
+    figure: Figure, frozen: Record | None, s: FiggenSettings, freeze: Cache
 ) -> str:
     """A note when the frozen figure predates an edit of its sources (drift is then expected)."""
     if frozen is None:
         return ""
     want = pipeline.expected(figure, s, {})
-    verdict = cache.verdict(frozen, s.root, want, freeze, hashes)
+    verdict = freeze.judge(frozen, want)
     return "" if verdict.fresh else f"; frozen before {verdict.reason}: `make freeze` updates it"
 
 

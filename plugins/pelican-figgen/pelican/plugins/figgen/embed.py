@@ -67,20 +67,24 @@ class Published:
     record: str  # the provenance JSON beside the image
     code: str = ""  # the script, highlighted, for the "show the code" disclosure
     density: int = 1  # image pixels per CSS pixel (figure scripts save PNGs at 2x)
+    script: str = ""  # the script's path relative to the project root, as the caption names it
     # role ("module", "data") -> file name beside the image: the page resolves it from the
     # image's URL, so it holds at any depth and SITEURL
     assets: Mapping[str, str] = field(default_factory=dict)
 
 
-def publish(
-    figure: Figure,
-    record: Record,
-    store: Store,
-    settings: FiggenSettings,
-    output_path: Path,
-    static_content: MutableMapping[str, Any],
-) -> Published:
+@dataclass(frozen=True)
+class Site:
+    """Where a build publishes its figures: Pelican's output folder and static files."""
+
+    settings: FiggenSettings
+    output_path: Path
+    static_content: MutableMapping[str, Any]  # Pelican's: each file copied, linked by URL
+
+
+def publish(figure: Figure, record: Record, store: Store, site: Site) -> Published:
     """Copy a figure's image and source page into the output and register them with Pelican."""
+    settings, output_path, static_content = site.settings, site.output_path, site.static_content
     image = record.image
     image_url = f"{settings.output_dir}/{figure.name}-{image.sha256[:12]}{image.suffix}"
     copy_unless_same(store.object_path(image), output_path / image_url, image.sha256)
@@ -102,7 +106,7 @@ def publish(
     code = _focusable(_highlighted(figure.script, settings.cache_dir), f"The code of {script}")
     return Published(
         "{static}/" + image_url, source, image.width, image.height, record_link, code,
-        image.density, _publish_assets(figure, record, store, output_path / image_url),
+        image.density, script, _publish_assets(figure, record, store, output_path / image_url),
     )
 
 
@@ -119,28 +123,24 @@ def _publish_assets(figure: Figure, record: Record, store: Store, image: Path) -
     return names
 
 
-def publish_stylesheet(
-    settings: FiggenSettings, output_path: Path, static_content: MutableMapping[str, Any]
-) -> str:
+def publish_stylesheet(site: Site) -> str:
     """Copy the plugin's CSS into the output, named by its hash; return its `{static}` link."""
-    text = STYLESHEET.read_text(encoding="utf-8")
+    return _publish_own(site, STYLESHEET)
+
+
+def publish_loader(site: Site) -> str:
+    """Copy the plugin's loader of interactive figures, named by its hash; its `{static}` link."""
+    return _publish_own(site, LOADER)
+
+
+def _publish_own(site: Site, source: Path) -> str:
+    """Copy one of the plugin's own files into the output, named by its hash; its link."""
+    text = source.read_text(encoding="utf-8")
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     # Named by its hash, like the images: a browser's cached copy is never an old one.
-    url = f"{settings.output_dir}/figgen-{digest}.css"
-    _write_if_changed(output_path / url, text)
-    static_content[url] = StaticLink(url)
-    return "{static}/" + url
-
-
-def publish_loader(
-    settings: FiggenSettings, output_path: Path, static_content: MutableMapping[str, Any]
-) -> str:
-    """Copy the plugin's loader of interactive figures, named by its hash; its `{static}` link."""
-    text = LOADER.read_text(encoding="utf-8")
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-    url = f"{settings.output_dir}/figgen-{digest}.js"
-    _write_if_changed(output_path / url, text)
-    static_content[url] = StaticLink(url)
+    url = f"{site.settings.output_dir}/figgen-{digest}{source.suffix}"
+    _write_if_changed(site.output_path / url, text)
+    site.static_content[url] = StaticLink(url)
     return "{static}/" + url
 
 
@@ -164,9 +164,10 @@ def with_stylesheet(tag: str, stylesheet: str) -> str:
 
 
 def figure_html(
-    ref: FigureRef, record: Record, where: Published, script: str, lazy: bool, stale: str = ""
+    ref: FigureRef, record: Record, where: Published, lazy: bool, stale: str = ""
 ) -> str:
     """The <figure> that replaces one reference; `stale` says why it is not fresh, if not."""
+    script = where.script
     alt = html.escape(fill(ref.alt, record.fields, ref, "alt text"), quote=True)
     caption = caption_html(ref, record.fields)
     loading = ' loading="lazy"' if lazy else ""

@@ -20,11 +20,11 @@ from typing import Any
 from pelican_figgen import contract
 
 from . import cache, launch, progress, provenance, run, schedule
-from .cache import Expected, Failure, Hashes, Record, Store
+from .cache import Cache, Expected, Failure, Record, Store
 from .discover import Figure
-from .errors import BuildInterrupted, FigureError, SettingsError
+from .errors import BuildInterrupted, SettingsError
 from .launch import WarmServer
-from .pipeline import Outcome
+from .outcome import FigureEnd, RunFailure, RunPhase
 from .run import RunResult, run_figure, script_env, stop_all
 from .settings import FiggenSettings
 
@@ -43,7 +43,7 @@ class Pending:
 
 
 @dataclass(frozen=True)
-class Done:
+class Attempted:
     """How a pending figure ended: a new record, a failure, or found fresh after all."""
 
     record: Record | None
@@ -52,12 +52,11 @@ class Done:
 
 
 @dataclass(frozen=True)
-class Runner:
+class RunContext:
     """What every run of one build shares: settings, cache, warm server, progress, extras."""
 
     settings: FiggenSettings
-    store: Store
-    hashes: Hashes
+    cache: Cache
     force: bool
     server: WarmServer | None
     board: progress.Board
@@ -66,54 +65,47 @@ class Runner:
     retry: bool  # run a figure whose last failure is known (strict builds, forced runs)
 
 
-def bring_up_to_date(
+def run_stale(
     stale: Mapping[str, tuple[Figure, Expected, cache.Verdict]],
     settings: FiggenSettings,
-    articles: Mapping[str, list[str]],
     force: bool,
-    outcome: Outcome,
-    hashes: Hashes,
+    cached: Cache,
     environment: Mapping[str, str],
-) -> None:
-    """Run the stale figures (all of them if force) and note each one's result in `outcome`."""
+) -> RunPhase:
+    """Run the stale figures (all of them if force); return how each one ended."""
     pending = {name: Pending(figure, want, verdict.record, "forced" if force else verdict.reason)
                for name, (figure, want, verdict) in stale.items()}
-    done = _pool(pending, settings, hashes, force, environment, outcome)
-    for name in pending:  # in the figures' order, however the pool ran them
-        end = done[name]
-        if end.result is None and end.record:
-            outcome.take_cached(end.record)
-        elif end.result is not None:
-            _account(outcome, name, end.record, end.result, end.previous,
-                     articles.get(name, []), hashes)
+    done, preloaded = _pool(pending, settings, cached, force, environment)
+    # In the figures' order, however the pool ran them.
+    ends = tuple(_end(cached, name, done[name]) for name in pending)
+    return RunPhase(ends, preloaded)
 
 
 def _pool(
-    pending: Mapping[str, Pending], settings: FiggenSettings, hashes: Hashes,
-    force: bool, environment: Mapping[str, str], outcome: Outcome,
-) -> dict[str, Done]:
+    pending: Mapping[str, Pending], settings: FiggenSettings, cached: Cache,
+    force: bool, environment: Mapping[str, str],
+) -> tuple[dict[str, Attempted], tuple[str, ...]]:
     """Run the pending figures in the pool (GPU ones in their queue), slowest first."""
-    store = outcome.store
     # Strict builds (make site, CI) try every figure; others skip a failure already known,
     # while nothing it read has changed.
     retry = force or settings.on_error == "strict"
     scripts = [job.figure.script for name, job in pending.items()
-               if retry or not _known_failure(store, name, settings, job.want, hashes)]
+               if retry or not cached.known_failure(name, job.want)]
     jobs = [_job(settings, name, job) for name, job in pending.items()]
     # Found only when a figure wants one: nvidia-smi may take seconds to answer.
     gpus = _gpus(settings) if scripts and any(job.gpu for job in jobs) else ()
-    scratch = _scratch(store, list(pending))
+    scratch = _scratch(cached.store, list(pending))
     run.STOPPING.clear()  # a server's earlier build may have been interrupted
     with _intermediates(settings, scratch, force) as shared, \
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
         extra = {contract.INTERMEDIATES: str(shared),
                  contract.ENVIRONMENT: json.dumps(environment, sort_keys=True)}
-        runner = Runner(settings, store, hashes, force, server, board, extra, scratch, retry)
-        outcome.report.preloaded = list(server.ready.get("preloaded", [])) if server else []
+        context = RunContext(settings, cached, force, server, board, extra, scratch, retry)
+        preloaded = tuple(server.ready.get("preloaded", [])) if server else ()
         workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)  # a core per lane
         try:
-            return schedule.run_all(jobs, workers, gpus,
-                                    lambda job, lane, idle: _attempt(runner, job.name,
+            done = schedule.run_all(jobs, workers, gpus,
+                                    lambda job, lane, idle: _attempt(context, job.name,
                                                                      pending[job.name], lane,
                                                                      idle),
                                     _memory(settings))
@@ -121,6 +113,7 @@ def _pool(
             error = BuildInterrupted(stop_all())
             logger.error("%s", error)
             raise error from None
+    return done, preloaded
 
 
 def _scratch(store: Store, names: list[str]) -> Path:
@@ -189,7 +182,7 @@ def _warm_server(
     start = time.perf_counter()
     try:
         server = WarmServer(settings.python, scripts, settings.root, script_env(settings),
-                            scratch / launch.SERVER_LOG)
+                            scratch / contract.SERVER_LOG)
     except launch.ServerGone as err:  # the figures still run, each in its own interpreter
         logger.warning("figgen: %s; each figure starts its own interpreter instead", err)
         yield None
@@ -203,63 +196,49 @@ def _warm_server(
 
 
 def _attempt(
-    runner: Runner, name: str, job: Pending, lane: schedule.Lane, idle: Callable[[bool], None]
-) -> Done:
+    context: RunContext, name: str, job: Pending, lane: schedule.Lane, idle: Callable[[bool], None]
+) -> Attempted:
     """Under the figure's lock: find it fresh after all, or a known failure, or run it."""
-    store, settings, hashes = runner.store, runner.settings, runner.hashes
-    with store.lock(name):  # a concurrent build may be making it: wait, then look again
-        verdict = cache.verdict(store.load(name), settings.root, job.want, store, hashes)
-        if verdict.fresh and verdict.record and not runner.force:
-            return Done(verdict.record, None, verdict.record)
-        known = None if runner.retry else \
-            _known_failure(store, name, settings, job.want, hashes)
+    with context.cache.store.lock(name):  # a concurrent build may be making it: wait, look again
+        verdict = context.cache.verdict(name, job.want)
+        if verdict.fresh and verdict.record and not context.force:
+            return Attempted(verdict.record, None, verdict.record)
+        known = None if context.retry else _known_failure(context.cache, name, job.want)
         if known:
-            return Done(None, known, verdict.record)
+            return Attempted(None, known, verdict.record)
         logger.info("figgen: running %s (%s)", name, job.reason)
-        record, result = _run(runner, job.figure, job.want, verdict.record, lane, idle)
-        return Done(record, result, verdict.record)
+        record, result = _run(context, job, verdict.record, lane, idle)
+        return Attempted(record, result, verdict.record)
 
 
-def _known_failure(
-    store: Store, name: str, settings: FiggenSettings, want: Expected, hashes: Hashes
-) -> RunResult | None:
-    """The last run's failure, when nothing that run read has changed since; else None."""
-    failure = store.load_failure(name)
-    if not failure or not cache.unchanged(failure, settings.root, want, hashes):
+def _known_failure(cached: Cache, name: str, want: Expected) -> RunResult | None:
+    """The last run's failure as a result, when nothing that run read has changed since."""
+    failure = cached.known_failure(name, want)
+    if failure is None:
         return None
     cause = (f"{failure.cause} (in its last run; nothing it reads changed since, so it did "
              "not run again)")
-    return RunResult(False, 0.0, store.path, cause=cause, detail=failure.detail,
+    return RunResult(False, 0.0, cached.store.path, cause=cause, detail=failure.detail,
                      hint=f"`pelican-figgen run --force {name}` retries it")
 
 
-def _account(
-    outcome: Outcome,
-    name: str,
-    record: Record | None,
-    result: RunResult,
-    previous: Record | None,
-    articles: list[str],
-    hashes: Hashes,
-) -> None:
-    """Note a run's result: its record, or its errors and the last good record to show."""
-    if record:
-        outcome.report.ran[name] = record.seconds
-        outcome.report.compute[name] = compute_seconds(result.manifest or {})
-        outcome.records[name] = record
-        outcome.store.clear_failure(name)
-        logger.info("figgen: %s ran in %.1f s", name, record.seconds)
+def _end(cached: Cache, name: str, done: Attempted) -> FigureEnd:
+    """A pending figure's end as the outcome takes it: its record, or its failure."""
+    result = done.result
+    if result is None:  # a concurrent build made it meanwhile
+        return FigureEnd(name, done.record, ran=False)
+    if done.record:
+        cached.store.clear_failure(name)
+        logger.info("figgen: %s ran in %.1f s", name, done.record.seconds)
         for warning in (result.manifest or {}).get("intermediates", {}).get("warnings", []):
             logger.warning("figgen: %s: %s", name, warning)  # it went on, but say so
-        return
-    outcome.report.failed.append(name)
-    outcome.report.causes[name] = result.cause
-    outcome.errors.extend(FigureError(a, name, result.cause, result.detail, result.hint)
-                          for a in articles)
+        return FigureEnd(name, done.record, True, done.record.seconds,
+                         compute_seconds(result.manifest or {}))
     logger.info("figgen: %s failed after %.1f s: %s", name, result.seconds, result.cause)
-    if previous and cache.intact(previous, outcome.store, hashes):
-        outcome.records[name] = previous
-        outcome.stale[name] = f"its last run failed: {result.cause}"
+    # The last good record, shown marked stale, when its image is still there.
+    shown = done.previous if done.previous and cached.intact(done.previous) else None
+    return FigureEnd(name, shown, True, result.seconds,
+                     failure=RunFailure(result.cause, result.detail, result.hint))
 
 
 def compute_seconds(manifest: Mapping[str, Any]) -> float:
@@ -269,36 +248,36 @@ def compute_seconds(manifest: Mapping[str, Any]) -> float:
 
 
 def _run(
-    runner: Runner, figure: Figure, expected: Expected, previous: Record | None,
-    lane: schedule.Lane, idle: Callable[[bool], None],
+    context: RunContext, job: Pending, previous: Record | None, lane: schedule.Lane,
+    idle: Callable[[bool], None],
 ) -> tuple[Record | None, RunResult]:
     """Run one figure in a scratch folder and, on success, cache and record it."""
-    settings, store, hashes = runner.settings, runner.store, runner.hashes
-    before = {rel: hashes(settings.root / rel) for rel in expected.inputs}
+    settings, cached, figure, expected = context.settings, context.cache, job.figure, job.want
+    before = {rel: cached.hash(rel) for rel in expected.inputs}
     # Hash now (Hashes remembers) the modules the last run imported: a module edited while the
     # script runs is then recorded as it was read, and the next build sees the edit.
     for rel in previous.inputs if previous else ():
-        hashes(settings.root / rel)
+        cached.hash(rel)
     prefix = figure.name.replace("/", "-")
-    with tempfile.TemporaryDirectory(dir=runner.scratch, prefix=prefix) as tmp:
+    with tempfile.TemporaryDirectory(dir=context.scratch, prefix=prefix) as tmp:
         result = run_figure(figure, settings, Path(tmp),
-                            _reports(runner.board.for_figure(figure.name), idle),
-                            {**runner.env, **lane.env}, runner.server)
-        runner.board.done(figure.name)
+                            _reports(context.board.for_figure(figure.name), idle),
+                            run.Placement({**context.env, **lane.env}, context.server))
+        context.board.done(figure.name)
         try:
-            record = _record(figure, expected, settings, store, hashes, result, before) \
+            record = _record(Made(figure, expected, result, before), cached) \
                 if result.ok else None
         except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
             record = None
             result = RunResult(False, result.seconds, result.out_dir, f"bad output: {err!r}")
     if record is None:
         read = _inputs((*static_imports(settings, figure.script), *(result.modules or ())),
-                       before, settings, hashes)
+                       before, cached)
         environment = {**(result.distributions or {}), **expected.environment}
-        store.save_failure(Failure(figure.name, result.cause, result.detail, read,
+        cached.store.save_failure(Failure(figure.name, result.cause, result.detail, read,
                                    expected.params, environment))
         return None, result
-    store.save(record)
+    cached.store.save(record)
     return record, result
 
 
@@ -334,36 +313,38 @@ def _reports(
 
 
 def _inputs(
-    modules: Iterable[str], before: dict[str, str | None], settings: FiggenSettings,
-    hashes: Hashes,
+    modules: Iterable[str], before: dict[str, str | None], cached: Cache
 ) -> dict[str, str | None]:
     """Every input a run read, by hash: the files it imported, then its script and data."""
     # A file outside the root is stored absolute: root / an absolute path is that path.
-    return {**{rel: hashes(settings.root / rel) for rel in modules}, **before}
+    return {**{rel: cached.hash(rel) for rel in modules}, **before}
 
 
-def _record(
-    figure: Figure,
-    expected: Expected,
-    settings: FiggenSettings,
-    store: Store,
-    hashes: Hashes,
-    result: RunResult,
-    before: dict[str, str | None],
-) -> Record:
+@dataclass(frozen=True)
+class Made:
+    """A successful run, with what it was expected to match and its inputs' hashes before."""
+
+    figure: Figure
+    expected: Expected
+    result: RunResult
+    before: dict[str, str | None]  # script and data, hashed before it ran
+
+
+def _record(made: Made, cached: Cache) -> Record:
     """Put a successful run's image in the store and describe it as a record."""
+    figure, expected, result = made.figure, made.expected, made.result
     manifest = result.manifest or {}
     saved = manifest[contract.IMAGE]
-    image = store.put(result.out_dir / saved["file"], int(saved["width"]), int(saved["height"]),
-                      int(saved.get("density", 1)))
-    assets = {str(role): store.put_asset(_own_file(result.out_dir, entry["file"]))
+    image = cached.store.put(result.out_dir / saved["file"], int(saved["width"]),
+                             int(saved["height"]), int(saved.get("density", 1)))
+    assets = {str(role): cached.store.put_asset(_own_file(result.out_dir, entry["file"]))
               for role, entry in manifest.get(contract.ASSETS, {}).items()}
-    made = {"device": str(manifest.get("device", "unknown")),
-            **provenance.source_commit(settings.root)}
+    made_by = {"device": str(manifest.get("device", "unknown")),
+               **provenance.source_commit(cached.root)}
     memory = manifest.get("peak_rss_mib")
     return Record(
         name=figure.name,
-        inputs=_inputs(manifest.get(contract.MODULES, []), before, settings, hashes),
+        inputs=_inputs(manifest.get(contract.MODULES, []), made.before, cached),
         params=expected.params,
         # The distributions the run imported, by version, beside Python and the settings'.
         environment={**{str(k): str(v)
@@ -372,7 +353,7 @@ def _record(
         image=image,
         fields=manifest.get("fields", {}),
         seconds=result.seconds,
-        provenance=made,
+        provenance=made_by,
         memory=float(memory) if isinstance(memory, int | float) else None,
         assets=assets,
     )

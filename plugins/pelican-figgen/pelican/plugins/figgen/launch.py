@@ -26,7 +26,6 @@ from pelican_figgen import contract
 from pelican_figgen.contract import PR_SET_PDEATHSIG, prctl
 
 logger = logging.getLogger(__name__)
-SERVER_LOG = "forkserver-stderr.txt"  # in the cache's scratch folder
 READY_TIMEOUT = 600.0  # seconds the server may take to import the shared libraries
 
 

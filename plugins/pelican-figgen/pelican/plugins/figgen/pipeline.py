@@ -8,7 +8,6 @@ a box with its error, and the build succeeds.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -18,10 +17,11 @@ from typing import Any
 from pelican_figgen.dists import normalize
 
 from . import cache, discover, embed
-from .cache import Expected, Hashes, Record, Store
+from .cache import Cache, Expected, Store
 from .discover import Figure, FigureRef
 from .errors import FigureBuildError, FigureError
 from .markdown_ext import FigureReferenceExtension
+from .outcome import Outcome, save_report
 from .settings import FiggenSettings, merge
 
 logger = logging.getLogger(__name__)
@@ -29,36 +29,6 @@ CONTENT_LISTS = (  # every list of content objects Pelican's generators keep
     "articles", "translations", "drafts", "drafts_translations", "hidden_articles",
     "hidden_translations", "pages", "hidden_pages", "draft_pages", "draft_translations",
 )
-
-
-@dataclass
-class Report:
-    """What this build did with each figure; saved as last-build.json in the cache."""
-
-    ran: dict[str, float] = field(default_factory=dict)
-    cached: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    causes: dict[str, str] = field(default_factory=dict)  # failed figure -> why
-    # Seconds each figure that ran spent in its own main(), less waits for another figure's
-    # intermediate: the part of a run that start-up and imports do not explain.
-    compute: dict[str, float] = field(default_factory=dict)
-    preloaded: list[str] = field(default_factory=list)  # what the warm server imported
-
-
-@dataclass
-class Outcome:
-    """The records to embed (fresh, or the last good one), and what happened to each figure."""
-
-    store: Store  # where the records' images are
-    records: dict[str, Record] = field(default_factory=dict)
-    stale: dict[str, str] = field(default_factory=dict)  # shown although stale -> why
-    errors: list[FigureError] = field(default_factory=list)
-    report: Report = field(default_factory=Report)
-
-    def take_cached(self, record: Record) -> None:
-        """Note a figure taken, fresh, from the cache."""
-        self.report.cached.append(record.name)
-        self.records[record.name] = record
 
 
 def add_markdown_extension(pelican: Any) -> None:
@@ -81,11 +51,13 @@ def build_figures(generators: list[Any]) -> None:
     figures = _resolve(refs, settings, errors)
     articles = articles_of(refs.values())
     if settings.mode == "frozen":
-        outcome = thaw(figures, settings, articles)
+        outcome = take_frozen(figures, settings, articles)
     else:
-        outcome = make(figures, settings, articles)
+        outcome = update_figures(figures, settings, articles)
     errors.extend(outcome.errors)
-    _embed(contents, refs, figures, outcome, generators[0], settings, errors)
+    site = embed.Site(settings, Path(generators[0].output_path),
+                      generators[0].context["static_content"])
+    _embed(contents, refs, Embedding(figures, outcome, site), errors)
     save_report(settings, outcome)
     finish(errors, settings)
 
@@ -184,21 +156,21 @@ def expected(
     )
 
 
-def make(
+def update_figures(
     figures: Mapping[str, Figure],
     settings: FiggenSettings,
     articles: Mapping[str, list[str]],
     force: bool = False,
 ) -> Outcome:
     """Bring every figure up to date: reuse its record or run its script (always if force)."""
-    store, hashes = Store(settings.cache_dir), Hashes()
+    cached = Cache(settings.root, Store(settings.cache_dir))
     installed = cache.installed(settings.python, settings.root)
     environment = run_environment(settings, installed)
-    outcome = Outcome(store=store)
+    outcome = Outcome(store=cached.store)
     stale: dict[str, tuple[Figure, Expected, cache.Verdict]] = {}
     for name, figure in figures.items():
         want = expected(figure, settings, environment, installed)
-        verdict = cache.verdict(store.load(name), settings.root, want, store, hashes)
+        verdict = cached.verdict(name, want)
         if verdict.fresh and verdict.record and not force:
             outcome.take_cached(verdict.record)
         else:
@@ -206,8 +178,8 @@ def make(
     if stale:
         from . import execute  # here: a no-op build never imports the run phase (~6 ms)
 
-        execute.bring_up_to_date(stale, settings, articles, force, outcome, hashes,
-                                 environment)
+        outcome.take_run(execute.run_stale(stale, settings, force, cached, environment),
+                         articles)
     return outcome
 
 
@@ -220,29 +192,26 @@ def run_environment(settings: FiggenSettings, installed: Mapping[str, str]) -> d
     return {"python": installed["python"], **extra, "threads": str(settings.threads)}
 
 
-def thaw(
+def take_frozen(
     figures: Mapping[str, Figure], settings: FiggenSettings, articles: Mapping[str, list[str]]
 ) -> Outcome:
     """Frozen mode: take every figure from the freeze and run nothing."""
-    store, hashes = Store(settings.freeze_dir), Hashes()
-    outcome = Outcome(store=store)
+    frozen = Cache(settings.root, Store(settings.freeze_dir))
+    outcome = Outcome(store=frozen.store)
     for name, figure in figures.items():
-        record = store.load(name)
+        record = frozen.store.load(name)
         cause = "" if record else "missing from the frozen cache (frozen builds run no script)"
-        if record and not cache.intact(record, store, hashes):
+        if record and not frozen.intact(record):
             cause = "its frozen image is missing or damaged (frozen builds run no script)"
         if cause:
             hint = (f"`pelican-figgen freeze` where scripts can run writes it into "
                     f"FIGGEN['freeze_dir'] {settings.freeze_dir}")
-            outcome.report.failed.append(name)
-            outcome.report.causes[name] = cause
-            outcome.errors.extend(FigureError(a, name, cause, hint=hint)
-                                  for a in articles.get(name, []))
+            outcome.take_failed(name, cause, (FigureError(a, name, cause, hint=hint)
+                                              for a in articles.get(name, [])))
             continue
         assert record is not None
         # Library versions may differ here (no torch at all): only the sources must match.
-        verdict = cache.verdict(record, settings.root, expected(figure, settings, {}), store,
-                                hashes)
+        verdict = frozen.judge(record, expected(figure, settings, {}))
         if not verdict.fresh:
             outcome.stale[name] = f"it was frozen before {verdict.reason}"
             logger.warning("figgen: frozen figure %s is stale: %s", name, verdict.reason)
@@ -250,29 +219,31 @@ def thaw(
     return outcome
 
 
+@dataclass(frozen=True)
+class Embedding:
+    """What replacing the references needs: the figures, what the build made, the site."""
+
+    figures: Mapping[str, Figure]
+    outcome: Outcome
+    site: embed.Site
+    published: dict[str, embed.Published] = field(default_factory=dict)  # filled on first use
+
+
 def _embed(
-    contents: list[Any],
-    refs: dict[int, list[FigureRef]],
-    figures: dict[str, Figure],
-    outcome: Outcome,
-    generator: Any,
-    settings: FiggenSettings,
+    contents: list[Any], refs: dict[int, list[FigureRef]], into: Embedding,
     errors: list[FigureError],
 ) -> None:
     """Replace each reference marker with its figure's HTML, or with its error box."""
-    published: dict[str, embed.Published] = {}
-    static_content = generator.context["static_content"]
+    settings = into.site.settings
     # A build killed while copying leaves a half image aside, which would be published.
-    cache.drop_orphans(Path(generator.output_path) / settings.output_dir)
-    stylesheet = embed.publish_stylesheet(settings, Path(generator.output_path), static_content) \
-        if any(refs.values()) else ""
+    cache.drop_orphans(into.site.output_path / settings.output_dir)
+    stylesheet = embed.publish_stylesheet(into.site) if any(refs.values()) else ""
     loader = ""
     for content in contents:
         html, scripted = content._content, False
         for index, ref in enumerate(refs.get(id(content), [])):
             try:
-                tag = _figure_tag(ref, index, figures, outcome, published, generator, settings,
-                                  static_content)
+                tag = _figure_tag(ref, index, into)
             except FigureError as err:
                 errors.append(err)
                 tag = None
@@ -282,8 +253,7 @@ def _embed(
             if index == 0:  # the page's first figure brings the plugin's CSS
                 tag = embed.with_stylesheet(tag, stylesheet)
             if not scripted and embed.is_interactive(tag):  # and the first interactive one, JS
-                loader = loader or embed.publish_loader(settings, Path(generator.output_path),
-                                                        static_content)
+                loader = loader or embed.publish_loader(into.site)
                 tag, scripted = embed.with_loader(tag, loader), True
             html = html.replace(ref.marker, tag, 1)
         # Every marker is replaced above; one left (changed by another plugin?) is an error.
@@ -292,57 +262,19 @@ def _embed(
         content._content = html
 
 
-def _figure_tag(
-    ref: FigureRef,
-    index: int,
-    figures: dict[str, Figure],
-    outcome: Outcome,
-    published: dict[str, embed.Published],
-    generator: Any,
-    settings: FiggenSettings,
-    static_content: Any,
-) -> str | None:
+def _figure_tag(ref: FigureRef, index: int, into: Embedding) -> str | None:
     """The <figure> of one reference; None when its figure has no record to show."""
+    outcome = into.outcome
     record = outcome.records.get(ref.name)
     if record is None:
         return None
-    figure = figures[ref.name]
-    if ref.name not in published:
-        published[ref.name] = embed.publish(
-            figure, record, outcome.store, settings, Path(generator.output_path), static_content
-        )
-    script = _rel(figure.script, settings)
+    if ref.name not in into.published:
+        into.published[ref.name] = embed.publish(into.figures[ref.name], record, outcome.store,
+                                                 into.site)
     stale = outcome.stale.get(ref.name, "")
-    return embed.figure_html(ref, record, published[ref.name], script, index > 0, stale)
+    return embed.figure_html(ref, record, into.published[ref.name], index > 0, stale)
 
 
 def _rel(path: Path, settings: FiggenSettings) -> str:
     """A path relative to the project root, as records store it."""
     return path.relative_to(settings.root).as_posix()
-
-
-def save_report(settings: FiggenSettings, outcome: Outcome) -> None:
-    """Log what each figure cost, slowest first, and keep the report beside the cache."""
-    report = outcome.report
-    logger.info(
-        "figgen: %d ran, %d cached, %d failed",
-        len(report.ran), len(report.cached), len(report.failed),
-    )
-    if report.ran or report.failed:  # a no-op build needs no table
-        logger.info("figgen: time per figure, slowest first:\n%s", "\n".join(report_lines(outcome)))
-    cache.write_optional(settings.cache_dir / "last-build.json",
-                         json.dumps(report.__dict__, indent=1), settings.cache_dir)
-
-
-def report_lines(outcome: Outcome) -> list[str]:
-    """One line per figure, slowest first: name, what happened, seconds (cached: last run)."""
-    report, rows = outcome.report, []
-    for name, seconds in report.ran.items():
-        rows.append((seconds, name, "ran"))
-    for name in report.cached:
-        rows.append((outcome.records[name].seconds, name, "cached"))
-    for name in report.failed:
-        rows.append((0.0, name, "FAILED"))
-    width = max((len(name) for _, name, _ in rows), default=0)
-    return [f"  {name:<{width}}  {state:<6} {seconds:7.1f} s"
-            for seconds, name, state in sorted(rows, key=lambda r: (-r[0], r[1]))]

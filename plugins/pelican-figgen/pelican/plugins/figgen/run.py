@@ -30,13 +30,10 @@ TRACEBACK_START = "Traceback (most recent call last):"
 # intermediates a library function goes through, the warm server that forked the script.
 HARNESS = {("pelican_figgen", f"{name}.py")
            for name in ("harness", "intermediates", "forkserver", "reaper", "contract", "png")}
-PROGRESS = ".figgen-progress.jsonl"  # that file, in the run's output folder
 PROGRESS_POLL = 0.1  # seconds between two reads of it
 # What caps the thread pools of torch, OpenMP and the BLAS libraries NumPy may use.
 THREAD_VARIABLES = (contract.THREADS, "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-STDERR = ".figgen-stderr.txt"  # the script's stderr, in its output folder
-REPORT = ".figgen-reaper.json"  # how the script ended, from its supervisor (pelican_figgen.reaper)
 STOP_WAIT = 5.0  # seconds a supervisor may take to kill a run's processes
 STACK_WAIT = 0.5  # seconds a timed-out script has to print its stack before it is killed
 STACK_POLL = 0.02
@@ -44,6 +41,14 @@ FATAL = "Fatal Python error: "  # faulthandler's first line on a crash (segfault
 STACK_HEADER = "(most recent call first):"  # faulthandler's heading of each thread's stack
 Progress = Callable[[Mapping[str, Any]], None]  # called with each progress report of a run
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run goes: what its lane adds to its environment, and the server to fork it from."""
+
+    env: Mapping[str, str]  # the lane's variables (its GPU, say), and the build's extras
+    server: WarmServer | None = None  # None: the script starts its own interpreter
 
 
 @dataclass(frozen=True)
@@ -100,21 +105,19 @@ def run_figure(
     settings: FiggenSettings,
     out_dir: Path,
     progress: Progress | None = None,
-    lane: Mapping[str, str] | None = None,
-    server: WarmServer | None = None,
+    placement: Placement | None = None,
 ) -> RunResult:
     """Run a figure script with a time-out; never raises for anything the script does.
 
-    `lane` adds to the script's environment (its GPU, say); `server`, when given, forks the
-    script from the warm server instead of starting an interpreter. Raises Interrupted
-    when the build is stopped (`stop_all`) meanwhile.
+    Raises Interrupted when the build is stopped (`stop_all`) meanwhile.
     """
+    lane, server = (placement.env, placement.server) if placement else ({}, None)
     out_dir.mkdir(parents=True, exist_ok=True)
     request = Request(
         arguments(figure, settings, out_dir),
-        script_env(settings) | dict(lane or {}) | {contract.PROGRESS: str(out_dir / PROGRESS),
-                                                   contract.RUN: str(out_dir)},
-        settings.root, out_dir / STDERR, out_dir / REPORT,
+        script_env(settings) | dict(lane) | {
+            contract.PROGRESS: str(out_dir / contract.PROGRESS_FILE), contract.RUN: str(out_dir)},
+        settings.root, out_dir / contract.STDERR_FILE, out_dir / contract.REPORT_FILE,
     )
     start = time.perf_counter()
     try:
@@ -128,7 +131,7 @@ def run_figure(
     seconds = time.perf_counter() - start
     if STOPPING.is_set():
         raise Interrupted(figure.name)
-    stderr = read_stderr(out_dir / STDERR)
+    stderr = read_stderr(out_dir / contract.STDERR_FILE)
     if ended.status is None:
         cause = (f"timed out after {figure.timeout:g} s; killed it and {ended.killed} other "
                  "process(es) it started")
@@ -423,8 +426,7 @@ def _own_frames(root: Path, script: Path) -> Callable[[str], bool]:
         path = Path(file)
         if path == script:
             return True
-        inside = path.is_relative_to(root) and "site-packages" not in path.parts
-        return inside and path.parts[-2:] not in HARNESS
+        return contract.project_file(path, root) and path.parts[-2:] not in HARNESS
 
     return keep
 

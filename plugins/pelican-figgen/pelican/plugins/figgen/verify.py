@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import Hashes, Record, Store, intact
+from .cache import Cache, Record, Store
 
 
 @dataclass(frozen=True)
@@ -22,17 +22,18 @@ class Comparison:
         return self.verdict in ("identical", "close")
 
 
-def compare(name: str, frozen: Record, frozen_store: Store, fresh: Record, fresh_store: Store,
-            tolerance: float, hashes: Hashes) -> Comparison:
+def compare(
+    frozen: Record, freeze: Cache, fresh: Record, fresh_store: Store, tolerance: float
+) -> Comparison:
     """Compare a figure's re-run image with its frozen image: by hash, then by pixels."""
-    old, new = frozen.image, fresh.image
-    if not intact(frozen, frozen_store, hashes):
-        where = frozen_store.object_path(old)
+    name, old, new = frozen.name, frozen.image, fresh.image
+    if not freeze.intact(frozen):
+        where = freeze.store.object_path(old)
         return Comparison(name, "damaged", f"its frozen image {where} is missing or damaged; "
                                            "`make freeze` copies it again")
     if old.sha256 == new.sha256:
         return Comparison(name, "identical", "same bytes")
-    distance = image_distance(frozen_store.object_path(old), fresh_store.object_path(new))
+    distance = image_distance(freeze.store.object_path(old), fresh_store.object_path(new))
     if distance is None:
         return Comparison(name, "drifted", "the image size changed")
     detail = f"RMS difference {distance:.4f} of RGBA values in [0, 1]; tolerance {tolerance:g}"
