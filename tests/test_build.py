@@ -72,6 +72,14 @@ def test_build_embeds_every_figure_with_alt_caption_size_and_source(site: Site) 
     assert "{figure}" not in site.html() and "figgen-ref" not in site.html()
 
 
+def test_images_are_palette_pngs_without_alpha(site: Site) -> None:
+    # The tiny site's plots are anti-aliased lines: a 256-colour palette keeps their look.
+    site.build()
+    for fig in figures(site.html()):
+        data = (site.root / "output" / fig["img"]["src"].lstrip("/")).read_bytes()
+        assert data[25] == 3, fig["img"]["src"]  # IHDR colour type 3: palette (6 was RGBA)
+
+
 def test_math_renders_as_mathml(site: Site) -> None:
     site.build()
     assert re.search(r'<math [^>]*display="block"', site.html())

@@ -12,6 +12,7 @@ import argparse
 import faulthandler
 import importlib.abc
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from pelican_figgen import contract
-from pelican_figgen.png import png_size
+from pelican_figgen.png import encode, png_size
 
 T = TypeVar("T")
 
@@ -75,12 +76,17 @@ class Context:
         return project_root() / wanted
 
     def save(self, fig: Any) -> Path:
-        """Save a matplotlib figure as this script's PNG, without metadata that varies."""
+        """Save a matplotlib figure as this script's PNG, as small as ``png.encode`` makes it."""
         if self.image is not None:
             raise RuntimeError(f"{self.name}: a figure script saves exactly one image")
+        from PIL import Image  # here: a script run only to fail need not import Pillow
+
         path = self.out_dir / f"{self.name}.png"
-        # No Software/date chunks: the bytes depend only on the pixels.
-        fig.savefig(path, dpi=PNG_DPI, metadata={"Software": None})
+        rendered = io.BytesIO()
+        fig.savefig(rendered, format="png", dpi=PNG_DPI, metadata={"Software": None})
+        with Image.open(rendered, formats=["PNG"]) as image:
+            # Re-encoded smaller, with no metadata: the bytes depend only on the pixels.
+            path.write_bytes(encode(image))
         width, height = png_size(path)
         self.image = {"file": path.name, "width": width // CSS_SCALE,
                       "height": height // CSS_SCALE, "density": CSS_SCALE}
