@@ -17,7 +17,7 @@ THEME = "theme"
 PLUGIN_PATHS = ["plugins"]
 PLUGINS = ["pelican.plugins.figgen", "tex_mathml"]
 
-# Figures: every key and its default is documented in pelican.plugins.figgen.settings.
+# Figures: every key, its default and what it does: README.md, "Settings".
 # The ImageNet figures use the bundled EfficientNet-Lite0; to use a torchvision model instead
 # (torchvision installed, its weights downloaded once into torch's hub cache), set e.g.
 #     "params": {"imagenet": {"model": "torchvision/inception_v3"}}

@@ -14,74 +14,29 @@ from urllib.parse import urlsplit
 
 from .errors import SettingsError
 
-# Every key a user may set in FIGGEN, with its default and what it means.
+# Every key a user may set in FIGGEN and its default. What each one does, and the rules behind
+# it (what re-runs, the pool, keep-going, the freeze), is written once: README.md, "Settings".
 DEFAULTS: dict[str, Any] = {
-    # Project root: figure scripts and the modules they import live below it.
-    # None: the folder that holds the content folder (Pelican's PATH).
-    "root": None,
-    # Folder of figure scripts, relative to root; `{figure}NAME` runs `<scripts>/NAME.py`.
-    "scripts": "figgen/figures",
-    # Cache of figure results, relative to root; outside OUTPUT_PATH so cleaning it loses nothing.
-    "cache_dir": ".figgen-cache",
-    # Folder inside OUTPUT_PATH where figures and their source pages are written.
-    "output_dir": "figures",
-    # Interpreter that runs the figure scripts.
+    "root": None,  # None: the folder that holds the content folder (Pelican's PATH)
+    "scripts": "figgen/figures",  # relative to root; {figure}NAME runs <scripts>/NAME.py
+    "cache_dir": ".figgen-cache",  # relative to root
+    "output_dir": "figures",  # inside OUTPUT_PATH
     "python": sys.executable,
-    # Seed handed to every script (Python, NumPy and torch are seeded with it).
     "seed": 0,
-    # Figure parameters, {name: {key: value}}, passed to the script as ctx.params. A folder's
-    # name sets them for every figure in it: {"imagenet": {"model": "torchvision/inception_v3"}}.
-    "params": {},
-    # Seconds a script may run before it is killed; a script may declare its own.
-    "timeout": 600,
-    # Distributions whose installed version is part of every figure's cache key, beside
-    # those each figure imported (its run lists them): for one it uses without importing.
-    "versions": (),
-    # Link target for "made by": a URL template with {path}, or None for a page in the site.
-    "source_url": None,
-    # What a failing figure does to the build. "strict": the build exits non-zero once every
-    # other figure was tried, with a summary of each failure. "keep-going": the page still
-    # builds, showing the last good figure marked stale, or a box with the error.
-    # The environment variable FIGGEN_ON_ERROR overrides it (`make serve` sets keep-going).
-    "on_error": "strict",
-    # How many CPU figures run at once: None, the cores this build may use, divided by
-    # `threads`, less one per GPU in use (its figure's host side needs a core). FIGGEN_JOBS
-    # overrides it (1: one after the other).
-    "jobs": None,
-    # Compute threads of each figure (torch, OpenMP, BLAS). Fixed, not "all the cores": a
-    # figure's bytes must not depend on the machine, and torch's reductions split by thread.
-    # Part of every figure's cache key: changing it re-runs every figure. Raise it when a few
-    # slow figures leave cores idle on a many-core machine.
+    "params": {},  # {figure or folder name: {key: value}}
+    "timeout": 600,  # seconds; __figure__ may set a script's own
+    "versions": (),  # distributions added to every key, beside those a run imported
+    "source_url": None,  # a URL template with {path}; None: a page in the site
+    "on_error": "strict",  # or "keep-going"; FIGGEN_ON_ERROR overrides
+    "jobs": None,  # None: the usable cores / threads, less one per GPU; FIGGEN_JOBS overrides
     "threads": 1,
-    # GPUs for the figures that declare `__figure__ = {"gpu": True}`: "auto" (those CUDA can
-    # see: CUDA_VISIBLE_DEVICES, else nvidia-smi), or a list of device ids, or [] for none.
-    # Each GPU runs one figure at a time (its id in CUDA_VISIBLE_DEVICES) beside the CPU pool;
-    # with no GPU they join the CPU pool. Other figures never see a GPU when there is one.
-    "gpus": "auto",
-    # Start the figures from a warm server that imported the libraries two or more of them
-    # share, forked per figure (Linux): interpreter start-up and imports are paid once per
-    # build, not once per figure. False: each figure starts its own interpreter.
-    "preload": True,
-    # MiB the CPU pool's figures may need at once, each counted at its last run's peak resident
-    # memory (an upper bound: pages shared with the warm server count in each), less the
-    # largest GPU figure's per busy GPU lane. A figure starts when a slot is free and it fits
-    # beside the running ones, or when none runs. "auto": what is available when the pool
-    # starts (MemAvailable, within the cgroup's limit); None: no cap, only `jobs`.
-    "memory_mb": "auto",
-    # Size limit of the cached intermediates (pelican_figgen.intermediates) in MiB, or None.
-    # After a build that ran figures, the least recently used ones go until the folder fits;
-    # those this build used stay.
-    "intermediates_max_mb": 2048,
-    # "run": run the scripts whose inputs changed. "frozen": run no script; take every figure
-    # from the freeze (see freeze_dir), and fail when one is missing there. FIGGEN_MODE
-    # overrides it, so CI or a machine without torch can build from the freeze.
-    "mode": "run",
-    # The frozen cache, relative to root: records and images meant to be committed (like
-    # Quarto's _freeze), written by `pelican-figgen freeze`.
-    "freeze_dir": "_freeze",
-    # `verify`: largest root-mean-square difference of RGBA values in [0, 1] between a re-run
-    # image and its frozen one that still counts as "numerically close" (CPU/GPU differences).
-    "verify_tolerance": 0.01,
+    "gpus": "auto",  # or a list of device ids, [] for none
+    "preload": True,  # the warm server
+    "memory_mb": "auto",  # or a whole number of MiB, or None for no cap
+    "intermediates_max_mb": 2048,  # or None for no limit
+    "mode": "run",  # or "frozen"; FIGGEN_MODE overrides
+    "freeze_dir": "_freeze",  # relative to root
+    "verify_tolerance": 0.01,  # largest RMS difference of RGBA values that `verify` calls close
 }
 # Overrides from the environment, by key.
 ENVIRONMENT = {"on_error": "FIGGEN_ON_ERROR", "mode": "FIGGEN_MODE", "jobs": "FIGGEN_JOBS"}
@@ -118,7 +73,7 @@ def merge(user: Mapping[str, Any] | None, content_path: str | Path) -> FiggenSet
     """Check the FIGGEN keys and the environment's overrides; merge them over the defaults."""
     if user is not None and not isinstance(user, Mapping):
         raise SettingsError(f"FIGGEN is {user!r}; expected a dict of settings, such as "
-                            "{'timeout': 600} (every key: pelican.plugins.figgen.settings)")
+                            "{'timeout': 600} (every key: the plugin's README, Settings)")
     user = dict(user or {})
     for key in user:
         if key not in DEFAULTS:
