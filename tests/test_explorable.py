@@ -117,8 +117,10 @@ def test_a_damaged_cached_module_reruns_the_figure(site: Site) -> None:
     assert stored.read_text() == MODULE
 
 
-def test_feeds_leave_the_loader_out(site: Site) -> None:
+def test_feeds_leave_the_loader_and_the_hooks_out(site: Site) -> None:
     explorable_site(site).build(FEED_ALL_ATOM="feeds/all.atom.xml")
     feed = (site.root / "output" / "feeds" / "all.atom.xml").read_text()
-    assert "data-figgen-module" in feed and "data-figgen-js" not in feed
+    # The static figure stays; nothing a feed reader could not run is named.
+    assert "figures/delta-" in feed
+    assert "data-figgen" not in feed
     assert "&lt;script" not in feed and "<script" not in feed

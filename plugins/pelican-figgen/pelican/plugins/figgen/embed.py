@@ -46,6 +46,8 @@ LOADER = Path(__file__).with_name("static") / "figgen.js"
 LOADER_TAG = re.compile(r'\s*<script type="module" src="[^"]*" data-figgen-js></script>')
 # The link to it that the first figure of a page carries; feeds drop it.
 STYLESHEET_LINK = re.compile(r'\s*<link rel="stylesheet" href="[^"]*" data-figgen-css>')
+# An interactive figure's module and data, named beside its image: nothing in a feed runs them.
+INTERACTIVE_ATTRS = re.compile(r' data-figgen-(?:module|data)="[^"]*"')
 LEFTOVER = re.compile(rf"<{MARKER_TAG}\b[^>]*>(?:\s*</{MARKER_TAG}\s*>)?|</{MARKER_TAG}\s*>")
 
 
@@ -374,8 +376,12 @@ def add_srcset_to_feed(context: Mapping[str, Any], feed: Any) -> None:
             if DENSITY_MARK in text or MARKER_TAG in text:
                 text = with_srcset(_guarded(text, item.get("link") or "a feed entry"))
             # Feed readers ignore a page's CSS and scripts; some show a <link> as an error.
-            item[key] = LOADER_TAG.sub("", STYLESHEET_LINK.sub("", text)) if text \
-                else item.get(key)
+            item[key] = _for_feeds(text) if text else item.get(key)
+
+
+def _for_feeds(text: str) -> str:
+    """An entry without the page's stylesheet, its loader and its interactive figures' hooks."""
+    return INTERACTIVE_ATTRS.sub("", LOADER_TAG.sub("", STYLESHEET_LINK.sub("", text)))
 
 
 def _guarded(text: str, where: str) -> str:
