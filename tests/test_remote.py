@@ -183,19 +183,30 @@ def test_an_object_whose_bytes_do_not_match_its_name_is_refused(
     assert images(laptop)["Points from a file"] == good.read_bytes()
 
 
-def test_a_forced_run_does_not_read_and_the_environment_turns_writing_on(
-    filled: tuple[Site, Path, str], tmp_path: Path
-) -> None:
+def test_a_forced_run_does_not_read(filled: tuple[Site, Path, str], tmp_path: Path) -> None:
     ci, folder, url = filled
-    before = _record_of(folder, "alpha").read_text()
+    before = remote_files(folder)
     laptop = clone(ci, tmp_path / "laptop")
     conf = laptop.root / "pelicanconf.py"
     conf.write_text(conf.read_text().replace('FIGGEN = {"scripts": "figs"}',
                                              f'FIGGEN = {{"scripts": "figs", "remote": {url!r}}}'))
-    forced = laptop.figgen("run", "--force", env={"FIGGEN_REMOTE_WRITE": "1"})
+    forced = laptop.figgen("run", "--force")
     assert forced.returncode == 0, forced.stderr
     assert set(laptop.report()["ran"]) == ALL  # nothing made elsewhere is reused
-    assert _record_of(folder, "alpha").read_text() != before  # its own run, signed, sent
+    assert remote_files(folder) == before
+
+
+def test_a_writer_runs_what_is_stale_and_replaces_the_remote_record(
+    filled: tuple[Site, Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ci, folder, url = filled
+    _tamper(_record_of(folder, "alpha"))  # a bad record: the writer's next build replaces it
+    monkeypatch.setenv("FIGGEN_REMOTE_WRITE", "1")  # as CI sets it
+    runner = clone(ci, tmp_path / "ci-again")
+    assert set(build(runner, url)["ran"]) == ALL  # a writer makes what it signs
+    monkeypatch.delenv("FIGGEN_REMOTE_WRITE")
+    laptop = clone(ci, tmp_path / "laptop")
+    assert build(laptop, url)["ran"] == {} and "Alpha is drawn in red" in laptop.html()
 
 
 # --- against a real S3 API: moto's standalone server on localhost --------------------------
@@ -273,12 +284,14 @@ def test_s3_ci_writes_a_clone_reads_and_a_tampered_record_runs_locally(
     assert set(report["ran"]) == {"beta"} and images(other) == images(site)
 
 
+@pytest.mark.parametrize("write", [False, True])  # a laptop reading, CI writing
 def test_an_unreachable_remote_is_a_warning_not_a_failure(
-    site: Site, s3: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    site: Site, s3: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    write: bool,
 ) -> None:
     monkeypatch.setenv("FIGGEN_REMOTE_OPTIONS",
                        json.dumps({"endpoint_url": f"http://127.0.0.1:{_free_port()}"}))
     with caplog.at_level(logging.WARNING, logger="pelican.plugins.figgen.remote"):
-        report = build(site, s3, write=True)
+        report = build(site, s3, write)
     assert set(report["ran"]) == ALL and report["failed"] == []
     assert caplog.text.count("cannot be reached") == 1

@@ -76,8 +76,10 @@ def run_stale(
     pending = {name: Pending(figure, want, verdict.record, "forced" if force else verdict.reason)
                for name, (figure, want, verdict) in stale.items()}
     shared = remote.open_remote(settings)
-    # Forced: nothing made before is reused, not even elsewhere; what runs is still sent.
-    done = _from_remote(shared, pending, cached) if shared and not force else {}
+    # Readers only: a writer (CI) makes what it signs, so a bad record never outlives its next
+    # build; forced, nothing made before is reused.
+    reads = shared is not None and not shared.write and not force
+    done = _from_remote(shared, pending, cached) if reads else {}
     rest = {name: job for name, job in pending.items() if name not in done}
     preloaded: tuple[str, ...] = ()
     if rest:
