@@ -61,6 +61,10 @@ BAD = [  # key, value, what the message must say it accepts
     ("verify_tolerance", -0.1, "a number >= 0"),
     ("verify_tolerance", "0.1", "a number >= 0"),
     ("verify_tolerance", float("nan"), "a number >= 0"),
+    ("remote", "my-bucket/figs", "None or an fsspec URL such as 's3://bucket/prefix'"),
+    ("remote", 3, "None or an fsspec URL"),
+    ("remote", "s3://", "None or an fsspec URL"),
+    ("remote_write", "yes", "True or False"),
 ]
 
 
@@ -68,7 +72,8 @@ BAD = [  # key, value, what the message must say it accepts
 def test_a_wrong_value_names_the_key_the_value_and_what_it_accepts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, value: object, accepts: str
 ) -> None:
-    for variable in ("FIGGEN_ON_ERROR", "FIGGEN_MODE", "FIGGEN_JOBS"):
+    for variable in ("FIGGEN_ON_ERROR", "FIGGEN_MODE", "FIGGEN_JOBS", "FIGGEN_REMOTE",
+                     "FIGGEN_REMOTE_WRITE"):
         monkeypatch.delenv(variable, raising=False)
     with pytest.raises(SettingsError) as err:
         merge({key: value}, tmp_path / "content")
@@ -109,6 +114,8 @@ def test_a_key_that_is_not_a_string_is_an_unknown_key(tmp_path: Path) -> None:
     ("FIGGEN_MODE", "", "one of \\('run', 'frozen'\\)"),
     ("FIGGEN_JOBS", "-2", "a whole number >= 1"),
     ("FIGGEN_JOBS", "two", "a whole number >= 1"),
+    ("FIGGEN_REMOTE_WRITE", "yes", "True or False \\(FIGGEN_REMOTE_WRITE: 1 or 0\\)"),
+    ("FIGGEN_REMOTE", "bucket", "None or an fsspec URL"),
 ])
 def test_a_wrong_environment_override_names_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, accepts: str
@@ -124,6 +131,25 @@ def test_figgen_jobs_is_read_as_a_whole_number(
 ) -> None:
     monkeypatch.setenv("FIGGEN_JOBS", " 3 ")
     assert merge({"jobs": 5}, tmp_path).jobs == 3
+
+
+@pytest.mark.parametrize(("variables", "remote", "write"), [
+    ({}, "s3://b/p", False),
+    ({"FIGGEN_REMOTE_WRITE": "1"}, "s3://b/p", True),
+    ({"FIGGEN_REMOTE_WRITE": "0"}, "s3://b/p", False),
+    ({"FIGGEN_REMOTE": "gs://c/q", "FIGGEN_REMOTE_WRITE": "true"}, "gs://c/q", True),
+    ({"FIGGEN_REMOTE": ""}, None, False),  # a CI secret that is not set: no remote
+])
+def test_the_remote_and_its_writing_come_from_the_settings_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: dict, remote: object, write: bool
+) -> None:
+    for variable in ("FIGGEN_REMOTE", "FIGGEN_REMOTE_WRITE"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in variables.items():
+        monkeypatch.setenv(variable, value)
+    s = merge({"remote": "s3://b/p"}, tmp_path)
+    assert (s.remote, s.remote_write) == (remote, write)
+    assert merge({}, tmp_path).remote == (variables.get("FIGGEN_REMOTE") or None)
 
 
 @pytest.mark.parametrize(("declared", "cause"), [

@@ -100,6 +100,14 @@ class Failure:
     environment: Mapping[str, str]
 
 
+def record_from(raw: dict[str, Any]) -> Record:
+    """A record from its JSON fields (TypeError or KeyError when one is wrong or missing)."""
+    fields = dict(raw)
+    fields["image"] = Image(**fields["image"])
+    fields["assets"] = {k: Asset(**v) for k, v in fields.get("assets", {}).items()}
+    return Record(**fields)
+
+
 @dataclass(frozen=True)
 class Expected:
     """What a figure's record must match, known before running it."""
@@ -164,9 +172,7 @@ class Store:
                 return None
             if raw.pop("sha256") != _digest(raw):
                 raise ValueError("its content does not match its recorded hash")
-            raw["image"] = Image(**raw["image"])
-            raw["assets"] = {k: Asset(**v) for k, v in raw.get("assets", {}).items()}
-            return Record(**raw)
+            return record_from(raw)
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as err:
@@ -388,10 +394,14 @@ class Cache:
         """Decide whether a record still matches its inputs; say why when it does not."""
         if record is None:
             return Verdict(False, "never run", None)
-        changed = _changed(record, self.root, want, self.hashes)
+        changed = self.changed(record, want)
         if changed:
             return Verdict(False, changed, record)
         return self._objects_verdict(record) or Verdict(True, "up to date", record)
+
+    def changed(self, record: Record, want: Expected) -> str:
+        """Which key or input of a record differs from this checkout's, or '' (objects aside)."""
+        return _changed(record, self.root, want, self.hashes)
 
     def known_failure(self, name: str, want: Expected) -> Failure | None:
         """The figure's last failure, when nothing it read or may have read changed since."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from pelican_figgen import contract
 
-from . import cache, launch, progress, provenance, run, schedule
+from . import cache, launch, progress, provenance, remote, run, schedule
 from .cache import Cache, Expected, Failure, Record, Store
 from .discover import Figure
 from .errors import BuildInterrupted, SettingsError
@@ -75,10 +75,45 @@ def run_stale(
     """Run the stale figures (all of them if force); return how each one ended."""
     pending = {name: Pending(figure, want, verdict.record, "forced" if force else verdict.reason)
                for name, (figure, want, verdict) in stale.items()}
-    done, preloaded = _pool(pending, settings, cached, force, environment)
+    shared = remote.open_remote(settings)
+    # Readers only: a writer (CI) makes what it signs, so a bad record never outlives its next
+    # build; forced, nothing made before is reused.
+    reads = shared is not None and not shared.write and not force
+    done = _from_remote(shared, pending, cached) if reads else {}
+    rest = {name: job for name, job in pending.items() if name not in done}
+    preloaded: tuple[str, ...] = ()
+    if rest:
+        ran, preloaded = _pool(rest, settings, cached, force, environment)
+        done |= ran
+        if shared:
+            _publish(shared, cached, rest, ran)
     # In the figures' order, however the pool ran them.
     ends = tuple(_end(cached, name, done[name]) for name in pending)
     return RunPhase(ends, preloaded)
+
+
+def _from_remote(
+    shared: remote.Remote, pending: Mapping[str, Pending], cached: Cache
+) -> dict[str, Attempted]:
+    """The pending figures the remote cache holds for this checkout, each under its lock."""
+    found = {}
+    for name, job in pending.items():
+        with cached.store.lock(name):  # a concurrent build may be making it: look again first
+            verdict = cached.verdict(name, job.want)
+            record = verdict.record if verdict.fresh else shared.fetch(cached, name, job.want)
+        if record:
+            found[name] = Attempted(record, None, verdict.record)
+    return found
+
+
+def _publish(
+    shared: remote.Remote, cached: Cache, pending: Mapping[str, Pending],
+    done: Mapping[str, Attempted],
+) -> None:
+    """Send each figure that ran here and succeeded to the remote cache (when writing is on)."""
+    for name, end in done.items():
+        if end.result is not None and end.record is not None:
+            shared.publish(cached.store, end.record, pending[name].want)
 
 
 def _pool(

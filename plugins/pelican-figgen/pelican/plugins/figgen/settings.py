@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,9 +38,20 @@ DEFAULTS: dict[str, Any] = {
     "mode": "run",  # or "frozen"; FIGGEN_MODE overrides
     "freeze_dir": "_freeze",  # relative to root
     "verify_tolerance": 0.01,  # largest RMS difference of RGBA values that `verify` calls close
+    "remote": None,  # or an fsspec URL (s3://bucket/prefix, file:///shared); FIGGEN_REMOTE too
+    "remote_write": False,  # send what runs here to the remote; FIGGEN_REMOTE_WRITE=1 overrides
 }
 # Overrides from the environment, by key.
-ENVIRONMENT = {"on_error": "FIGGEN_ON_ERROR", "mode": "FIGGEN_MODE", "jobs": "FIGGEN_JOBS"}
+ENVIRONMENT = {"on_error": "FIGGEN_ON_ERROR", "mode": "FIGGEN_MODE", "jobs": "FIGGEN_JOBS",
+               "remote": "FIGGEN_REMOTE", "remote_write": "FIGGEN_REMOTE_WRITE"}
+# How the environment's text reads for a key that is not a string: FIGGEN_JOBS=3 is a whole
+# number, FIGGEN_REMOTE_WRITE=1 is True, FIGGEN_REMOTE= (empty: a CI secret not set) is None.
+FROM_TEXT: dict[str, Callable[[str], Any]] = {
+    "jobs": lambda text: int(text) if text.strip().isdigit() else text,
+    "remote_write": lambda text: {"1": True, "true": True, "0": False, "false": False, "": False}
+    .get(text.strip().lower(), text),
+    "remote": lambda text: text.strip() or None,
+}
 FOLDERS = ("scripts", "cache_dir", "freeze_dir")  # relative to the root
 
 
@@ -66,6 +78,8 @@ class FiggenSettings:
     preload: bool
     intermediates_max_mb: int | None  # None: no limit
     memory_mb: int | Literal["auto"] | None  # "auto": what is free when the pool starts
+    remote: str | None = None  # an fsspec URL
+    remote_write: bool = False
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -100,8 +114,7 @@ def _check(key: str, value: Any, variable: str = "") -> Any:
     A wrong value is a SettingsError naming the key, or the variable, and what it accepts.
     """
     check, accepts = RULES[key]
-    # The environment holds strings: FIGGEN_JOBS=3 is a whole number.
-    given = int(value) if variable and key == "jobs" and value.strip().isdigit() else value
+    given = FROM_TEXT[key](value) if variable and key in FROM_TEXT else value
     try:
         return check(given)
     except (TypeError, ValueError, KeyError, IndexError):  # the last two: a bad {} in source_url
@@ -183,6 +196,12 @@ def _source_url(value: str) -> str:
     return value
 
 
+def _url(value: Any) -> str:
+    """A URL with a protocol fsspec may know (scheme://...)."""
+    _require(isinstance(value, str) and re.fullmatch(r"[a-z][a-z0-9+.-]*://\S+", value) is not None)
+    return value
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     """A rule that accepts one of these strings."""
 
@@ -238,4 +257,7 @@ RULES: dict[str, tuple[Callable[[Any], Any], str]] = {
     "intermediates_max_mb": (_optional(_whole), "a whole number of MiB >= 1, or None (no limit)"),
     "freeze_dir": (_folder, "a folder (str or path), relative to root or absolute"),
     "verify_tolerance": (_tolerance, "a number >= 0 (an RMS difference of RGBA values in [0, 1])"),
+    "remote": (_optional(_url), "None or an fsspec URL such as 's3://bucket/prefix', "
+                                "'gs://bucket/prefix' or 'file:///shared/folder'"),
+    "remote_write": (_bool, "True or False (FIGGEN_REMOTE_WRITE: 1 or 0)"),
 }
