@@ -11,12 +11,15 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from memory import PeakRss
@@ -30,7 +33,12 @@ GOALS = {  # every measure here is better lower
     "restyle_over_cold_opening": 0.3, "restyle_over_cold_fgsm": 0.3,
     "restyle_over_cold_jigsaw": 0.3, "peak_rss_gib": 3.0, "noop_over_plain": 1.15,
     "pgd_step_over_bare_b1": 1.10, "pgd_step_over_bare_b8": 1.10, "clone_over_noop": 3.0,
+    # make serve: seconds from a file written to the served page holding the new bytes.
+    "serve_text_s": 0.15, "serve_caption_s": 0.15, "serve_restyle_fgsm_s": 0.4,
+    "serve_restyle_training_data_s": 0.5,
 }
+SERVE_REPEATS = 5
+ARTICLE_FIGURE = 'id="fig-training_data"'  # how the bench finds the article's page
 IMAGENET = ("opening", "fgsm", "jigsaw")  # figure scripts under figgen/figures/imagenet/
 TOUCHED = "two_dims"  # a quick figure: the build's own overhead weighs most against it
 COPIED = ("content", "figgen", "plugins", "theme", "pelicanconf.py")
@@ -194,22 +202,125 @@ def _rerun(project: Project, name: str, intermediates: bool = True) -> float:
             aside.rename(kept)
 
 
+def serve_edits(project: Project) -> dict[str, Callable[[int], None]]:
+    """The author's four edits: the article's text, a caption, two restyles."""
+    article = next(p for p in (project.root / "content").glob("*.md")
+                   if "{figure}training_data" in p.read_text())
+
+    def text(n: int) -> None:
+        article.write_text(article.read_text() + f"\n\nEdited text {n}.\n")
+
+    def caption(n: int) -> None:
+        article.write_text(re.sub(r'"The training set(?: \(v\d+\))?:',
+                                  f'"The training set (v{n}):', article.read_text(), count=1))
+
+    return {"text": text, "caption": caption,
+            "restyle_fgsm": lambda n: project.edit("imagenet/fgsm"),
+            "restyle_training_data": lambda n: project.edit("training_data")}
+
+
+def serve_loop(project: Project) -> dict:
+    """Edit to served bytes through make serve, beside the same edits through a fresh build."""
+    shutil.copytree(project.root.parent / "cache-pool", project.root / ".figgen-cache",
+                    dirs_exist_ok=True)  # the serve starts from a built site, as an author does
+    port = _free_port()
+    command = [sys.executable, "-m", "pelican.plugins.figgen.serve", "--port", str(port)]
+    print("make serve: four edits to served bytes, then each through a fresh build...", flush=True)
+    server = subprocess.Popen(command, cwd=project.root, env=BUILD_ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results, edits, counter = {}, serve_edits(project), [0]
+    try:
+        page = _article_url(project, port)
+        time.sleep(1)  # the watcher starts
+        for kind, edit in edits.items():
+            times = []
+            for _ in range(SERVE_REPEATS):
+                counter[0] += 1
+                times.append(_edit_to_bytes(page, edit, counter[0]))
+                time.sleep(0.5)  # the build's page written: the next edit is a build of its own
+            results[f"serve_{kind}_s"] = round(statistics.median(times), 3)
+    finally:
+        server.terminate()
+        server.wait()
+    for kind, edit in edits.items():  # the same edits, each followed by `pelican content`
+        times = []
+        for _ in range(SERVE_REPEATS):
+            counter[0] += 1
+            edit(counter[0])
+            times.append(project.build("cache-pool", "out-pool")[0])
+        results[f"fresh_build_{kind}_s"] = round(statistics.median(times), 3)
+    return results
+
+
+def _free_port() -> int:
+    """A TCP port free now on localhost."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fetch(url: str) -> bytes:
+    """A served page, or b'' while the server is not up."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read()
+    except OSError:
+        return b""
+
+
+def _article_url(project: Project, port: int) -> str:
+    """The served URL of the article holding the figures the bench edits, once served."""
+    output = project.root / "output"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        for page in output.glob("*.html"):
+            if page.name != "index.html" and ARTICLE_FIGURE in page.read_text():
+                url = f"http://127.0.0.1:{port}/{page.name}"
+                if _fetch(url):
+                    return url
+        time.sleep(0.2)
+    raise SystemExit("make serve did not serve the article in 10 minutes")
+
+
+def _edit_to_bytes(url: str, edit: Callable[[int], None], n: int) -> float:
+    """Seconds from an edit to the served page differing from what it was before."""
+    before = _fetch(url)
+    start = time.perf_counter()
+    edit(n)
+    while time.perf_counter() - start < 120:
+        now = _fetch(url)
+        if now and now != before:
+            return time.perf_counter() - start
+        time.sleep(0.01)
+    raise SystemExit(f"the served page {url} did not change within 2 minutes of an edit")
+
+
 def main() -> None:
     """Measure, print with goals and the previous run, and save the results."""
     # Untimed: the libraries' files into the page cache, so the first build is not the loser.
     subprocess.run([sys.executable, "-c", "import torch, matplotlib.figure, scipy"], check=True)
+    only_serve = sys.argv[1:] == ["serve"]  # `python bench/bench.py serve`: the author's loop
     with tempfile.TemporaryDirectory() as tmp:
         project = Project(Path(tmp))
-        results = cold_builds(project) | rebuilds(project)
-        results |= fresh_clones(project, results["noop_rebuild_s"]) | restyles(project)
-    print("PGD step against a bare forward and backward pass...", flush=True)
-    from pgd_step import measure  # here: it imports torch, which the build timings must not
+        if only_serve:
+            print("cold build (not timed), for the serve loop...", flush=True)
+            project.build("cache-pool", "out-pool")
+            results = serve_loop(project)
+        else:
+            results = cold_builds(project) | rebuilds(project)
+            results |= fresh_clones(project, results["noop_rebuild_s"]) | restyles(project) \
+                | serve_loop(project)
+    if not only_serve:
+        print("PGD step against a bare forward and backward pass...", flush=True)
+        from pgd_step import measure  # here: it imports torch, which the timings must not
 
-    results |= measure()
+        results |= measure()
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for key, value in results.items():
         print(f"{key:>30}: {value}{_goal(key, value)}{_versus(key, value, previous)}")
-    RESULTS.write_text(json.dumps(results, indent=1))
+    RESULTS.write_text(json.dumps(previous | results if only_serve else results, indent=1))
 
 
 def _goal(key: str, value: object) -> str:

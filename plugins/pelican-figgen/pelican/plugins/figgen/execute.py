@@ -7,6 +7,7 @@ fails is recorded as a failure and shown by the embed phase; the others go on.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import subprocess
@@ -17,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pelican_figgen import contract
+from pelican_figgen import contract, dists
 
-from . import cache, launch, progress, provenance, remote, run, schedule
+from . import cache, discover, launch, progress, provenance, remote, run, schedule
 from .cache import Cache, Expected, Failure, Record, Store
 from .discover import Figure
 from .errors import BuildInterrupted, SettingsError
@@ -206,11 +207,81 @@ def _gpus(settings: FiggenSettings) -> tuple[str, ...]:
     return schedule.detect_gpus() if settings.gpus == "auto" else tuple(settings.gpus)
 
 
+class KeptServer:
+    """A warm server kept across builds (make serve), restarted when what it preloaded changes.
+
+    Its preload list is decided when it starts, from every script in the scripts folder; a
+    later build's script that needs a library it did not preload imports it itself. It
+    restarts when a version of a distribution it preloaded changes, when a file of the
+    pelican_figgen runtime changes (both hashed before each build), or when it died.
+    """
+
+    def __init__(self) -> None:
+        self._server: WarmServer | None = None
+        self._key: str = ""
+        self._tops: tuple[str, ...] = ()
+        self.starts = 0  # how many servers it started, for the log and the tests
+
+    def server(self, settings: FiggenSettings, scratch: Path) -> WarmServer | None:
+        """The running server, started or restarted if needed; None if it cannot start."""
+        key = self._key_of(settings, self._tops)
+        if self._server is not None and (key != self._key or self._server.gone()):
+            logger.info("figgen: restarting the warm server (%s)",
+                        "it died" if self._server.gone() else "a preloaded library or the "
+                        "figure runtime changed")
+            self.close()
+        if self._server is None:
+            self._start(settings, scratch)
+        return self._server
+
+    def _start(self, settings: FiggenSettings, scratch: Path) -> None:
+        """Start a server preloading what the scripts folder's scripts share."""
+        scripts = [settings.scripts / f"{name}.py"
+                   for name in discover.script_names(settings.scripts)]
+        try:
+            server = WarmServer(settings.python, scripts, settings.root, script_env(settings),
+                                scratch / contract.SERVER_LOG)
+        except launch.ServerGone as err:
+            logger.warning("figgen: %s; each figure starts its own interpreter instead", err)
+            return
+        self._server, self.starts = server, self.starts + 1
+        self._tops = tuple(sorted({n.partition(".")[0]
+                                   for n in server.ready.get("preloaded", [])}))
+        self._key = self._key_of(settings, self._tops)
+        logger.info("figgen: warm server %d started, kept across builds (%d libraries "
+                    "preloaded)", self.starts, len(server.ready.get("preloaded", [])))
+
+    @staticmethod
+    def _key_of(settings: FiggenSettings, tops: tuple[str, ...]) -> str:
+        """What the server's state depends on: its interpreter, environment, runtime, versions."""
+        runtime = Path(contract.__file__).parent
+        files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                 for p in sorted(runtime.glob("*.py"))}
+        # Read anew each time (a directory listing): an upgrade while serving must be seen.
+        versions = dists.versions_of(tops) if tops else {}
+        return json.dumps([settings.python, str(settings.root), script_env(settings), files,
+                           versions], sort_keys=True)
+
+    def close(self) -> None:
+        """Stop the server (the figures it ran have ended with their builds)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
+KEEP_WARM: KeptServer | None = None  # set by make serve: one warm server for all its builds
+
+
 @contextlib.contextmanager
 def _warm_server(
     settings: FiggenSettings, scripts: list[Path], scratch: Path
 ) -> Iterator[WarmServer | None]:
     """The build's warm server, when two or more scripts will run; else None."""
+    if KEEP_WARM is not None and settings.preload and scripts and launch.available():
+        # make serve: the server outlives the build (it preloads for every script there is,
+        # so even one restyled figure forks); only the figures' own runs end with the build.
+        yield KEEP_WARM.server(settings, scratch)
+        return
     if not settings.preload or len(scripts) < 2 or not launch.available():
         yield None
         return

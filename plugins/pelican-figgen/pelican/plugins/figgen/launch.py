@@ -185,6 +185,11 @@ class WarmServer:
         except (ValueError, KeyError, TypeError):
             logger.warning("figgen: the warm server said something unexpected: %r", line)
 
+    def gone(self) -> bool:
+        """Whether the server has ended: nothing more can start there."""
+        with self._lock:
+            return self._dead or self._proc.poll() is not None
+
     def log_tail(self) -> str:
         """The end of the server's stderr, to say why it died."""
         with contextlib.suppress(OSError):

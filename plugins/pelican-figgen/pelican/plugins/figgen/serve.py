@@ -1,40 +1,64 @@
 """Preview server: build, serve the output, and rebuild whenever a source of the site changes.
 
-Pelican's own `--autoreload` watches only content, theme and settings; figures also depend on
-`figgen/` and the plugin. Each rebuild runs Pelican in a fresh process, so edits to the plugin
-take effect too, and the figure cache re-runs only the figures whose inputs changed. Builds run
-with on_error "keep-going": a failing figure shows its error on the page, the server stays up.
-Pages are served with a small script that reloads them after each rebuild (it polls this
-server only; nothing is written into output/).
+One long-lived process: each rebuild runs Pelican in-process (settings read anew, as `pelican
+--autoreload` does), and the figures fork from one warm server kept across builds
+(execute.KeptServer). Pelican's own `--autoreload` watches only content, theme and settings;
+figures also depend on `figgen/` and the plugin, so the whole project is watched; an edit of
+the plugin's own code restarts this process (its modules are loaded once). Builds run with
+on_error "keep-going": a failing figure shows its error on the page, the server stays up.
+Served pages get a small script (never written into output/) that listens to this server's
+events (`/__figgen/events`, Server-Sent Events): after a build that changed only figures it
+swaps those `<figure>` elements in place, after any other change it reloads the page.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import json
 import logging
 import os
-import subprocess
+import re
+import signal
 import sys
 import threading
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import watchfiles
 
 logger = logging.getLogger(__name__)
 # Never watched: folders too big to watch that no figure reads (and what builds write, below).
 IGNORED = {".git", "node_modules", "__pycache__"}
-VERSION_PATH = "/__figgen_version"  # the build counter the pages poll
-RELOAD = (
-    "<script>/* figgen serve: reload after a rebuild */(function(){var seen=null;"
-    f'setInterval(function(){{fetch("{VERSION_PATH}",{{cache:"no-store"}})'
-    ".then(function(r){return r.text()}).then(function(v){"
-    "if(seen!==null&&v!==seen)location.reload();seen=v}).catch(function(){})},1000)})();"
-    "</script>"
+EVENTS_PATH = "/__figgen/events"  # Server-Sent Events: one per finished build
+KEEPALIVE = 15.0  # seconds between two comments on an idle event stream (proxies close it)
+FIGURE = re.compile(r'<figure\b[^>]*\bid="(fig-[^"]+)"[^>]*>.*?</figure>', re.S)
+# The page's listener: swap the figures a build changed, reload for anything else. On
+# reconnecting (this process restarted, or the connection dropped) the first event names the
+# build now served: a page that saw another one reloads.
+SCRIPT = (
+    "<script>/* figgen serve: follow rebuilds */(function(){var seen=null;"
+    f'var events=new EventSource("{EVENTS_PATH}");'
+    "function reload(){location.reload()}"
+    "function swap(ids){fetch(location.href,{cache:'no-store'}).then(function(r){"
+    "return r.text()}).then(function(text){"
+    "var doc=new DOMParser().parseFromString(text,'text/html');"
+    "for(var i=0;i<ids.length;i++){var old=document.getElementById(ids[i]),"
+    "now=doc.getElementById(ids[i]);if(!old&&!now)continue;"
+    # A missing figure, or an explorable one (its module enhances it once, on load): reload.
+    "if(!old||!now||now.hasAttribute('data-figgen-module'))return reload();"
+    "if(old.outerHTML!==now.outerHTML)old.replaceWith(document.importNode(now,true))}"
+    "}).catch(reload)}"
+    "events.onmessage=function(m){var e=JSON.parse(m.data);"
+    "if(seen===null||e.hello){if(seen!==null&&e.build!==seen)reload();seen=e.build;return}"
+    "seen=e.build;if(e.figures===null)reload();else if(e.figures.length)swap(e.figures)}"
+    "})();</script>"
 )
-VERSION = [0]  # the number of the last finished build, read by the server threads
 
 
 @dataclass(frozen=True)
@@ -45,6 +69,44 @@ class Site:
     root: Path  # FIGGEN["root"]: the folder watched
     output: Path  # OUTPUT_PATH: served, never watched
     cache: Path  # FIGGEN["cache_dir"]: never watched
+
+
+@dataclass(frozen=True)
+class Build:
+    """A finished build as the pages learn of it."""
+
+    number: int
+    token: str  # this process and build: a page that reconnects knows whether it missed one
+    figures: tuple[str, ...] | None  # the ids of the figures it changed; None: reload
+
+
+class Announcer:
+    """The last finished build, and a way for event streams to wait for the next one."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.last = Build(0, f"{os.getpid()}-{time.time_ns()}-0", ())
+
+    def announce(self, figures: tuple[str, ...] | None) -> Build:
+        """Record a finished build and wake every stream."""
+        with self._changed:
+            number = self.last.number + 1
+            token = f"{self.last.token.rpartition('-')[0]}-{number}"
+            self.last = Build(number, token, figures)
+            self._changed.notify_all()
+            return self.last
+
+    def after(self, number: int, timeout: float) -> Build | None:
+        """The first build after `number` (one that folds any missed: reload), or None."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.last.number > number, timeout)
+            last = self.last
+        if last.number <= number:
+            return None
+        return last if last.number == number + 1 else Build(last.number, last.token, None)
+
+
+BUILDS = Announcer()
 
 
 def read_site(settings: Path) -> Site:
@@ -68,25 +130,76 @@ def watched_paths(root: Path, written: tuple[Path, ...] = ()) -> list[Path]:
     )
 
 
+def pages(output: Path) -> dict[str, str]:
+    """Every HTML page of the output, by its path below it."""
+    found = {}
+    for page in output.rglob("*.html"):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            found[page.relative_to(output).as_posix()] = page.read_text(encoding="utf-8")
+    return found
+
+
+def changed_figures(before: Mapping[str, str], after: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The ids of the figures that differ between two builds' pages; None if anything else does."""
+    if before.keys() != after.keys():
+        return None
+    changed: set[str] = set()
+    for name, old in before.items():
+        new = after[name]
+        if new == old:
+            continue
+        old_figures, new_figures = _figures(old), _figures(new)
+        # The same page once every figure is cut out: only figures changed on it.
+        if FIGURE.sub("", old) != FIGURE.sub("", new) or old_figures.keys() != new_figures.keys():
+            return None
+        changed.update(i for i in new_figures if new_figures[i] != old_figures[i])
+    return tuple(sorted(changed))
+
+
+def _figures(html: str) -> dict[str, str]:
+    """A page's figures by id."""
+    return {match[1]: match[0] for match in FIGURE.finditer(html)}
+
+
 def build(settings: Path) -> bool:
-    """Run one Pelican build (keep-going unless the user said otherwise); True if it worked."""
-    # No content path: Pelican takes PATH from the settings, as the paths served and watched.
-    command = [sys.executable, "-m", "pelican", "-s", str(settings)]
-    env = os.environ | {"FIGGEN_ON_ERROR": os.environ.get("FIGGEN_ON_ERROR", "keep-going")}
-    ok = subprocess.run(command, env=env).returncode == 0
-    if not ok:
-        logger.error("build failed (see above); still serving the last good output")
-    VERSION[0] += 1  # open pages reload, to the new site or the same one
-    return ok
+    """Run one Pelican build in this process; True if it worked."""
+    from pelican.settings import read_settings
+
+    try:
+        # Read anew each build: an edit of the settings file takes effect, as --autoreload does.
+        conf = read_settings(str(settings))
+        cls = conf["PELICAN_CLASS"]
+        if isinstance(cls, str):
+            module, _, name = cls.rpartition(".")
+            cls = getattr(__import__(module, fromlist=[name]), name)
+        cls(conf).run()
+        return True
+    except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or the figures' BuildInterrupted
+        raise KeyboardInterrupt from stop
+    except Exception:  # noqa: BLE001 (any failure of a build: log it, keep serving)
+        logger.exception("build failed; still serving the last good output")
+        return False
+
+
+def rebuild(site: Site, before: dict[str, str]) -> dict[str, str]:
+    """Build, announce what changed on the pages, and return the pages now served."""
+    start = time.perf_counter()
+    build(site.settings)
+    after = pages(site.output)
+    event = BUILDS.announce(changed_figures(before, after))
+    logger.info("figgen serve: build %d in %.2f s (%s)", event.number, time.perf_counter() - start,
+                "reload" if event.figures is None else f"figures {', '.join(event.figures)}"
+                if event.figures else "no page changed")
+    return after
 
 
 class ReloadingHandler(SimpleHTTPRequestHandler):
-    """Serve files, answer the build counter, and add the reload script to every page."""
+    """Serve files, the build events, and add the listening script to every page."""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's API name)
-        """Answer the build counter, an HTML page with the reload script, or a plain file."""
-        if self.path == VERSION_PATH:
-            return self._send(str(VERSION[0]).encode(), "text/plain")
+        """Answer the event stream, an HTML page with the script, or a plain file."""
+        if self.path == EVENTS_PATH:
+            return self._events()
         path = Path(self.translate_path(self.path))
         page = path / "index.html" if path.is_dir() else path
         if page.suffix != ".html" or not page.is_file() or (path.is_dir() and
@@ -94,8 +207,32 @@ class ReloadingHandler(SimpleHTTPRequestHandler):
             return super().do_GET()
         html = page.read_text(encoding="utf-8")
         where = html.rfind("</body>")
-        html = html[:where] + RELOAD + html[where:] if where >= 0 else html + RELOAD
+        html = html[:where] + SCRIPT + html[where:] if where >= 0 else html + SCRIPT
         return self._send(html.encode(), "text/html; charset=utf-8")
+
+    def _events(self) -> None:
+        """Stream one event per finished build, first the one served now, until disconnected."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        last = BUILDS.last
+        with contextlib.suppress(OSError):
+            self._event({"hello": True, "build": last.token})
+            while True:
+                event = BUILDS.after(last.number, KEEPALIVE)
+                if event is None:
+                    self.wfile.write(b": idle\n\n")
+                    self.wfile.flush()
+                    continue
+                last = event
+                self._event({"build": event.token, "number": event.number,
+                             "figures": None if event.figures is None else list(event.figures)})
+
+    def _event(self, data: Mapping[str, Any]) -> None:
+        """Send one Server-Sent Event."""
+        self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
+        self.wfile.flush()
 
     def _send(self, body: bytes, kind: str) -> None:
         """Send a body that no browser may cache."""
@@ -106,6 +243,9 @@ class ReloadingHandler(SimpleHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        """Requests are not logged: the build's lines stay readable."""
+
 
 def serve(output: Path, host: str, port: int) -> ThreadingHTTPServer:
     """Serve the output folder in a background thread."""
@@ -115,26 +255,70 @@ def serve(output: Path, host: str, port: int) -> ThreadingHTTPServer:
     return server
 
 
+def own_code() -> tuple[Path, ...]:
+    """The folders of the plugin's own code, loaded once by this process."""
+    import pelican_figgen
+
+    return (Path(__file__).parent.resolve(), Path(pelican_figgen.__file__).parent.resolve())
+
+
+def edits_own_code(changes: Iterable[str]) -> bool:
+    """Whether a changed file is the plugin's own Python code."""
+    folders = own_code()
+    return any(Path(p).suffix == ".py" and Path(p).resolve().is_relative_to(f)
+               for p in changes for f in folders)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the server as Ctrl-C does: the warm server and running figures stop too."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Build, serve, and rebuild on every change until interrupted."""
+    from . import execute
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("-s", "--settings", type=Path, default=Path("pelicanconf.py"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _stop_on_sigterm()
+    os.environ.setdefault("FIGGEN_ON_ERROR", "keep-going")
     site = read_site(args.settings)
-    build(site.settings)
-    site.output.mkdir(parents=True, exist_ok=True)
-    serve(site.output, args.host, args.port)
-    logger.info("serving %s at http://%s:%d/ ; every edit rebuilds", site.output, args.host,
-                args.port)
+    execute.KEEP_WARM = execute.KeptServer()
+    server = None
     try:
-        for changes in watchfiles.watch(*watched_paths(site.root, (site.output, site.cache))):
-            logger.info("changed: %s", ", ".join(sorted({Path(p).name for _, p in changes})))
-            build(site.settings)
+        served = rebuild(site, {})
+        site.output.mkdir(parents=True, exist_ok=True)
+        server = serve(site.output, args.host, args.port)
+        logger.info("serving %s at http://%s:%d/ ; every edit rebuilds", site.output, args.host,
+                    args.port)
+        watched = watched_paths(site.root, (site.output, site.cache))
+        for changes in watchfiles.watch(*watched, debounce=400, step=10):
+            changed = {p for _, p in changes}
+            logger.info("changed: %s", ", ".join(sorted({Path(p).name for p in changed})))
+            if edits_own_code(changed):
+                _restart(server, execute.KEEP_WARM)
+            served = rebuild(site, served)
     except KeyboardInterrupt:
-        pass
+        logger.info("figgen serve: stopped")
+    finally:
+        execute.KEEP_WARM.close()
+        if server is not None:
+            server.server_close()
+
+
+def _restart(server: ThreadingHTTPServer, kept: Any) -> None:
+    """Start this server anew (the plugin's code changed): same arguments, same process id."""
+    logger.info("figgen serve: the plugin's code changed; restarting")
+    kept.close()
+    server.server_close()  # the new process binds the port again (open pages reconnect)
+    os.execv(sys.executable, [sys.executable, "-m", __spec__.name, *sys.argv[1:]])
 
 
 if __name__ == "__main__":
