@@ -108,6 +108,20 @@ def test_freezing_into_a_read_only_checkout_names_the_setting(site: Site, output
     assert "Traceback" not in log
 
 
+def test_cleaning_a_read_only_cache_names_the_setting_and_what_stays(
+    site: Site, output: Path
+) -> None:
+    site.build()
+    result = site.command(read_only(site.root, [sys.executable, "-m", "pelican.plugins.figgen",
+                                                "clean"]))
+    log = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert f"FIGGEN['cache_dir'] is {site.root.resolve() / '.figgen-cache'}, which could not " \
+        "be emptied" in log
+    assert "Read-only file system" in log and "removed" not in log
+    assert "Traceback" not in log
+
+
 # The same, one function at a time (a file in place of a folder refuses writes, even to root).
 
 def test_an_optional_write_that_fails_warns_once_and_goes_on(

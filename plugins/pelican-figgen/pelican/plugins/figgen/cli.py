@@ -152,12 +152,20 @@ def _finish(errors: list[FigureError]) -> int:
 def cmd_clean(project: Project, args: argparse.Namespace) -> int:
     """Drop the figure cache (not its locks, which a running build may hold)."""
     folder = project.settings.cache_dir
+    failed: list[str] = []
     for entry in folder.iterdir() if folder.is_dir() else ():
-        if entry.is_dir() and not entry.is_symlink():
-            if entry.name != "locks":
-                shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        if entry.name == "locks" and entry.is_dir():
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+        except OSError as err:  # a read-only cache, say: say what stays, and why
+            failed.append(f"{entry} ({err.strerror or err})")
+    if failed:
+        raise SettingsError(f"FIGGEN['cache_dir'] is {folder}, which could not be emptied: "
+                            f"{'; '.join(failed)}")
     print(f"removed {folder}, but its locks (a running build may hold one)")
     return 0
 
