@@ -234,6 +234,8 @@ def test_images_declare_their_density_and_load_lazily_after_the_first(site: Site
     found = figures(site.html())
     assert "loading" not in found[0]["img"]
     assert [f["img"].get("loading") for f in found[1:]] == ["lazy", "lazy"]
+    # The first is fetched early (it may be the page's largest paint), the others as usual.
+    assert [f["img"].get("fetchpriority") for f in found] == ["high", None, None]
     for fig in found:
         assert fig["img"]["srcset"] == fig["img"]["src"] + " 2x"  # the PNG is at twice its size
         assert "data-figgen-density" not in fig["img"]

@@ -8,6 +8,7 @@ Debian's chromium and chromium-driver, as tests/test_browser.py (which skips the
 
 from __future__ import annotations
 
+import base64
 import functools
 import gzip
 import http.server
@@ -36,10 +37,16 @@ PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
 ENHANCED = """
 const done = arguments[arguments.length - 1];
 const wait = () => {
+  // A figure is enhanced once it comes near the viewport: scroll to each in turn.
   const figs = Array.from(document.querySelectorAll("figure[data-figgen-module]"));
-  if (figs.length && figs.every((f) => f.dataset.figgenReady)) {
+  const waiting = figs.find((f) => !f.dataset.figgenReady);
+  if (figs.length && !waiting) {
+    window.scrollTo(0, 0);
     done(figs.map((f) => [f.id, f.dataset.figgenReady]));
-  } else setTimeout(wait, 50);
+  } else {
+    if (waiting) waiting.scrollIntoView();
+    setTimeout(wait, 50);
+  }
 };
 wait();
 """
@@ -250,3 +257,152 @@ def test_module_and_data_fit_in_30_kb_gzipped(explore_site: Site) -> None:
         assert size <= 30 * 1024, (figure, size)
     data = json.loads(asset(explore_site, "attacks", "data").read_text())
     assert data["model"]["activation"] == "sin" and data["steps"] == 40
+
+
+def vote_table(site: Site) -> np.ndarray:
+    """The chaos figure's exported cat votes [256, 256], rows pixel 2, run-length decoded."""
+    votes = json.loads(asset(site, "chaos", "data").read_text())["votes"]
+    runs = base64.b64decode(votes["runs"])
+    counts = np.repeat(np.frombuffer(runs[1::2], np.uint8), np.frombuffer(runs[0::2], np.uint8))
+    return counts.reshape(votes["n"], votes["n"]).astype(int)
+
+
+def test_chaos_counts_are_the_trained_ensembles_at_500_images(
+    browser: object, page: str, explore_site: Site  # noqa: F811
+) -> None:
+    import torch
+
+    from figgen.twopixel.ensemble import train_ensemble
+    from figgen.twopixel.models import cat_probability
+
+    torch.set_num_threads(1)
+    open_page(browser, page)
+    # Whole grey levels (the images there are) and fractions, which the probe rounds to them.
+    points = np.random.default_rng(13).integers(0, 256, size=(500, 2)).astype(float)
+    points[250:] += np.random.default_rng(31).uniform(-0.45, 0.45, size=(250, 2))
+    points = points.clip(0, 255)
+    said = browser.execute_script("""
+        const f = document.getElementById("fig-chaos");
+        return arguments[0].map(([a, b]) => { f.figgen.set(a, b); return f.figgen.state().text; });
+        """, points.tolist())
+    got = np.array([int(re.search(r"; (\d+) of 72 models call it a cat", t).group(1))
+                    for t in said])
+    images = np.rint(points)
+    want = sum((cat_probability(m.model, images) > 0.5).astype(int) for m in train_ensemble())
+    assert (got == want).all(), np.nonzero(got != want)
+    assert ((want > 0) & (want < 72)).sum() >= 20  # the sample reaches where they disagree
+    assert (vote_table(explore_site)[images[:, 1].astype(int), images[:, 0].astype(int)]
+            == want).all()
+
+
+def grey_at(data: dict, box: dict, client: tuple[int, int]) -> np.ndarray:
+    """The grey-level point under a viewport position over the overlay (as explore.js maps it)."""
+    axes = data["axes"]
+    fx, fy = (client[0] - box["left"]) / box["width"], (client[1] - box["top"]) / box["height"]
+    (x0, x1), (y0, y1) = axes["xlim"], axes["ylim"]
+    p1 = x0 + (fx - axes["left"]) / (axes["right"] - axes["left"]) * (x1 - x0)
+    p2 = y0 + (axes["bottom"] - fy) / (axes["bottom"] - axes["top"]) * (y1 - y0)
+    return np.array([min(x1, max(x0, p1)), min(y1, max(y0, p2))])
+
+
+def client_at(data: dict, box: dict, point: np.ndarray) -> tuple[int, int]:
+    """The whole viewport pixel nearest a grey-level point on the overlay."""
+    axes = data["axes"]
+    (x0, x1), (y0, y1) = axes["xlim"], axes["ylim"]
+    fx = axes["left"] + (point[0] - x0) / (x1 - x0) * (axes["right"] - axes["left"])
+    fy = axes["bottom"] - (point[1] - y0) / (y1 - y0) * (axes["bottom"] - axes["top"])
+    return round(box["left"] + fx * box["width"]), round(box["top"] + fy * box["height"])
+
+
+def drag(driver: object, kind: str, start: tuple[int, int], end: tuple[int, int]) -> None:
+    """Press at start, move to end and release there: real pointer input (mouse or touch)."""
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+
+    pointer = PointerInput(interaction.POINTER_TOUCH if kind == "touch" else
+                           interaction.POINTER_MOUSE, kind)
+    actions = ActionBuilder(driver, mouse=pointer)
+    actions.pointer_action.move_to_location(*start).pointer_down()
+    for step in (1, 2, 3):  # through the way, as a hand drags
+        actions.pointer_action.move_to_location(
+            round(start[0] + (end[0] - start[0]) * step / 3),
+            round(start[1] + (end[1] - start[1]) * step / 3))
+    actions.pointer_action.pointer_up()
+    actions.perform()
+
+
+def dragged_readout(driver: object, site: Site, figure: str, target: np.ndarray,
+                    kind: str) -> tuple:
+    """Drag the probe from a training image to near target; the readout and where it dropped."""
+    from selenium.webdriver.common.by import By
+
+    from figgen.twopixel.world import training_set
+
+    element = driver.find_element(By.ID, f"fig-{figure}")
+    svg = element.find_element(By.CSS_SELECTOR, "svg[tabindex]")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", svg)
+    box = driver.execute_script("return arguments[0].getBoundingClientRect().toJSON()", svg)
+    data = json.loads(asset(site, figure, "data").read_text())
+    start = client_at(data, box, training_set()[0][0])
+    end = client_at(data, box, target)
+    drag(driver, kind, start, end)
+    readout = element.find_element(By.CSS_SELECTOR, "[aria-live]").text
+    return readout, grey_at(data, box, end), element
+
+
+@pytest.mark.parametrize("kind", ["mouse", "touch"])
+def test_dragging_the_probe_with_a_real_pointer_reads_the_dropped_point(
+    browser: object, page: str, explore_site: Site, plausible: object, kind: str  # noqa: F811
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from figgen.twopixel.models import cat_probability
+
+    open_page(browser, page, phone=kind == "touch")
+    # Attacks: P(cat) of the build's model where the pointer let go (not where it pressed).
+    middle = np.array([150.0, 150.0])
+    text, point, _ = dragged_readout(browser, explore_site, "attacks", middle, kind)
+    want = 100 * cat_probability(plausible, point[None])[0]
+    said = float(re.search(r"P\(cat\) = ([\d.]+)%", text).group(1))
+    assert abs(said - want) <= 0.05 + 1e-4, (text, point, want)
+    assert f"Probe at ({point[0]:.0f}, {point[1]:.0f})" in text
+    # Chaos: the count of the exported table at the whole grey levels it dropped on.
+    table = vote_table(explore_site)
+    disputed = np.argwhere((table > 10) & (table < 62))  # [k, 2] rows (pixel 2, pixel 1)
+    target = disputed[len(disputed) // 2][::-1].astype(float)
+    text, point, figure = dragged_readout(browser, explore_site, "chaos", target, kind)
+    image = np.rint(point).astype(int)
+    assert f"({image[0]}, {image[1]}), " in text
+    # The probe stands on that image, whole grey levels, not between two.
+    assert browser.execute_script("return arguments[0].figgen.state().p", figure) == image.tolist()
+    assert f"; {table[image[1], image[0]]} of 72 models call it a cat." in text
+    # The arrow keys move it on from there, one grey level a press.
+    figure.find_element(By.CSS_SELECTOR, "svg[tabindex]").send_keys(Keys.ARROW_LEFT,
+                                                                    Keys.ARROW_DOWN)
+    moved = image - 1
+    text = figure.find_element(By.CSS_SELECTOR, "[aria-live]").text
+    assert f"({moved[0]}, {moved[1]}), " in text
+    assert f"; {table[moved[1], moved[0]]} of 72 models call it a cat." in text
+
+
+def test_a_figure_below_the_fold_is_enhanced_only_when_scrolled_to(
+    browser: object, page: str  # noqa: F811
+) -> None:
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 390, "height": 300, "deviceScaleFactor": 1, "mobile": True})
+    browser.get_log("performance")
+    browser.get(page)
+    ready = "return document.getElementById(arguments[0]).dataset.figgenReady || null"
+    wait = """const done = arguments[arguments.length - 1];
+              const f = document.getElementById(arguments[0]);
+              const poll = () => f.dataset.figgenReady ? done(f.dataset.figgenReady)
+                                                       : setTimeout(poll, 50);
+              poll();"""
+    assert browser.execute_async_script(wait, "fig-attacks") == "true"
+    assert browser.execute_script(ready, "fig-chaos") is None
+    urls, _ = requests_and_errors(browser)
+    assert not any("/chaos-" in u and u.endswith(".data.json") for u in urls)
+    browser.execute_script("document.getElementById('fig-chaos').scrollIntoView()")
+    assert browser.execute_async_script(wait, "fig-chaos") == "true"

@@ -3,7 +3,9 @@
 //   axes: where the plot is in the PNG (fractions) and its limits (grey levels);
 //   regions: the true regions (figgen/twopixel/world.py); model: an MLP's layers as
 //   little-endian float32 in base64 (figgen/twopixel/models.py: input / 255, then 2x - 1);
-//   votes: how many of an ensemble's models say cat, per grey level (chaos).
+//   votes: how many of an ensemble's models say cat, at each of the 256 x 256 two-pixel
+//   images (chaos: its 72 models, 152,400 weights, would not fit the 30 KB; the table is
+//   their exact answer at every image the probe can stand on).
 // The maths follows PyTorch's float32 (Math.fround after each operation), so the page's
 // P(cat) and attacks are the build's, not an approximation of them.
 
@@ -200,7 +202,10 @@ export function enhance(figure, data) {
   const model = data.model ? loadModel(data.model) : null;
   const size = [Number(img.getAttribute("width")), Number(img.getAttribute("height"))];
   const id = figure.id || "figgen";
-  const state = { p: data.start ? data.start.slice() : [128, 128], attack: "pgd", eps: data.eps_grey || 24 };
+  // Chaos counts votes per two-pixel image: the probe stands on whole grey levels, the images
+  // its table covers, so the count shown is the ensemble's own at the point drawn.
+  const snap = model ? (p) => p : (p) => p.map(Math.round);
+  const state = { p: snap(data.start ? data.start.slice() : [128, 128]), attack: "pgd", eps: data.eps_grey || 24 };
 
   const frame = el("div", { class: "figgen-explore" });
   frame.style.position = "relative";
@@ -297,7 +302,7 @@ export function enhance(figure, data) {
     const box = svg.getBoundingClientRect();
     const px = ((event.clientX - box.left) / box.width) * size[0];
     const py = ((event.clientY - box.top) / box.height) * size[1];
-    return fromPixels(data.axes, size, px, py);
+    return snap(fromPixels(data.axes, size, px, py));
   }
 
   let dragging = false;
@@ -315,6 +320,6 @@ export function enhance(figure, data) {
     draw();
   });
   // For tests and for other scripts: move the probe, read what the page says.
-  figure.figgen = { set(p1, p2) { state.p = [p1, p2]; draw(); }, state: () => ({ ...state, shown: undefined }), probe };
+  figure.figgen = { set(p1, p2) { state.p = snap([p1, p2]); draw(); }, state: () => ({ ...state, shown: undefined }), probe };
   draw();
 }

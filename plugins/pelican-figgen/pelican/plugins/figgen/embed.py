@@ -172,7 +172,8 @@ def figure_html(
     script = where.script
     alt = html.escape(fill(ref.alt, record.fields, ref, "alt text"), quote=True)
     caption = caption_html(ref, record.fields)
-    loading = ' loading="lazy"' if lazy else ""
+    # The first figure is likely the page's largest paint: fetched first, not after the CSS.
+    loading = ' loading="lazy"' if lazy else ' fetchpriority="high"'
     anchor = _anchor(ref)
     mark = (f'  <p class="figgen-stale-mark">This figure could not be updated; it shows the '
             f"last good version ({html.escape(stale)}).</p>\n") if stale else ""

@@ -32,6 +32,19 @@ async function enhance(figure) {
   }
 }
 
-for (const figure of document.querySelectorAll("figure[data-figgen-module][data-figgen-data]")) {
-  enhance(figure);
+// Each figure is enhanced when it comes near the viewport, not on load: a page's first paint
+// and its main thread owe nothing to the figures below the fold (their modules, data and
+// set-up wait until the reader scrolls towards them).
+const figures = document.querySelectorAll("figure[data-figgen-module][data-figgen-data]");
+if ("IntersectionObserver" in window) {
+  const near = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (!entry.isIntersecting) continue;
+      near.unobserve(entry.target);
+      enhance(entry.target);
+    }
+  }, { rootMargin: "400px 0px" });
+  figures.forEach((figure) => near.observe(figure));
+} else {
+  figures.forEach(enhance);
 }

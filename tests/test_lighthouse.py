@@ -1,0 +1,50 @@
+"""Lighthouse (bench/lighthouse.py's run) on the tiny site's post: accessibility, best practices
+and SEO score 100 and nothing shifts as it loads (CLS 0). Performance is measured by
+`bench/lighthouse.py`, not asserted: it is a simulation that a shared machine makes noisy.
+
+Lighthouse comes from npm into .ci/npm/node_modules (`make checkers`) and runs in Debian's
+Chromium. Without them the test skips, unless FIGGEN_REQUIRE_CHECKERS is set (CI sets it), in
+which case it fails. Nothing is fetched: Chromium resolves no host but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+from conftest import REPO, Site
+
+SPEC = importlib.util.spec_from_file_location("lighthouse", REPO / "bench" / "lighthouse.py")
+lighthouse = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(lighthouse)
+
+
+def need_lighthouse() -> None:
+    """Skip (fail in CI) unless Lighthouse and Chromium are installed."""
+    missing = [str(p) for p in (lighthouse.LIGHTHOUSE, lighthouse.CHROMIUM) if not p.exists()]
+    if missing:
+        message = f"no {' or '.join(missing)}: make checkers; apt-get install chromium"
+        if os.environ.get("FIGGEN_REQUIRE_CHECKERS"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def test_lighthouse_scores_accessibility_best_practices_and_seo_100_without_layout_shift(
+    site: Site,
+) -> None:
+    need_lighthouse()
+    report = site.build()
+    assert report["failed"] == [], report["causes"]
+    with lighthouse.serve(site.root / "output") as base:
+        result = lighthouse.lighthouse(base + "a-tiny-post.html", desktop=False)
+    scores = lighthouse.summary(result)
+    losing = lighthouse.failing(result)
+    assert {k: scores[k] for k in ("accessibility", "best-practices", "seo")} == {
+        "accessibility": 100, "best-practices": 100, "seo": 100}, losing
+    assert scores["cls"] == 0, losing
+    # A real run: the page's figures were there to be audited.
+    for audit in ("image-alt", "unsized-images"):
+        assert result["audits"][audit]["scoreDisplayMode"] != "notApplicable", audit
+        assert result["audits"][audit]["score"] == 1, audit
