@@ -134,24 +134,26 @@ def publish(figure: Figure, record: Record, store: Store, site: Site) -> Publish
     return Published(
         "{static}/" + image_url, source, image.width, image.height, record_link, code,
         image.density, script, _publish_assets(figure, record, store, output_path / image_url),
-        _publish_sources(record, store, output_path / image_url, image_url),
+        _publish_sources(record, store, site, image_url),
     )
 
 
 def _publish_sources(
-    record: Record, store: Store, image: Path, image_url: str
+    record: Record, store: Store, site: Site, image_url: str
 ) -> tuple[Source, ...]:
     """Copy each render's WebP twin beside the image, named by its hash; the <source>s."""
     sources = []
+    folder, _, name = image_url.rpartition("/")
     for role, media in RENDER_MEDIA.items():
         render = record.renders.get(role) if role else record.image
         twin = render.twin() if render is not None else None
         if twin is None:
             continue
-        name = f"{image.name.rsplit('-', 1)[0]}-{twin.sha256[:12]}{twin.suffix}"
-        copy_unless_same(store.object_path(twin), image.with_name(name), twin.sha256)
-        url = "{static}/" + image_url.rsplit("/", 1)[0] + "/" + name
-        sources.append(Source(url, media, render.width, render.height, render.density))
+        url = f"{folder}/{name.rsplit('-', 1)[0]}-{twin.sha256[:12]}{twin.suffix}"
+        copy_unless_same(store.object_path(twin), site.output_path / url, twin.sha256)
+        site.static_content[url] = StaticLink(url)
+        sources.append(Source("{static}/" + url, media, render.width, render.height,
+                              render.density))
     return tuple(sources)
 
 
