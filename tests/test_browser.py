@@ -141,6 +141,9 @@ def screenshot(driver: object, name: str, disclosure: bool = True) -> Path:
     """Save a full-page PNG under test-output/, the first code disclosure open, and say where."""
     if disclosure:
         driver.execute_script("document.querySelector('details.figgen-code').open = true")
+    # Capturing beyond the viewport resizes it for a moment (to 1 x 1 px in headless Chromium),
+    # where each <picture> would take its narrow render and lay it out unloaded: blank boxes.
+    driver.execute_script(KEEP_RENDERS)
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
     shot = driver.execute_cdp_cmd(
@@ -151,6 +154,18 @@ def screenshot(driver: object, name: str, disclosure: bool = True) -> Path:
     path.write_bytes(base64.b64decode(shot["data"]))
     print(f"screenshot: {path}")
     return path
+
+
+# Each <picture> keeps the render it shows now: its other <source>s go, the chosen one's media too.
+KEEP_RENDERS = """
+for (const picture of document.querySelectorAll("picture")) {
+  const shown = picture.querySelector("img").currentSrc;
+  for (const source of picture.querySelectorAll("source")) {
+    const url = new URL(source.srcset.split(" ")[0], document.baseURI).href;
+    if (url === shown) source.removeAttribute("media"); else source.remove();
+  }
+}
+"""
 
 
 def color_scheme(driver: object, scheme: str) -> None:
