@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from conftest import Site
-from pelican_figgen.dark import BACKGROUND, FOREGROUND, dark_colours
+from pelican_figgen.dark import BACKGROUND, FOREGROUND, dark_colours, keep
 from pelican_figgen.harness import Context
 from pelican_figgen.png import webp
 
@@ -88,6 +88,17 @@ def test_colour_mapped_collections_keep_their_colours() -> None:
         assert points.get_facecolor()[0][:3] == pytest.approx(FOREGROUND)
         assert mesh.get_facecolor()[0][:3] == pytest.approx((0, 0, 0))  # black stays black
     assert tuple(points.get_facecolor()[0]) == (0, 0, 0, 1)
+
+
+def test_a_grey_marked_as_data_keeps_its_colour() -> None:
+    fig = Figure()
+    ax = fig.add_subplot()
+    swatch, frame = ax.bar([0, 1], [1, 1], color="0.3")  # two grey bars: the second is chrome
+    keep(swatch)
+    with dark_colours(fig):
+        assert swatch.get_facecolor()[:3] == pytest.approx((0.3, 0.3, 0.3))
+        assert frame.get_facecolor()[:3] != pytest.approx((0.3, 0.3, 0.3))
+    assert frame.get_facecolor()[:3] == pytest.approx((0.3, 0.3, 0.3))
 
 
 def test_each_webp_decodes_to_exactly_its_pngs_pixels(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ The harness saves each figure twice from the same Figure object: as drawn, then 
 ticks, legend frames, grid lines, plain black lines) is mapped by its lightness onto the dark
 page's scale, white to ``BACKGROUND`` and black to ``FOREGROUND``; a colour with a hue (the
 data's), images (photos, heatmaps) and colour-mapped collections (pcolormesh, contourf,
-scatter with ``c=``) are left as they are. The colours are restored on leaving.
+scatter with ``c=``) are left as they are. The colours are restored on leaving. A neutral
+colour that is data (a grey level drawn as a patch) is marked with ``keep(artist)``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ FOREGROUND = (0xE3 / 255, 0xE5 / 255, 0xE8 / 255)
 NEUTRAL = 0.08  # a colour whose channels differ by at most this is a grey (or white, black)
 
 Undo = list[tuple[Callable[[Any], Any], Any]]
+KEEP = "_figgen_keep_colours"  # set on an artist whose colours are data: never recoloured
+
+
+def keep(*artists: Any) -> None:
+    """Leave these artists' colours alone in the dark render (greys that are data)."""
+    for artist in artists:
+        setattr(artist, KEEP, True)
 
 
 def inverted(rgba: Any) -> tuple[float, ...] | None:
@@ -55,6 +63,8 @@ def _recolour(artist: Any, undo: Undo) -> None:
     from matplotlib.patches import Patch
     from matplotlib.text import Text
 
+    if getattr(artist, KEEP, False):
+        return
     if isinstance(artist, Text):
         _swap(artist.get_color, artist.set_color, undo)
         box = artist.get_bbox_patch()
