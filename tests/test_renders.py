@@ -64,6 +64,22 @@ def test_the_dark_render_turns_a_black_on_white_plot_dark(tmp_path: Path) -> Non
     assert fig.axes[0].lines[0].get_color() == "black"
 
 
+def test_the_dark_render_keeps_the_layout_of_the_light_one(tmp_path: Path) -> None:
+    # Constrained layout run again moves the axes: an explorable figure's layer (placed from
+    # the axes after ctx.save) and the dark render must lie where the light render's axes are.
+    where = []
+    for dark in (False, True):
+        fig = Figure(figsize=(3, 2), layout="constrained")
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [0, 1])
+        ax.set_xlabel("a label")
+        (tmp_path / str(dark)).mkdir()
+        save(tmp_path / str(dark), fig, dark=dark)
+        where.append(tuple(ax.get_position().bounds))
+        assert fig.get_layout_engine() is not None  # given back
+    assert where[0] == where[1]
+
+
 def test_the_dark_render_leaves_an_images_pixels_alone(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)

@@ -45,15 +45,26 @@ def inverted(rgba: Any) -> tuple[float, ...] | None:
 
 @contextlib.contextmanager
 def dark_colours(fig: Any) -> Iterator[None]:
-    """Recolour a figure for a dark page while inside the block; restore it on leaving."""
+    """Recolour a figure for a dark page while inside the block; restore it on leaving.
+
+    The figure must have been drawn (saved) once: its layout is kept as that draw left it.
+    """
     undo: Undo = []
+    engine = fig.get_layout_engine()
     try:
+        # A layout engine run again moves the axes a little (constrained layout starts from
+        # its last result): the dark render must lie exactly where the light one does, for
+        # an explorable figure's layer and for the swap between them.
+        if engine is not None:
+            fig.set_layout_engine("none")
         for artist in fig.findobj():
             _recolour(artist, undo)
         yield
     finally:
         for setter, old in reversed(undo):
             setter(old)
+        if engine is not None:
+            fig.set_layout_engine(engine)
 
 
 def _recolour(artist: Any, undo: Undo) -> None:
