@@ -36,7 +36,13 @@ GOALS = {  # every measure here is better lower
     # make serve: seconds from a file written to the served page holding the new bytes.
     "serve_text_s": 0.15, "serve_caption_s": 0.15, "serve_restyle_fgsm_s": 0.4,
     "serve_restyle_training_data_s": 0.5,
+    # What a desktop page in light mode loads of its figures (their main WebPs) over the
+    # 2.16 MB of matplotlib's own PNGs before issue 13.
+    "light_page_images_over_before": 0.55,
 }
+IMAGES_BEFORE_MB = 2.16
+# A <picture>'s <source> for any screen: the main render's WebP, what a light desktop loads.
+MAIN_SOURCE = re.compile(r'<source type="image/webp" srcset="([^" ]+)[^"]*" width=')
 SERVE_REPEATS = 5
 ARTICLE_FIGURE = 'id="fig-training_data"'  # how the bench finds the article's page
 IMAGENET = ("opening", "fgsm", "jigsaw")  # figure scripts under figgen/figures/imagenet/
@@ -128,7 +134,17 @@ def cold_builds(project: Project) -> dict:
         "peak_rss_gib": round(peak / 2**30, 3),
         "pool_same_bytes_as_serial": same_images(root / "out-pool", root / "out-serial")
         and same_images(root / "out-pool", root / "out-direct"),
+        **page_images(root / "out-pool"),
     }
+
+
+def page_images(output: Path) -> dict:
+    """The MB of figures the article's page loads on a desktop in light mode, and the ratio."""
+    page = next(p for p in output.glob("*.html") if ARTICLE_FIGURE in p.read_text())
+    urls = MAIN_SOURCE.findall(page.read_text())
+    mb = sum((output / url.lstrip("/")).stat().st_size for url in urls) / 1e6
+    return {"light_page_images_mb": round(mb, 3),
+            "light_page_images_over_before": round(mb / IMAGES_BEFORE_MB, 3)}
 
 
 def _startup(report: dict) -> float:

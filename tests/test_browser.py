@@ -48,15 +48,30 @@ const pending = Array.from(document.images).filter((img) => !img.complete).lengt
     try { await img.decode(); } catch (e) {}
   }
   window.scrollTo(0, 0);
-  done({pending, images: Array.from(document.images, (img) => ({
-    src: img.getAttribute("src"), srcset: img.getAttribute("srcset"),
-    shown: img.currentSrc === img.src, complete: img.complete,
-    natural: [img.naturalWidth, img.naturalHeight],
-    attrs: [Number(img.getAttribute("width")), Number(img.getAttribute("height"))],
-    box: img.getBoundingClientRect().width, drawn: parseFloat(getComputedStyle(img).width),
-  }))});
+  done({pending, images: Array.from(document.images, (img) => {
+    const want = chosen(img);
+    const src = want.getAttribute(want === img ? "src" : "srcset").split(" ")[0];
+    return {
+      src, srcset: want.getAttribute("srcset"), media: want.getAttribute("media") || "",
+      shown: img.currentSrc === new URL(src, document.baseURI).href,
+      complete: img.complete, natural: [img.naturalWidth, img.naturalHeight],
+      attrs: [Number(want.getAttribute("width")), Number(want.getAttribute("height"))],
+      box: img.getBoundingClientRect().width, drawn: parseFloat(getComputedStyle(img).width),
+    };
+  })});
 })();
+// The render a browser must take: the first <source> of its <picture> whose media match
+// (the page's dark, narrow renders), else the <img> itself.
+function chosen(img) {
+  const picture = img.parentElement.tagName === "PICTURE" ? img.parentElement : null;
+  for (const source of picture ? picture.querySelectorAll("source") : []) {
+    if (!source.media || matchMedia(source.media).matches) return source;
+  }
+  return img;
+}
 """
+# The narrow renders' labels are 10-point text at 200 dpi, drawn at half its pixels: 13.9 CSS px.
+NARROW_LABEL_PX = 10 / 72 * 200 / 2
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -126,6 +141,9 @@ def screenshot(driver: object, name: str, disclosure: bool = True) -> Path:
     """Save a full-page PNG under test-output/, the first code disclosure open, and say where."""
     if disclosure:
         driver.execute_script("document.querySelector('details.figgen-code').open = true")
+    # Capturing beyond the viewport resizes it for a moment (to 1 x 1 px in headless Chromium),
+    # where each <picture> would take its narrow render and lay it out unloaded: blank boxes.
+    driver.execute_script(KEEP_RENDERS)
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
     shot = driver.execute_cdp_cmd(
@@ -136,6 +154,18 @@ def screenshot(driver: object, name: str, disclosure: bool = True) -> Path:
     path.write_bytes(base64.b64decode(shot["data"]))
     print(f"screenshot: {path}")
     return path
+
+
+# Each <picture> keeps the render it shows now: its other <source>s go, the chosen one's media too.
+KEEP_RENDERS = """
+for (const picture of document.querySelectorAll("picture")) {
+  const shown = picture.querySelector("img").currentSrc;
+  for (const source of picture.querySelectorAll("source")) {
+    const url = new URL(source.srcset.split(" ")[0], document.baseURI).href;
+    if (url === shown) source.removeAttribute("media"); else source.remove();
+  }
+}
+"""
 
 
 def color_scheme(driver: object, scheme: str) -> None:
@@ -207,16 +237,21 @@ def test_show_the_code_opens_the_highlighted_script(browser: object, server: str
     assert "def main(ctx" in opened["text"] and opened["keyword"] != opened["plain"]
 
 
-def test_dark_mode_follows_the_system_and_figures_stay_on_a_light_card(
+def test_dark_mode_follows_the_system_and_figures_take_their_dark_render(
     browser: object, server: str
 ) -> None:
     visit(browser, f"{server}/{ARTICLE}")
     light = luminance(browser, "body"), luminance(browser, ".highlight")
     color_scheme(browser, "dark")
     try:
+        images = visit(browser, f"{server}/{ARTICLE}")["images"]
         assert luminance(browser, "body") < 0.2 < 0.8 < light[0]
         assert luminance(browser, "body", "color") > 0.8  # light text on the dark page
-        assert luminance(browser, "figure.figgen img") > 0.95  # white PNGs keep a white card
+        # Each figure shows its dark render (a WebP), on a card of the page's own colour.
+        assert len(images) == len(NAMES) and all(
+            img["shown"] and img["media"] == "(prefers-color-scheme: dark)"
+            and img["src"].endswith(".webp") and min(img["natural"]) > 0 for img in images)
+        assert luminance(browser, "figure.figgen img") == luminance(browser, "body")
         assert luminance(browser, ".highlight") < 0.3 < light[1]  # code follows the scheme
         screenshot(browser, "article-dark.png")
     finally:
@@ -238,6 +273,10 @@ def test_phone_layout_fits_the_screen(browser: object, server: str, scheme: str)
         assert all(0 < img["box"] <= PHONE["width"] for img in images)
         # A 2x screen takes the srcset's 2x candidate: its natural size is then its CSS size.
         assert all(img["shown"] and img["natural"] == img["attrs"] for img in images), images
+        # The ImageNet figures take their narrow render: their labels stay 12 CSS px or more.
+        narrow = [img for img in images if "max-width" in img["media"]]
+        assert len(narrow) == 4 and all(img["src"].endswith(".webp") for img in narrow)
+        assert all(NARROW_LABEL_PX * img["drawn"] / img["attrs"][0] >= 12 for img in narrow)
         font = browser.execute_script("return parseFloat(getComputedStyle(document.body).fontSize)")
         assert font >= 16  # readable without zooming
         screenshot(browser, f"article-phone-{scheme}.png")

@@ -4,6 +4,7 @@ from matplotlib.patches import Rectangle
 
 from figgen.twopixel import plot
 from figgen.twopixel.world import CAT, training_set
+from pelican_figgen import dark
 from pelican_figgen.harness import Context, run
 
 
@@ -20,7 +21,8 @@ def main(ctx: Context) -> None:
     inset = ax.inset_axes((0.62, 0.08, 0.32, 0.16))
     for i, value in enumerate((p1, p2)):
         grey = str(value / 255)
-        inset.add_patch(Rectangle((i, 0), 1, 1, fc=grey, ec="black", lw=0.8))
+        # Its grey is the pixel's value: the dark render keeps it (and its outline).
+        dark.keep(inset.add_patch(Rectangle((i, 0), 1, 1, fc=grey, ec="black", lw=0.8)))
         inset.text(i + 0.5, -0.25, f"pixel {i + 1}", ha="center", va="top", fontsize=plot.FONT - 1)
     inset.set_xlim(-0.05, 2.05)
     inset.set_ylim(-0.6, 1.05)

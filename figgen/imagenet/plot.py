@@ -16,6 +16,10 @@ from figgen.imagenet.classes import Prediction
 FONT = 10  # points; a 720-pixel-wide row shrinks to about half on a phone
 PANEL = 2.3  # inches per image panel; the harness saves at 200 dpi
 GAP = 0.7  # inches for an operator ("+ 0.016 ×", "=") between two panels
+# The narrow render for phones: 3 inches are 300 CSS px (200 dpi at 2x), drawn at its own size
+# on a 360-px screen, so a FONT-point label stays 14 CSS px tall.
+NARROW = 3.0
+LABEL = 0.55  # inches under an image panel of the narrow render for its two-line label
 BAR = "#0072B2"  # Okabe-Ito blue, as in the two-pixel figures
 
 
@@ -26,6 +30,18 @@ def row(kinds: str, panel: float = PANEL) -> tuple[Figure, list[Axes]]:
     axes = fig.subplots(1, len(kinds), gridspec_kw={"width_ratios": widths})
     for ax in axes:
         # No ticks and no frame, but an x label: constrained layout makes room for it.
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.spines[:].set_visible(False)
+    return fig, list(axes)
+
+
+def column(kinds: str, width: float = NARROW) -> tuple[Figure, list[Axes]]:
+    """The narrow render of row(kinds): the same panels stacked, for a phone's width."""
+    heights = [width + LABEL if k == "i" else GAP * 0.6 for k in kinds]
+    fig = Figure(figsize=(width, sum(heights)), layout="constrained")
+    axes = fig.subplots(len(kinds), 1, gridspec_kw={"height_ratios": heights})
+    for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.spines[:].set_visible(False)
@@ -57,6 +73,16 @@ def photo_and_bars(panel: float = PANEL) -> tuple[Figure, Axes, Axes]:
     """A figure of an image panel beside a wider panel for a horizontal bar chart."""
     fig = Figure(figsize=(panel * 2.6, panel), layout="constrained")
     photo, chart = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    photo.set_xticks([])
+    photo.set_yticks([])
+    photo.spines[:].set_visible(False)
+    return fig, photo, chart
+
+
+def photo_over_bars(width: float = NARROW) -> tuple[Figure, Axes, Axes]:
+    """The narrow render of photo_and_bars(): the image panel above the bar chart."""
+    fig = Figure(figsize=(width, width * 1.75), layout="constrained")
+    photo, chart = fig.subplots(2, 1, gridspec_kw={"height_ratios": [1, 0.75]})
     photo.set_xticks([])
     photo.set_yticks([])
     photo.spines[:].set_visible(False)

@@ -209,8 +209,10 @@ export function enhance(figure, data) {
 
   const frame = el("div", { class: "figgen-explore" });
   frame.style.position = "relative";
-  img.replaceWith(frame);
-  frame.append(img);
+  // The whole <picture>, when there is one: an <img> taken out of it loses its dark render.
+  const picture = img.parentElement.tagName === "PICTURE" ? img.parentElement : img;
+  picture.replaceWith(frame);
+  frame.append(picture);
   img.style.display = "block";
   const svg = el("svg", {
     viewBox: `0 0 ${size[0]} ${size[1]}`, preserveAspectRatio: "none", tabindex: 0, role: "application",

@@ -16,15 +16,17 @@ def main(ctx: Context) -> None:
     eps_255 = ctx.params.get("eps_255", EPS_255)
     out = targeted_pgd(ctx.params.get("model"), PHOTO, TARGET, eps_255, ALPHA_255, STEPS)
     fig, axes = plot.row("iii")
-    plot.show(axes[0], out.natural, "natural: " + plot.label(out.clean))
-    plot.show(axes[1], out.attacked, "attacked: " + plot.label(out.adversarial))
+    narrow, column = plot.column("iii")  # the same panels stacked, for phones
     change = plot.magnified(out.attacked - out.natural, out.eps)  # [S, S, 3]
-    plot.show(axes[2], change, f"the change, × {0.5 / out.eps:.0f}")
+    for panels in (axes, column):
+        plot.show(panels[0], out.natural, "natural: " + plot.label(out.clean))
+        plot.show(panels[1], out.attacked, "attacked: " + plot.label(out.adversarial))
+        plot.show(panels[2], change, f"the change, × {0.5 / out.eps:.0f}")
     ctx.fields.update(
         out.fields, steps=STEPS, alpha_255=ALPHA_255, target=TARGET, clean=str(out.clean),
         attacked=str(out.adversarial),
     )
-    ctx.save(fig)
+    ctx.save(fig, narrow=narrow)
 
 
 if __name__ == "__main__":

@@ -15,16 +15,18 @@ def main(ctx: Context) -> None:
     out = fgsm_step(ctx.params.get("model"), PHOTO, ctx.params.get("eps_255", EPS_255))
     noisy = out.seen_sign
     fig, axes = plot.row("ioioi")
-    plot.show(axes[0], out.natural, plot.label(out.clean))
-    plot.operator(axes[1], f"+ {out.eps:.3f} ×")
-    plot.show(axes[2], out.sign, f"sign(∇ loss)\n{noisy.name}, {noisy.confidence:.1%}")
-    plot.operator(axes[3], "=")
-    plot.show(axes[4], out.attacked, plot.label(out.adversarial))
+    narrow, column = plot.column("ioioi")  # the same panels stacked, for phones
+    for panels in (axes, column):
+        plot.show(panels[0], out.natural, plot.label(out.clean))
+        plot.operator(panels[1], f"+ {out.eps:.3f} ×")
+        plot.show(panels[2], out.sign, f"sign(∇ loss)\n{noisy.name}, {noisy.confidence:.1%}")
+        plot.operator(panels[3], "=")
+        plot.show(panels[4], out.attacked, plot.label(out.adversarial))
     ctx.fields.update(
         out.fields, eps=f"{out.eps:.3f}", clean=str(out.clean), noise=str(noisy),
         attacked=str(out.adversarial),
     )
-    ctx.save(fig)
+    ctx.save(fig, narrow=narrow)
 
 
 if __name__ == "__main__":

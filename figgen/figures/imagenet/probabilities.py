@@ -13,16 +13,19 @@ TOP = 5  # bars drawn
 def main(ctx: Context) -> None:
     """Classify the photo; draw it beside its top classes as labelled horizontal bars."""
     out = top_classes(ctx.params.get("model"), PHOTO, TOP)
-    fig, photo, chart = plot.photo_and_bars()
     size, classes = out.fields["size"], out.fields["classes"]
-    plot.show(photo, out.photo, f"{size} × {size} pixels")
-    plot.bars(chart, out.names, out.probabilities)
-    chart.set_xlabel(f"probability (the top {TOP} of {classes:,} classes)", fontsize=plot.FONT)
+    fig, photo, chart = plot.photo_and_bars()
+    narrow, *narrow_panels = plot.photo_over_bars()  # the photo above its bars, for phones
+    for image, bars, space in ((photo, chart, " "), (*narrow_panels, "\n")):  # narrow: 2 lines
+        plot.show(image, out.photo, f"{size} × {size} pixels")
+        plot.bars(bars, out.names, out.probabilities)
+        label = f"probability{space}(the top {TOP} of {classes:,} classes)"
+        bars.set_xlabel(label, fontsize=plot.FONT)
     ctx.fields.update(
         out.fields, top=str(out.names[0]), p_top=float(out.probabilities[0]),
         p_shown=float(out.probabilities.sum()),
     )
-    ctx.save(fig)
+    ctx.save(fig, narrow=narrow)
 
 
 if __name__ == "__main__":

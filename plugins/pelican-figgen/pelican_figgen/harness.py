@@ -9,6 +9,7 @@ project modules the script imported, on which device it ran and its peak memory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import importlib.abc
 import importlib.util
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from pelican_figgen import contract
-from pelican_figgen.png import encode, png_size
+from pelican_figgen.png import encode, png_size, webp
 
 T = TypeVar("T")
 
@@ -59,6 +60,8 @@ class Context:
     image: dict[str, Any] | None = None  # the one image it saved: file, CSS size, density
     declared: tuple[str, ...] = ()  # the data files of its __figure__["data"]
     assets: dict[str, dict[str, Any]] = field(default_factory=dict)  # files beside the image
+    # Other renders of the same run by role ("dark", "narrow", "narrow-dark"), as image is.
+    renders: dict[str, dict[str, Any]] = field(default_factory=dict)
     folder: Path = Path(".")  # the script's folder: where its interactive module is found
 
     def data(self, name: str) -> Path:
@@ -75,22 +78,45 @@ class Context:
             )
         return project_root() / wanted
 
-    def save(self, fig: Any) -> Path:
-        """Save a matplotlib figure as this script's PNG, as small as ``png.encode`` makes it."""
+    def save(self, fig: Any, narrow: Any = None, dark: bool = True) -> Path:
+        """Save a figure as this script's image, with its dark and (given) narrow renders.
+
+        The main render is the figure as drawn; unless ``dark`` is False, the same Figure is
+        saved again recoloured for a dark page (``pelican_figgen.dark``). ``narrow`` is a
+        second Figure drawn by the script from the same data for phones (its dark render too).
+        Each render is a PNG, as small as ``png.encode`` makes it, and its lossless WebP twin.
+        """
         if self.image is not None:
             raise RuntimeError(f"{self.name}: a figure script saves exactly one image")
+        path = self.out_dir / f"{self.name}.png"
+        self.image = self._render(fig, "", dark=False)
+        figures = {"": fig, "narrow": narrow} if narrow is not None else {"": fig}
+        for role, figure in figures.items():
+            if role:
+                self.renders[role] = self._render(figure, role, dark=False)
+            if dark:
+                shade = f"{role}-dark" if role else "dark"
+                self.renders[shade] = self._render(figure, shade, dark=True)
+        return path
+
+    def _render(self, fig: Any, role: str, dark: bool) -> dict[str, Any]:
+        """Save one render of a figure (PNG and WebP); its manifest entry."""
         from PIL import Image  # here: a script run only to fail need not import Pillow
 
-        path = self.out_dir / f"{self.name}.png"
+        from pelican_figgen.dark import dark_colours
+
+        stem = f"{self.name}.{role}" if role else self.name
         rendered = io.BytesIO()
-        fig.savefig(rendered, format="png", dpi=PNG_DPI, metadata={"Software": None})
+        with dark_colours(fig) if dark else contextlib.nullcontext():
+            fig.savefig(rendered, format="png", dpi=PNG_DPI, metadata={"Software": None})
         with Image.open(rendered, formats=["PNG"]) as image:
             # Re-encoded smaller, with no metadata: the bytes depend only on the pixels.
-            path.write_bytes(encode(image))
-        width, height = png_size(path)
-        self.image = {"file": path.name, "width": width // CSS_SCALE,
-                      "height": height // CSS_SCALE, "density": CSS_SCALE}
-        return path
+            encoded = encode(image)
+        (self.out_dir / f"{stem}.png").write_bytes(encoded)
+        (self.out_dir / f"{stem}.webp").write_bytes(webp(encoded))
+        width, height = png_size(self.out_dir / f"{stem}.png")
+        return {"file": f"{stem}.png", "webp": f"{stem}.webp", "width": width // CSS_SCALE,
+                "height": height // CSS_SCALE, "density": CSS_SCALE}
 
     def save_interactive(
         self, fig: Any, data: dict[str, Any], module: str | Path, ax: Any = None
@@ -433,6 +459,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
         manifest = {
             contract.IMAGE: ctx.image,
             contract.ASSETS: ctx.assets,
+            contract.RENDERS: ctx.renders,
             "fields": ctx.fields,
             **imported(root, script),
             "seconds": round(seconds, 3),

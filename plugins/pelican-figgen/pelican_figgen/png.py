@@ -72,6 +72,28 @@ def encode(image: Any) -> bytes:
     return _png(image, compress_level=RGB_LEVEL)
 
 
+# Lossless WebP, every option explicit: the same pixels give the same bytes. Effort 4 of 6:
+# method 6 spared about 1 % more for three times the time on the photos.
+WEBP_OPTIONS = {"lossless": True, "quality": 100, "method": 4, "exact": True}
+
+
+def webp(png: bytes) -> bytes:
+    """A PNG's pixels, exactly, as a lossless WebP (fewer bytes, for browsers that read it)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png), formats=["PNG"]) as image:
+        # Decoded from the PNG as written: a lossy palette's pixels, not the render's.
+        pixels = image.convert("RGBA" if _has_alpha(image) else "RGB")
+    out = io.BytesIO()
+    pixels.save(out, format="WEBP", **WEBP_OPTIONS)
+    return out.getvalue()
+
+
+def _has_alpha(image: Any) -> bool:
+    """Whether a decoded PNG has an alpha channel or a transparent palette entry."""
+    return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+
+
 def exact_palette(image: Any) -> Any:
     """An RGB image of at most 256 colours as a palette image with exactly its pixels."""
     import numpy as np

@@ -37,7 +37,7 @@ from pelican_figgen.contract import (
 
 logger = logging.getLogger(__name__)
 _UNWRITABLE: set[Path] = set()  # cache folders a build could not write in, warned about once
-FORMAT = 5  # bump when the record layout changes: old records then read as "never run"
+FORMAT = 6  # bump when the record layout changes: old records then read as "never run"
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,11 @@ class Image:
     width: int  # CSS pixels
     height: int
     density: int = 1  # image pixels per CSS pixel, as the harness saved it
+    webp: str = ""  # sha256 of its lossless WebP twin (suffix .webp); "": none
+
+    def twin(self) -> Asset | None:
+        """Its lossless WebP twin as a stored file, if it has one."""
+        return Asset(self.webp, ".webp") if self.webp else None
 
 
 @dataclass(frozen=True)
@@ -80,10 +85,15 @@ class Record:
     memory: float | None = None
     # Files beside the image, by role ("module", "data"): none for a plain figure.
     assets: Mapping[str, Asset] = field(default_factory=dict)
+    # Other renders of the same run, by role ("dark", "narrow", "narrow-dark").
+    renders: Mapping[str, Image] = field(default_factory=dict)
 
     def objects(self) -> tuple[Image | Asset, ...]:
-        """Every stored file of this record: the image, then its assets."""
-        return (self.image, *(self.assets[k] for k in sorted(self.assets)))
+        """Every stored file of this record: the image, its renders, each with its twin, assets."""
+        images = (self.image, *(self.renders[k] for k in sorted(self.renders)))
+        twins = (image.twin() for image in images)
+        return (*images, *(t for t in twins if t is not None),
+                *(self.assets[k] for k in sorted(self.assets)))
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,7 @@ def record_from(raw: dict[str, Any]) -> Record:
     fields = dict(raw)
     fields["image"] = Image(**fields["image"])
     fields["assets"] = {k: Asset(**v) for k, v in fields.get("assets", {}).items()}
+    fields["renders"] = {k: Image(**v) for k, v in fields.get("renders", {}).items()}
     return Record(**fields)
 
 

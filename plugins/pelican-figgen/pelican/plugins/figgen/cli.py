@@ -27,7 +27,7 @@ import markdown
 from rich.logging import RichHandler
 
 from . import cache, discover, pipeline, progress, verify
-from .cache import Cache, Expected, Record, Store
+from .cache import Cache, Expected, Record, Store, copy_unless_same
 from .discover import Figure, FigureRef
 from .errors import FigureError, SettingsError
 from .markdown_ext import FigureReferenceExtension
@@ -187,14 +187,13 @@ def cmd_freeze(project: Project, args: argparse.Namespace) -> int:
 
 
 def _copy_into(freeze: Store, outcome: Outcome, source: Store) -> None:
-    """Copy every figure made or found fresh into the freeze, its image first, then its record."""
+    """Copy every figure made or found fresh into the freeze, its files first, then its record."""
     for name, record in outcome.records.items():
         if name in outcome.stale:  # its run failed: keep what was frozen before
             continue
-        image = record.image  # put re-copies a frozen image that is missing or damaged
-        freeze.put(source.object_path(image), image.width, image.height, image.density)
-        for asset in record.assets.values():
-            freeze.put_asset(source.object_path(asset))
+        for stored in record.objects():  # re-copies a frozen file that is missing or damaged
+            copy_unless_same(source.object_path(stored), freeze.object_path(stored),
+                             stored.sha256)
         freeze.save(record)
 
 

@@ -48,6 +48,19 @@ LOADER_TAG = re.compile(r'\s*<script type="module" src="[^"]*" data-figgen-js></
 STYLESHEET_LINK = re.compile(r'\s*<link rel="stylesheet" href="[^"]*" data-figgen-css>')
 # An interactive figure's module and data, named beside its image: nothing in a feed runs them.
 INTERACTIVE_ATTRS = re.compile(r' data-figgen-(?:module|data)="[^"]*"')
+# A figure's other renders, each a <source> of its <picture>, by role, in the order a browser
+# tries them (the first whose media matches wins); the <img> is the light, wide PNG.
+NARROW_MEDIA = "(max-width: 600px)"
+DARK_MEDIA = "(prefers-color-scheme: dark)"
+RENDER_MEDIA = {"narrow-dark": f"{NARROW_MEDIA} and {DARK_MEDIA}", "narrow": NARROW_MEDIA,
+                "dark": DARK_MEDIA, "": ""}
+# A <source>'s URL until the page is written: Pelican resolves `{static}` in an attribute
+# named *src, never in srcset; the written page gets `srcset="<url> <density>x"`.
+SOURCE_MARK = "data-figgen-src="
+SOURCE_TAG = re.compile(r'<source\b[^>]*?\s' + SOURCE_MARK + r'"([^"]*)"[^>]*>')
+# What a feed keeps of a <picture>: its <img> (the PNG, which every feed reader shows).
+PICTURE = re.compile(r"<picture data-figgen-picture>\s*(?:<source\b[^>]*>\s*)*(<img\b[^>]*>)"
+                     r"\s*</picture>")
 LEFTOVER = re.compile(rf"<{MARKER_TAG}\b[^>]*>(?:\s*</{MARKER_TAG}\s*>)?|</{MARKER_TAG}\s*>")
 
 
@@ -56,6 +69,17 @@ class StaticLink:
     """What Pelican's `{static}` link replacement needs of a file: its URL."""
 
     url: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """One lossless WebP render of a figure, and the media query under which a browser takes it."""
+
+    url: str  # a `{static}` link
+    media: str  # "" for any screen
+    width: int  # CSS pixels: a narrow render's shape is its own
+    height: int
+    density: int
 
 
 @dataclass(frozen=True)
@@ -73,6 +97,7 @@ class Published:
     # role ("module", "data") -> file name beside the image: the page resolves it from the
     # image's URL, so it holds at any depth and SITEURL
     assets: Mapping[str, str] = field(default_factory=dict)
+    sources: tuple[Source, ...] = ()  # the WebP renders, in the order a browser tries them
 
 
 @dataclass(frozen=True)
@@ -109,7 +134,27 @@ def publish(figure: Figure, record: Record, store: Store, site: Site) -> Publish
     return Published(
         "{static}/" + image_url, source, image.width, image.height, record_link, code,
         image.density, script, _publish_assets(figure, record, store, output_path / image_url),
+        _publish_sources(record, store, site, image_url),
     )
+
+
+def _publish_sources(
+    record: Record, store: Store, site: Site, image_url: str
+) -> tuple[Source, ...]:
+    """Copy each render's WebP twin beside the image, named by its hash; the <source>s."""
+    sources = []
+    folder, _, name = image_url.rpartition("/")
+    for role, media in RENDER_MEDIA.items():
+        render = record.renders.get(role) if role else record.image
+        twin = render.twin() if render is not None else None
+        if twin is None:
+            continue
+        url = f"{folder}/{name.rsplit('-', 1)[0]}-{twin.sha256[:12]}{twin.suffix}"
+        copy_unless_same(store.object_path(twin), site.output_path / url, twin.sha256)
+        site.static_content[url] = StaticLink(url)
+        sources.append(Source("{static}/" + url, media, render.width, render.height,
+                              render.density))
+    return tuple(sources)
 
 
 def _publish_assets(figure: Figure, record: Record, store: Store, image: Path) -> dict[str, str]:
@@ -179,11 +224,12 @@ def figure_html(
             f"last good version ({html.escape(stale)}).</p>\n") if stale else ""
     # Pelican resolves one link per tag, so srcset is added once the page is written.
     density = f' {DENSITY_MARK}"{where.density}"' if where.density > 1 else ""
+    img = (f'<img src="{html.escape(where.image, quote=True)}" alt="{alt}" '
+           f'width="{where.width:d}" height="{where.height:d}"{loading} decoding="async"{density}>')
     return (
         f'<figure class="figgen{" figgen-stale" if stale else ""}" id="{anchor}"'
         f'{_interactive_attributes(where)}>\n{mark}'
-        f'  <img src="{html.escape(where.image, quote=True)}" alt="{alt}" '
-        f'width="{where.width:d}" height="{where.height:d}"{loading} decoding="async"{density}>\n'
+        f"{_picture(where, img)}\n"
         f"  <figcaption>\n"
         f'    <span class="figgen-caption">{caption}</span>\n'
         f'    <a class="figgen-source" href="{html.escape(where.source, quote=True)}">'
@@ -195,6 +241,24 @@ def figure_html(
         f"  </figcaption>\n"
         f"</figure>"
     )
+
+
+def _picture(where: Published, img: str) -> str:
+    """The figure's <img>, inside a <picture> of its WebP renders when it has any."""
+    if not where.sources:
+        return f"  {img}"
+    # width and height on each <source>: a narrow render has its own shape, and the page
+    # must not jump as it loads (the HTML standard allows them in a <picture>).
+    sources = "".join(
+        f'    <source type="image/webp"{_media(s.media)} '
+        f'{SOURCE_MARK}"{html.escape(s.url, quote=True)}" {DENSITY_MARK}"{s.density}" '
+        f'width="{s.width:d}" height="{s.height:d}">\n' for s in where.sources)
+    return f"  <picture data-figgen-picture>\n{sources}    {img}\n  </picture>"
+
+
+def _media(query: str) -> str:
+    """A <source>'s media attribute, or '' for one any screen takes."""
+    return f' media="{html.escape(query, quote=True)}"' if query else ""
 
 
 def is_interactive(tag: str) -> bool:
@@ -365,7 +429,7 @@ def add_srcset(path: str, context: Mapping[str, Any]) -> None:
     page = Path(path)
     if page.suffix == ".html":
         text = page.read_text(encoding="utf-8")
-        if DENSITY_MARK in text or MARKER_TAG in text:
+        if DENSITY_MARK in text or SOURCE_MARK in text or MARKER_TAG in text:
             write_atomic(page, with_srcset(_guarded(text, path)))
 
 
@@ -374,16 +438,17 @@ def add_srcset_to_feed(context: Mapping[str, Any], feed: Any) -> None:
     for item in feed.items:
         for key in ("content", "description"):
             text = item.get(key) or ""
-            if DENSITY_MARK in text or MARKER_TAG in text:
+            if DENSITY_MARK in text or SOURCE_MARK in text or MARKER_TAG in text:
                 text = with_srcset(_guarded(text, item.get("link") or "a feed entry"))
             # Feed readers ignore a page's CSS and scripts; some show a <link> as an error.
             item[key] = _for_feeds(text) if text else item.get(key)
 
 
 def _for_feeds(text: str) -> str:
-    """An entry without the page's stylesheet, its loader and its interactive figures' hooks."""
-    if "data-figgen" not in text:  # each pattern names it: one scan, not three, per entry
+    """An entry without the page's stylesheet, its loader, interactive hooks and WebP renders."""
+    if "data-figgen" not in text:  # each pattern names it: one scan, not four, per entry
         return text
+    text = PICTURE.sub(r"\1", text)  # the PNG alone: not every feed reader shows WebP
     return INTERACTIVE_ATTRS.sub("", LOADER_TAG.sub("", STYLESHEET_LINK.sub("", text)))
 
 
@@ -398,8 +463,22 @@ def _guarded(text: str, where: str) -> str:
 
 
 def with_srcset(html_text: str) -> str:
-    """Replace each <img>'s density marker by `srcset="<its resolved src> <density>x"`."""
+    """Replace each <img>'s density marker by `srcset="<its resolved src> <density>x"`.
+
+    Each <source>'s URL and density marker become its `srcset` the same way.
+    """
+    if SOURCE_MARK in html_text:
+        html_text = SOURCE_TAG.sub(_source_srcset, html_text)
     return DENSITY_IMG.sub(_with_srcset, html_text)
+
+
+def _source_srcset(match: re.Match) -> str:
+    """One <source> with its URL and density marker made into its srcset."""
+    tag, url = match.group(0), match.group(1)
+    density = re.search(DENSITY_MARK + r'"(\d+)"', tag)
+    descriptor = f" {density.group(1)}x" if density and density.group(1) != "1" else ""
+    tag = re.sub(r"\s" + DENSITY_MARK + r'"\d+"', "", tag, count=1)
+    return tag.replace(f'{SOURCE_MARK}"{url}"', f'srcset="{url}{descriptor}"', 1)
 
 
 def _with_srcset(match: re.Match) -> str:

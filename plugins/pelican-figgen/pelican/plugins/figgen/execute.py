@@ -14,14 +14,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pelican_figgen import contract, dists
 
 from . import cache, discover, launch, progress, provenance, remote, run, schedule
-from .cache import Cache, Expected, Failure, Record, Store
+from .cache import Cache, Expected, Failure, Image, Record, Store
 from .discover import Figure
 from .errors import BuildInterrupted, SettingsError
 from .launch import WarmServer
@@ -440,9 +440,9 @@ def _record(made: Made, cached: Cache) -> Record:
     """Put a successful run's image in the store and describe it as a record."""
     figure, expected, result = made.figure, made.expected, made.result
     manifest = result.manifest or {}
-    saved = manifest[contract.IMAGE]
-    image = cached.store.put(result.out_dir / saved["file"], int(saved["width"]),
-                             int(saved["height"]), int(saved.get("density", 1)))
+    image = _put_render(manifest[contract.IMAGE], result.out_dir, cached.store)
+    renders = {str(role): _put_render(entry, result.out_dir, cached.store)
+               for role, entry in manifest.get(contract.RENDERS, {}).items()}
     assets = {str(role): cached.store.put_asset(_own_file(result.out_dir, entry["file"]))
               for role, entry in manifest.get(contract.ASSETS, {}).items()}
     made_by = {"device": str(manifest.get("device", "unknown")),
@@ -462,7 +462,17 @@ def _record(made: Made, cached: Cache) -> Record:
         provenance=made_by,
         memory=float(memory) if isinstance(memory, int | float) else None,
         assets=assets,
+        renders=renders,
     )
+
+
+def _put_render(saved: Mapping[str, Any], folder: Path, store: Store) -> Image:
+    """Put one render of a run (its PNG, and its WebP twin if it made one) in the store."""
+    image = store.put(_own_file(folder, saved["file"]), int(saved["width"]),
+                      int(saved["height"]), int(saved.get("density", 1)))
+    if "webp" not in saved:
+        return image
+    return replace(image, webp=store.put_asset(_own_file(folder, saved["webp"])).sha256)
 
 
 def _own_file(folder: Path, name: str) -> Path:

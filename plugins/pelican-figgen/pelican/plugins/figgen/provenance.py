@@ -45,6 +45,9 @@ def record_json(record: Record, script: str) -> str:
         "image": record.image.sha256,
         **({"assets": {k: a.sha256 for k, a in sorted(record.assets.items())}}
            if record.assets else {}),
+        **({"webp": record.image.webp} if record.image.webp else {}),
+        **({"renders": {k: {"png": r.sha256, "webp": r.webp}
+                        for k, r in sorted(record.renders.items())}} if record.renders else {}),
         "seconds": record.seconds,
         **record.provenance,
     }

@@ -383,7 +383,7 @@ def _check_outputs(out_dir: Path, seconds: float) -> RunResult:
     except (FileNotFoundError, ValueError):
         cause = "exited without writing its manifest (does it end with run(main)?)"
         return RunResult(False, seconds, out_dir, cause=cause)
-    cause = _manifest_problem(manifest) or _image_problem(out_dir, manifest[contract.IMAGE])
+    cause = _manifest_problem(manifest) or _renders_problem(out_dir, manifest)
     if cause:
         return RunResult(False, seconds, out_dir, cause=cause, **_failed_imports(out_dir))
     return RunResult(True, seconds, out_dir, manifest=manifest)
@@ -398,10 +398,27 @@ def _manifest_problem(manifest: Any) -> str:
         return "produced no image"
     if not isinstance(image, dict):
         return "wrote a manifest whose image is not an object"
-    name = image.get("file")
-    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+    if not _own_name(image.get("file")):
         return f"wrote a manifest image entry without a file name in its folder: {image!r}"
     return ""
+
+
+def _renders_problem(out_dir: Path, manifest: Mapping[str, Any]) -> str:
+    """Say why the run's image or one of its other renders is not a whole PNG; or ''."""
+    renders = manifest.get(contract.RENDERS) or {}
+    if not isinstance(renders, dict) or not all(
+            isinstance(r, dict) and _own_name(r.get("file")) for r in renders.values()):
+        return f"wrote a manifest whose renders are not each an image entry: {renders!r}"
+    for image in (manifest[contract.IMAGE], *renders.values()):
+        problem = _image_problem(out_dir, image)
+        if problem:
+            return problem
+    return ""
+
+
+def _own_name(name: Any) -> bool:
+    """Whether a manifest's file name is a plain name in the run's folder."""
+    return isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
 
 
 def _image_problem(out_dir: Path, image: Mapping[str, Any]) -> str:

@@ -1,0 +1,212 @@
+"""A figure's renders from one run: the dark one (recoloured by the harness), a narrow one the
+script draws for phones, each also as lossless WebP; the page's <picture>, the feed's PNG."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from conftest import Site
+from pelican_figgen.dark import BACKGROUND, FOREGROUND, dark_colours, keep
+from pelican_figgen.harness import Context
+from pelican_figgen.png import webp
+
+DARK_BG = tuple(round(c * 255) for c in BACKGROUND)
+DARK_FG = tuple(round(c * 255) for c in FOREGROUND)
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def near(pixel: np.ndarray, colour: tuple[int, ...], levels: int = 3) -> bool:
+    return bool(np.abs(pixel.astype(int) - colour).max() <= levels)
+
+
+def has(image: np.ndarray, colour: tuple[int, ...], levels: int = 3) -> bool:
+    """Whether some pixel of the image is this colour, give or take `levels`."""
+    return bool((np.abs(image.astype(int) - colour).max(axis=-1) <= levels).any())
+
+
+def line_plot() -> Figure:
+    """Black on white: a black line, a title, spines and tick labels."""
+    fig = Figure(figsize=(2, 1.5))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="black", linewidth=4)
+    ax.plot([0, 1], [1, 0], color="#d55e00", linewidth=4)  # a colour: the data's
+    ax.set_title("a title")
+    return fig
+
+
+def save(tmp_path: Path, fig: Figure, **options: object) -> Context:
+    ctx = Context("fig", 0, {}, tmp_path)
+    ctx.save(fig, **options)
+    return ctx
+
+
+def test_the_dark_render_turns_a_black_on_white_plot_dark(tmp_path: Path) -> None:
+    fig = line_plot()
+    ctx = save(tmp_path, fig)
+    light, dark = pixels(tmp_path / "fig.png"), pixels(tmp_path / ctx.renders["dark"]["file"])
+    # (A 256-colour palette may move a colour by a level or two: PSNR 45 dB.)
+    assert near(light[0, 0], (255, 255, 255)) and near(dark[0, 0], DARK_BG)
+    assert has(dark, DARK_FG) and not has(dark, (0, 0, 0), 15)  # black line, text: light
+    assert has(light, (0, 0, 0)) and not has(light, DARK_FG)
+    assert has(dark, (0xD5, 0x5E, 0x00))  # the coloured line is left alone
+    assert fig.get_facecolor() == (1, 1, 1, 1)  # the figure is given back as it was
+    assert fig.axes[0].lines[0].get_color() == "black"
+
+
+def test_the_dark_render_keeps_the_layout_of_the_light_one(tmp_path: Path) -> None:
+    # Constrained layout run again moves the axes: an explorable figure's layer (placed from
+    # the axes after ctx.save) and the dark render must lie where the light render's axes are.
+    where = []
+    for dark in (False, True):
+        fig = Figure(figsize=(3, 2), layout="constrained")
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [0, 1])
+        ax.set_xlabel("a label")
+        (tmp_path / str(dark)).mkdir()
+        save(tmp_path / str(dark), fig, dark=dark)
+        where.append(tuple(ax.get_position().bounds))
+        assert fig.get_layout_engine() is not None  # given back
+    assert where[0] == where[1]
+
+
+def test_the_dark_render_leaves_an_images_pixels_alone(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    photo[:10] = 255  # white and black rows: an image's neutral pixels are not the page's
+    photo[10:15] = 0
+    fig = Figure(figsize=(2, 1.5))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(photo, interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
+    ctx = save(tmp_path, fig)
+    assert np.array_equal(pixels(tmp_path / "fig.png"),
+                          pixels(tmp_path / ctx.renders["dark"]["file"]))
+
+
+def test_colour_mapped_collections_keep_their_colours() -> None:
+    fig = Figure()
+    ax = fig.add_subplot()
+    mesh = ax.pcolormesh(np.array([[0.0, 1.0]]), cmap="gray")
+    points = ax.scatter([0], [0], color="black")
+    fig.draw_without_rendering()  # maps the mesh's values to colours, as savefig does
+    with dark_colours(fig):
+        assert points.get_facecolor()[0][:3] == pytest.approx(FOREGROUND)
+        assert mesh.get_facecolor()[0][:3] == pytest.approx((0, 0, 0))  # black stays black
+    assert tuple(points.get_facecolor()[0]) == (0, 0, 0, 1)
+
+
+def test_a_grey_marked_as_data_keeps_its_colour() -> None:
+    fig = Figure()
+    ax = fig.add_subplot()
+    swatch, frame = ax.bar([0, 1], [1, 1], color="0.3")  # two grey bars: the second is chrome
+    keep(swatch)
+    with dark_colours(fig):
+        assert swatch.get_facecolor()[:3] == pytest.approx((0.3, 0.3, 0.3))
+        assert frame.get_facecolor()[:3] != pytest.approx((0.3, 0.3, 0.3))
+    assert frame.get_facecolor()[:3] == pytest.approx((0.3, 0.3, 0.3))
+
+
+def test_each_webp_decodes_to_exactly_its_pngs_pixels(tmp_path: Path) -> None:
+    fig = line_plot()
+    fig.add_axes((0.6, 0.6, 0.3, 0.3)).imshow(np.random.default_rng(1).random((20, 20, 3)))
+    ctx = save(tmp_path, fig, narrow=line_plot())
+    for entry in (ctx.image, *ctx.renders.values()):
+        png, lossless = tmp_path / entry["file"], tmp_path / entry["webp"]
+        assert lossless.read_bytes()[8:12] == b"WEBP"
+        assert np.array_equal(pixels(png), pixels(lossless)), entry
+    noise = Image.fromarray(np.random.default_rng(2).integers(0, 256, (50, 60, 4), np.uint8))
+    out = io.BytesIO()
+    noise.save(out, format="PNG")  # with alpha, thousands of colours: lossless RGBA
+    with Image.open(io.BytesIO(webp(out.getvalue()))) as back:
+        assert np.array_equal(np.asarray(back.convert("RGBA")), np.asarray(noise))
+
+
+def test_two_saves_give_the_same_bytes(tmp_path: Path) -> None:
+    made = []
+    for run in ("one", "two"):
+        folder = tmp_path / run
+        folder.mkdir()
+        save(folder, line_plot(), narrow=line_plot())
+        made.append({p.name: p.read_bytes() for p in sorted(folder.iterdir())})
+    assert len(made[0]) == 8 and made[0] == made[1]  # 4 renders, each a PNG and a WebP
+
+
+def test_a_narrow_render_has_its_own_size_and_a_dark_twin_and_dark_is_optional(
+    tmp_path: Path,
+) -> None:
+    narrow = Figure(figsize=(1, 3))
+    narrow.add_subplot().plot([0, 1])
+    ctx = save(tmp_path, line_plot(), narrow=narrow)
+    assert set(ctx.renders) == {"dark", "narrow", "narrow-dark"}
+    assert (ctx.image["width"], ctx.image["height"]) == (200, 150)  # CSS px at 2x
+    for role in ("narrow", "narrow-dark"):
+        assert (ctx.renders[role]["width"], ctx.renders[role]["height"]) == (100, 300)
+    (tmp_path / "plain").mkdir()
+    plain = save(tmp_path / "plain", line_plot(), dark=False)
+    made = sorted(p.name for p in (tmp_path / "plain").iterdir())
+    assert plain.renders == {} and made == ["fig.png", "fig.webp"]
+
+
+NARROW = """\
+from matplotlib.figure import Figure
+
+from pelican_figgen.harness import run
+
+
+def main(ctx):
+    wide, narrow = Figure(figsize=(3, 1)), Figure(figsize=(1, 2))
+    for fig in (wide, narrow):
+        fig.add_subplot().plot([0, 1, 0], color="black")
+    ctx.fields["color"] = "black"
+    ctx.save(wide, narrow=narrow)
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+SOURCE = re.compile(r'<source type="image/webp"(?: media="([^"]*)")? srcset="([^"]*)" '
+                    r'width="(\d+)" height="(\d+)">')
+
+
+def test_the_page_offers_webp_renders_in_a_picture_and_the_feed_the_png(site: Site) -> None:
+    site.write("figs/alpha.py", NARROW)
+    site.append("pelicanconf.py", 'FEED_ALL_ATOM = "feeds/all.atom.xml"\nSITEURL = "/s"\n')
+    site.build()
+    page = site.html()
+    picture = page[page.index("<picture"):page.index("</picture>")]
+    sources = SOURCE.findall(picture)
+    media = [m.replace("&amp;", "&") for m, *_ in sources]
+    assert media == ["(max-width: 600px) and (prefers-color-scheme: dark)", "(max-width: 600px)",
+                     "(prefers-color-scheme: dark)", ""]
+    assert [(w, h) for *_, w, h in sources] == [("100", "200")] * 2 + [("300", "100")] * 2
+    for _, srcset, width, _ in sources:
+        url, density = srcset.split()
+        assert density == "2x" and url.startswith("/s/figures/alpha-") and url.endswith(".webp")
+        with Image.open(site.root / "output" / url.removeprefix("/s/")) as image:
+            assert image.format == "WEBP" and image.width == 2 * int(width)
+    img = re.search(r"<img [^>]*>", picture).group()
+    assert 'width="300" height="100"' in img and ".png" in img
+    assert len({s for _, s, *_ in sources}) == 4  # four renders, each its own file
+    # The other figures have their dark render: each a <picture>, too.
+    assert page.count("<picture data-figgen-picture>") == 3
+    feed = (site.root / "output" / "feeds" / "all.atom.xml").read_text()
+    assert "<picture" not in feed and "<source" not in feed and ".webp" not in feed
+    srcs = re.findall(r'&lt;img src="([^"]*)"', feed)
+    assert len(srcs) >= 3 and all(s.endswith(".png") for s in srcs) and "alpha-" in feed
+    before = {p: p.read_bytes() for p in (site.root / "output").rglob("*") if p.is_file()}
+    report = site.build()
+    assert not report["ran"] and set(report["cached"]) == {"alpha", "beta", "gamma"}
+    after = {p: p.read_bytes() for p in (site.root / "output").rglob("*") if p.is_file()}
+    assert after == before
