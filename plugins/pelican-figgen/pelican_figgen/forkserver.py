@@ -41,7 +41,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pelican_figgen import contract, reaper
+from pelican_figgen import contract, dists, reaper
 from pelican_figgen.imports import closure
 
 
@@ -65,6 +65,7 @@ def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
 LOADED_BY: dict[str, set[str]] = {}
 SELF = "pelican_figgen.forkserver"
 PRELOADED: set[str] = set()
+WARM: Any = None  # a dists.Classifier that sorted the preloaded modules, for the children
 REQUESTED: set[str] = set()  # in a child: every absolute module name an import asked for
 
 
@@ -149,6 +150,9 @@ def serve(scripts: list[Path], root: Path, out: int) -> None:
     # Run as __main__: registered under its name, the harness of a child finds what it preloaded.
     sys.modules.setdefault(SELF, sys.modules[__name__])
     loaded = preload(shared_libraries(scripts, root))
+    global WARM
+    WARM = dists.Classifier()
+    WARM.sources(dists.module_files())  # each child's record sorts these: once, here
     # What the imports made is never collected in a child: its collections then scan only the
     # script's objects, and leave the shared pages alone (no copy on write).
     gc.freeze()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from pelican_figgen import contract
-from pelican_figgen.png import encode, png_size
+from pelican_figgen.png import encode
 
 T = TypeVar("T")
 
@@ -89,7 +89,7 @@ class Context:
         with Image.open(rendered, formats=["PNG"]) as image:
             # Re-encoded smaller, with no metadata: the bytes depend only on the pixels.
             path.write_bytes(encode(image))
-        width, height = png_size(path)
+        width, height = image.size  # the plugin checks the file itself
         self.image = {"file": path.name, "width": width // CSS_SCALE,
                       "height": height // CSS_SCALE, "density": CSS_SCALE}
         return path
@@ -393,11 +393,11 @@ def loaded() -> Any:
 
     Forked from the warm server, a preloaded module counts only if the run imported it.
     """
-    from pelican_figgen.dists import Classifier, module_files  # here: only a manifest needs it
+    from pelican_figgen.dists import module_files, shared  # here: only a manifest needs it
 
     server = sys.modules.get("pelican_figgen.forkserver")
     skip, keep = server.preloaded_for() if server else (set(), set())
-    return Classifier().sources(module_files(skip, keep))
+    return shared().sources(module_files(skip, keep))
 
 
 _READ_DISTRIBUTIONS: dict[str, str] = {}  # what the cached intermediates a run used imported
