@@ -66,7 +66,8 @@ def encode(image: Any) -> bytes:
     """
     from PIL import Image
 
-    image = image.convert("RGBA")
+    if image.mode != "RGBA":  # matplotlib's renders are: no copy of theirs
+        image = image.convert("RGBA")
     if image.getextrema()[3][0] < 255:  # some transparency: keep it, losslessly
         return _png(image, compress_level=RGB_LEVEL)
     image = image.convert("RGB")
