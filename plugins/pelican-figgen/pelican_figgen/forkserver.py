@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pelican_figgen import contract, dists, reaper
-from pelican_figgen.imports import closure
+from pelican_figgen.imports import PARSED, closure  # noqa: F401 (PARSED: children read it)
 
 
 def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
