@@ -66,3 +66,11 @@ def test_a_file_that_does_not_parse_is_listed_and_not_followed(tmp_path: Path) -
     found = closure(tmp_path / "fig.py", [tmp_path])
     assert [f.name for f in found.files] == ["fig.py", "__init__.py", "broken.py"]
     assert found.external == ("numpy",)
+
+
+def test_an_edited_file_is_read_again_in_the_same_process(tmp_path: Path) -> None:
+    # The warm server of `make serve` outlives edits; what it read is kept by content.
+    tree(tmp_path, {"fig.py": "import numpy\n"})
+    assert closure(tmp_path / "fig.py", [tmp_path]).external == ("numpy",)
+    tree(tmp_path, {"fig.py": "import numpy\n\n\ndef later():\n    import scipy\n"})
+    assert closure(tmp_path / "fig.py", [tmp_path]).external == ("numpy", "scipy")

@@ -366,3 +366,26 @@ def test_ctx_data_is_the_declared_file_below_the_project_root(
     with pytest.raises(LookupError, match=r"'data/b.txt' is not declared \(declared: data/a.txt"):
         ctx.data("data/b.txt")
     assert declared_data(SimpleNamespace()) == ()  # a script without __figure__ declares none
+
+
+def test_a_classifier_for_another_path_forgets_only_what_a_new_entry_decides(
+    tmp_path: Path,
+) -> None:
+    from pelican_figgen.dists import Classifier, Dist
+
+    site = tmp_path / "site"
+    (site / "pkg").mkdir(parents=True)
+    (site / "pkg-1.0.dist-info").mkdir()
+    module, other = site / "pkg" / "__init__.py", tmp_path / "other.py"
+    module.write_text("")
+    other.write_text("")
+    warm = Classifier([str(site), str(tmp_path / "gone")])
+    assert warm.origin(str(module)) == Dist("pkg", "1.0", editable=False)
+    (site / "pkg-1.0.dist-info").rename(site / "pkg-2.0.dist-info")  # unseen while remembered
+    # The warm server's answers hold for a figure whose path adds its script's folder...
+    here = [str(site), str(tmp_path / "gone"), str(other.parent / "scripts")]
+    assert warm.for_path(here).origin(str(module)).version == "1.0"
+    # ...but not for a file inside a new entry (there it is a plain module of its own), nor
+    # once an entry left: then every file is sorted anew.
+    assert warm.for_path([*here, str(site / "pkg")]).origin(str(module)) == module
+    assert warm.for_path([str(site)]).origin(str(module)).version == "2.0"

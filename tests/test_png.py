@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pelican_figgen.png import PSNR_MIN_DB, encode, psnr_db  # noqa: E402
+from pelican_figgen.png import PSNR_MIN_DB, encode, few_colours, looks_same, psnr_db  # noqa: E402
 
 
 def decoded(data: bytes) -> Image.Image:
@@ -93,6 +93,22 @@ def test_a_smooth_gradient_whose_palette_loses_evenly_stays_lossless() -> None:
     pixels = np.dstack([x // 2, y // 2, np.full_like(x, 128)]).astype(np.uint8)
     out = decoded(encode(Image.fromarray(pixels)))
     assert out.mode == "RGB" and np.array_equal(np.asarray(out), pixels)
+    # (encode makes no palette of it at all: too many colours; the check itself says no too)
+    image = Image.fromarray(pixels)
+    palette = image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    assert not looks_same(image, palette.convert("RGB"))
+
+
+def test_a_photo_is_told_apart_before_any_palette_is_made(monkeypatch) -> None:
+    def no_palette(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a palette was made of a photo")
+
+    assert few_colours(line_plot().convert("RGB"))
+    monkeypatch.setattr(Image.Image, "quantize", no_palette)
+    pixels = photo(256)
+    out = decoded(encode(Image.fromarray(pixels)))
+    assert out.mode == "RGB" and np.array_equal(np.asarray(out), pixels)
+    assert not few_colours(Image.fromarray(pixels))
 
 
 def test_the_same_image_gives_the_same_bytes() -> None:

@@ -319,3 +319,86 @@ def test_a_figure_waiting_for_another_s_intermediate_lends_its_core(site: Site) 
         "Path(os.environ['FIGGEN_ROOT'], 'gamma-started').touch()\n"))
     report = site.build(FIGGEN=POOL)
     assert sorted(report["ran"]) == ["alpha", "beta", "gamma"], report["causes"]
+
+
+HEAVY = """\
+from pelican_figgen.intermediates import cached
+
+
+@cached
+def values(n):
+    import sympy  # only when computed (it brings mpmath): a hit imports neither
+
+    return [float(sympy.Integer(i) ** 2) for i in range(n)]
+"""
+
+LIBRARIES = """\
+from matplotlib.figure import Figure
+
+from helpers.heavy import values
+from pelican_figgen.harness import run
+
+
+def never_called():
+    import jinja2  # static, never run: forked, the warm server has it (and markupsafe) loaded
+
+    return jinja2
+
+
+def main(ctx):
+    fig = Figure(figsize=(1, 1))
+    fig.add_subplot().plot(values(4), color=COLOR)
+    ctx.fields["color"] = COLOR
+    ctx.save(fig)
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+
+def libraries(site: Site) -> dict[str, dict[str, str]]:
+    """Each figure's recorded distributions (its "Libraries"), Python and settings aside."""
+    records = {n: json.loads((site.root / ".figgen-cache/records" / f"{n}.json").read_text())
+               for n in ("alpha", "beta", "gamma")}
+    return {n: {k: v for k, v in r["environment"].items() if k != "python"}
+            for n, r in records.items()}
+
+
+def test_pooled_and_serial_runs_record_the_same_libraries_whatever_the_store_holds(
+    site: Site,
+) -> None:
+    site.write("helpers/heavy.py", HEAVY)
+    site.write("figs/alpha.py", LIBRARIES.replace("COLOR", "'red'"))
+    site.write("figs/beta.py", LIBRARIES.replace("COLOR", "'blue'"))
+    pages, listed = [], []
+
+    def build(figgen: dict, keep_intermediates: bool) -> None:
+        for folder in ("output", ".figgen-cache"):
+            if (site.root / folder).exists():
+                keep = site.root / ".kept"
+                if keep_intermediates and folder == ".figgen-cache":
+                    shutil.move(site.root / folder / "intermediates", keep)
+                shutil.rmtree(site.root / folder)
+                if keep.exists():
+                    (site.root / folder).mkdir()
+                    shutil.move(keep, site.root / folder / "intermediates")
+        report = site.build(FIGGEN=figgen)
+        assert sorted(report["ran"]) == ["alpha", "beta", "gamma"]
+        if figgen is POOL:
+            assert {"jinja2", "sympy"} <= set(report["preloaded"])
+        pages.append({p.name: p.read_bytes() for p in (site.root / "output").rglob("*")
+                      if p.is_file() and p.suffix != ".json"})
+        listed.append(libraries(site))
+
+    build(POOL, keep_intermediates=False)  # computed once, read by the other figure
+    build(SERIAL, keep_intermediates=False)
+    build(SERIAL, keep_intermediates=True)  # a restyle: both read it, neither imports sympy
+    build(POOL, keep_intermediates=True)
+    alpha = listed[0]["alpha"]
+    # sympy and mpmath: computing imported them; jinja2: a static import, though never run;
+    # markupsafe: what jinja2 imports, which no run here imported.
+    assert {"sympy", "mpmath", "jinja2", "matplotlib"} <= alpha.keys()
+    assert "markupsafe" not in alpha
+    assert all(one == listed[0] for one in listed), listed
+    assert len(pages[0]) > 5 and all(page == pages[0] for page in pages)

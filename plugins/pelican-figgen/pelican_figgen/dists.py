@@ -140,9 +140,31 @@ class Classifier:
         entries = {os.path.abspath(e or ".") for e in (sys.path if path is None else path)}
         self.entries = sorted(entries, key=len, reverse=True)  # the deepest entry first
         self._by_entry: dict[str, _Entry] = {}
+        self._origins: dict[str, Dist | Path | None] = {}  # file -> origin, asked once
+
+    def for_path(self, path: Iterable[str]) -> Classifier:
+        """A classifier for another sys.path that keeps what this one found still true.
+
+        An answer stays true unless an entry it was found under left or a new entry holds its
+        file (the deepest entry decides); a forked figure adds its script's folder to the warm
+        server's path, which holds no library. The folders' listings are read again: a
+        distribution installed since is found, one the server preloaded restarts the server.
+        """
+        other = Classifier(path)
+        if set(self.entries) <= set(other.entries):
+            added = [e.rstrip(os.sep) + os.sep for e in other.entries if e not in self.entries]
+            other._origins = {f: o for f, o in self._origins.items()
+                              if not any(f.startswith(e) for e in added)}
+        return other
 
     def origin(self, file: str) -> Dist | Path | None:
         """None for the standard library, the Dist a file belongs to, or the file itself."""
+        if file not in self._origins:
+            self._origins[file] = self._origin(file)
+        return self._origins[file]
+
+    def _origin(self, file: str) -> Dist | Path | None:
+        """origin(), not remembered."""
         file = os.path.abspath(file)
         entry = self._entry_of(os.path.dirname(file))
         if entry is not None:
@@ -190,11 +212,28 @@ def module_files(skip: Collection[str] = (), keep: Collection[str] = ()) -> list
     return files
 
 
+_SHARED: list[Classifier] = []  # this process's, for its sys.path of the moment
+
+
+def shared() -> Classifier:
+    """One classifier for this process, for sys.path as it is now.
+
+    A figure forked from the warm server starts from the server's (``forkserver.WARM``),
+    which sorted the modules it preloaded once for all the figures it forks.
+    """
+    path = list(sys.path)
+    if not _SHARED or _SHARED[0].entries != Classifier(path).entries:
+        server = sys.modules.get("pelican_figgen.forkserver")
+        base = _SHARED[0] if _SHARED else getattr(server, "WARM", None)
+        _SHARED[:] = [base.for_path(path) if base is not None else Classifier(path)]
+    return _SHARED[0]
+
+
 def versions_of(tops: Iterable[str]) -> dict[str, str]:
     """Versions of the distributions providing these top-level modules, none imported."""
     import importlib.machinery  # here: only a cached intermediate asks
 
-    classifier, files = Classifier(), []
+    classifier, files = shared(), []
     for top in set(tops):
         module = sys.modules.get(top)
         file = getattr(module, "__file__", None) if module else None

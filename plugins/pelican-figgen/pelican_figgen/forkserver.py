@@ -41,8 +41,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pelican_figgen import contract, reaper
-from pelican_figgen.imports import closure
+from pelican_figgen import contract, dists, reaper
+from pelican_figgen.imports import PARSED, closure  # noqa: F401 (PARSED: children read it)
 
 
 def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
@@ -61,10 +61,12 @@ def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
 
 
 # What each preloaded name's import added to sys.modules, and (in a child) every module it
-# found loaded: a child's record names only the libraries its own script imports.
+# found loaded: a child's record names only the libraries its own run imports.
 LOADED_BY: dict[str, set[str]] = {}
 SELF = "pelican_figgen.forkserver"
 PRELOADED: set[str] = set()
+WARM: Any = None  # a dists.Classifier that sorted the preloaded modules, for the children
+REQUESTED: set[str] = set()  # in a child: every absolute module name an import asked for
 
 
 def preload(names: list[str]) -> list[str]:
@@ -84,16 +86,62 @@ def preload(names: list[str]) -> list[str]:
     return done
 
 
-def preloaded_for(script: Path, root: Path) -> tuple[set[str], set[str]]:
-    """In a child: the modules it found loaded, and those of them its script imports."""
+def preloaded_for() -> tuple[set[str], set[str]]:
+    """In a child: the modules it found loaded, and those of them its run imported.
+
+    A preloaded module counts only when the run executed an import of it (or of a module
+    inside or above it), with what importing it loaded: a lazy import the run never reached
+    counts as little as in a run alone, which never loaded it.
+    """
     if not PRELOADED:  # not a forked child: every module in sys.modules is the script's own
         return set(), set()
-    try:
-        found = closure(script, [root, script.parent])
-    except (SyntaxError, ValueError, OSError):
-        return set(PRELOADED), set()
-    wanted = set().union(*(LOADED_BY.get(n, set()) for n in found.external + found.maybe_external))
+    wanted: set[str] = set()
+    for asked in REQUESTED & PRELOADED:
+        wanted.update(_parents(asked))
+    for name, loaded in LOADED_BY.items():
+        if any(_related(name, asked) for asked in REQUESTED & loaded):
+            wanted.update(loaded)
     return set(PRELOADED), wanted
+
+
+def _related(preloaded: str, asked: str) -> bool:
+    """Whether importing `asked` runs what importing the preloaded name ran."""
+    return asked == preloaded or preloaded.startswith(asked + ".") \
+        or asked.startswith(preloaded + ".")
+
+
+def _parents(name: str) -> list[str]:
+    """A dotted name and the packages it is in: 'a.b.c' -> a, a.b, a.b.c."""
+    parts = name.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
+
+
+def _note_imports() -> None:
+    """In a child: note every module an import statement or import_module asks for."""
+    import builtins
+
+    original, by_name = builtins.__import__, importlib.import_module
+
+    def note(name: str, globals: Any = None, locals: Any = None,  # noqa: A002 (its names)
+             fromlist: Any = (), level: int = 0) -> Any:
+        module = original(name, globals, locals, fromlist, level)  # raises as it would
+        if level:  # relative: resolved against the importing module's package
+            package = (globals or {}).get("__package__") or ""
+            with contextlib.suppress(ValueError):
+                name = importlib.util.resolve_name("." * level + name, package)
+        REQUESTED.add(name)
+        for item in fromlist or ():  # `from pkg import mod` imports pkg.mod
+            if isinstance(item, str) and item != "*":
+                REQUESTED.add(f"{name}.{item}")
+        return module
+
+    def note_module(name: str, package: str | None = None) -> Any:
+        module = by_name(name, package)
+        REQUESTED.add(module.__name__)
+        return module
+
+    builtins.__import__ = note
+    importlib.import_module = note_module
 
 
 def serve(scripts: list[Path], root: Path, out: int) -> None:
@@ -102,6 +150,9 @@ def serve(scripts: list[Path], root: Path, out: int) -> None:
     # Run as __main__: registered under its name, the harness of a child finds what it preloaded.
     sys.modules.setdefault(SELF, sys.modules[__name__])
     loaded = preload(shared_libraries(scripts, root))
+    global WARM
+    WARM = dists.Classifier()
+    WARM.sources(dists.module_files())  # each child's record sorts these: once, here
     # What the imports made is never collected in a child: its collections then scan only the
     # script's objects, and leave the shared pages alone (no copy on write).
     gc.freeze()
@@ -233,6 +284,7 @@ def _become_script(request: dict[str, Any]) -> None:
     # What preload() imported, and this server: the interpreter's start-up modules (.pth hooks)
     # are any run's, forked or not, and count alike in both.
     PRELOADED.update(*LOADED_BY.values(), [SELF])
+    _note_imports()
 
 
 def _run_script(argv: list[str]) -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from pelican_figgen import contract
-from pelican_figgen.png import encode, png_size, webp
+from pelican_figgen.png import encode, webp
 
 T = TypeVar("T")
 
@@ -107,14 +107,16 @@ class Context:
 
         stem = f"{self.name}.{role}" if role else self.name
         rendered = io.BytesIO()
+        # Uncompressed: it is read back at once (compressing a photo figure took 0.2 s).
         with dark_colours(fig) if dark else contextlib.nullcontext():
-            fig.savefig(rendered, format="png", dpi=PNG_DPI, metadata={"Software": None})
+            fig.savefig(rendered, format="png", dpi=PNG_DPI, metadata={"Software": None},
+                        pil_kwargs={"compress_level": 0})
         with Image.open(rendered, formats=["PNG"]) as image:
             # Re-encoded smaller, with no metadata: the bytes depend only on the pixels.
             encoded = encode(image)
+        width, height = image.size  # the plugin checks the file itself
         (self.out_dir / f"{stem}.png").write_bytes(encoded)
         (self.out_dir / f"{stem}.webp").write_bytes(webp(encoded))
-        width, height = png_size(self.out_dir / f"{stem}.png")
         return {"file": f"{stem}.png", "webp": f"{stem}.webp", "width": width // CSS_SCALE,
                 "height": height // CSS_SCALE, "density": CSS_SCALE}
 
@@ -395,13 +397,10 @@ def imported(root: Path, script: Path) -> dict[str, Any]:
 
     A distribution counts by its version; a plain file (the site's modules, a checkout on
     PYTHONPATH, an editable install's source) by its path, relative to the root when inside
-    it, for the plugin to hash as an input.
+    it, for the plugin to hash as an input. The distributions are the same whether the run was
+    forked or alone and whatever the intermediates' store held (see ``distributions``).
     """
-    from pelican_figgen.dists import Classifier, module_files  # here: only a manifest needs it
-
-    server = sys.modules.get("pelican_figgen.forkserver")
-    skip, keep = server.preloaded_for(script, root) if server else (set(), set())
-    found = Classifier().sources(module_files(skip, keep))
+    found = loaded()
     # Not contract.project_file: a plain file outside the root (a checkout on PYTHONPATH, an
     # editable install) is an input too; the distributions' metadata, not the path, decides.
     # setuptools' editable-install finders run at every start-up; they compute nothing.
@@ -412,7 +411,43 @@ def imported(root: Path, script: Path) -> dict[str, Any]:
         return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
     return {contract.MODULES: sorted(name(p) for p in files),
-            contract.DISTRIBUTIONS: found.distributions}
+            contract.DISTRIBUTIONS: distributions(found, root, script)}
+
+
+def loaded() -> Any:
+    """The distributions and plain files of the modules this run imported (dists.Sources).
+
+    Forked from the warm server, a preloaded module counts only if the run imported it.
+    """
+    from pelican_figgen.dists import module_files, shared  # here: only a manifest needs it
+
+    server = sys.modules.get("pelican_figgen.forkserver")
+    skip, keep = server.preloaded_for() if server else (set(), set())
+    return shared().sources(module_files(skip, keep))
+
+
+_READ_DISTRIBUTIONS: dict[str, str] = {}  # what the cached intermediates a run used imported
+
+
+def used_distributions(found: dict[str, str]) -> None:
+    """Count distributions a cached intermediate imported when computed, hit or miss."""
+    _READ_DISTRIBUTIONS.update(found)
+
+
+def distributions(found: Any, root: Path, script: Path) -> dict[str, str]:
+    """The run's distributions: the same set forked or alone, computed or read from the store.
+
+    What the run imported; every distribution the script and its project modules import
+    statically (lazy imports too: whether one ran may depend on the store, or a forked run
+    may find it loaded); and what each cached intermediate it used imported when computed.
+    """
+    from pelican_figgen.dists import versions_of
+    from pelican_figgen.imports import closure
+
+    static = closure(script, [root, script.parent])
+    tops = {n.partition(".")[0] for n in static.external} - set(sys.stdlib_module_names)
+    every = {**versions_of(tops), **_READ_DISTRIBUTIONS, **found.distributions}
+    return dict(sorted(every.items()))
 
 
 def json_scalar(value: Any) -> Any:

@@ -12,11 +12,11 @@ parse is listed, its imports unknown.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 
@@ -56,11 +56,26 @@ def _package(path: Path, folders: tuple[Path, ...]) -> str:
     return ""
 
 
-@cache
+# What each file's source imports, by content: a figure forked from the warm server starts
+# with what the server read (it read every script's imports to choose what to preload).
+_SERVER = sys.modules.get("pelican_figgen.forkserver")
+PARSED: dict[tuple[Path, str, bytes], tuple[tuple[str, bool], ...]] = getattr(
+    _SERVER, "PARSED", {})
+
+
 def _imported(path: Path, package: str) -> tuple[tuple[str, bool], ...]:
     """Absolute dotted names a file's import statements name; True marks a mere candidate."""
+    source = path.read_bytes()
+    key = (path, package, hashlib.sha256(source).digest())
+    if key not in PARSED:
+        PARSED[key] = _parsed(source, path, package)
+    return PARSED[key]
+
+
+def _parsed(source: bytes, path: Path, package: str) -> tuple[tuple[str, bool], ...]:
+    """_imported(), of this source."""
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        tree = ast.parse(source, filename=str(path))
     except (SyntaxError, ValueError):  # still a dependency: editing it may fix what it broke
         return ()
     names: list[tuple[str, bool]] = []

@@ -23,12 +23,13 @@ distributions the module's files import (read without importing them); ``FIGGEN_
 dicts with str keys, or frozen dataclasses of those; anything else is a TypeError.
 
 Results live in ``<folder>/<key[:2]>/<key>.pickle`` (a sha256 of the pickle, then the pickle,
-protocol 5, of the value and the device that computed it, which a figure reading it names in
-its provenance), written aside and renamed into place; a damaged file is reported and computed
-again. A hit sets the file's modification time: the plugin trims the least recently used
-results when the folder outgrows its limit (``cache.trim_intermediates``), taking each one's
-lock first. A lock per key makes a second process that wants the same result wait for the first
-and read it; ``stats()`` counts hits, misses and the seconds spent waiting.
+protocol 5, of the value, the device that computed it, which a figure reading it names in its
+provenance, and the distributions computing it imported, which it lists), written aside and
+renamed into place; a damaged file is reported and computed again. A hit sets the file's
+modification time: the plugin trims the least recently used results when the folder outgrows its
+limit (``cache.trim_intermediates``), taking each one's lock first. A lock per key makes a
+second process that wants the same result wait for the first and read it; ``stats()`` counts
+hits, misses and the seconds spent waiting.
 
 RNG contract, so that a figure is byte-identical whether a result was computed or read: a
 computation runs with Python's, NumPy's and torch's global generators (CPU, and CUDA once
@@ -91,9 +92,13 @@ def cached(func: F) -> F:
             return _MEMO[key]
         folder = os.environ.get(contract.INTERMEDIATES)
         compute = functools.partial(_seeded, func, args, kwargs)
-        value = _stored(Path(folder), key, compute) if folder else _as_read(_miss(compute))
-        _MEMO[key] = value
-        return value
+        static = json.loads(distributions)
+        stored = _stored(Path(folder), key, compute, static) if folder \
+            else _as_read(_miss(compute, static))
+        # What computing it imported counts for each figure that uses it, computed or read.
+        harness.used_distributions(stored["distributions"])
+        _MEMO[key] = stored["value"]
+        return stored["value"]
 
     return wrapper  # type: ignore[return-value]
 
@@ -172,21 +177,32 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
-def _miss(compute: Callable[[], Any]) -> bytes:
-    """Compute a result that no store had, counting it: the pickle a store keeps of it."""
+def _miss(compute: Callable[[], Any], static: dict[str, str]) -> bytes:
+    """Compute a result that no store had, counting it: the pickle a store keeps of it.
+
+    Beside the value, the device that computed it (a figure that only reads it names that
+    device) and the distributions computing it imported: its module's static imports and
+    what the computation loaded, which a figure that reads it never loads.
+    """
     _STATS["misses"] += 1
-    # The device goes with the value: a figure that only reads it names that device.
-    return pickle.dumps({"value": compute(), "device": harness.device()}, protocol=PROTOCOL)
+    before = harness.loaded().distributions
+    value = compute()
+    new = {n: v for n, v in harness.loaded().distributions.items() if n not in before}
+    stored = {"value": value, "device": harness.device(),
+              "distributions": dict(sorted({**static, **new}.items()))}
+    return pickle.dumps(stored, protocol=PROTOCOL)
 
 
-def _as_read(body: bytes) -> Any:
-    """A computed result's value as a hit reads it back from its pickle."""
+def _as_read(body: bytes) -> dict[str, Any]:
+    """A computed result as a hit reads it back from its pickle: value, device, distributions."""
     # Through pickle: what pickle drops (a tensor's grad, its graph, memory shared with another
     # object) is dropped alike, computed or read.
-    return pickle.loads(body)["value"]
+    return pickle.loads(body)
 
 
-def _stored(folder: Path, key: str, compute: Callable[[], Any]) -> Any:
+def _stored(
+    folder: Path, key: str, compute: Callable[[], Any], static: dict[str, str]
+) -> dict[str, Any]:
     """Read the result stored under key, or compute and store it while holding its lock."""
     path = folder / key[:2] / f"{key}.pickle"
     found = _read(path)
@@ -197,7 +213,7 @@ def _stored(folder: Path, key: str, compute: Callable[[], Any]) -> Any:
         found = _read(path)  # another process may have made it while this one waited
         if found is not None:
             return _hit(path, found)
-        body = _miss(compute)
+        body = _miss(compute, static)
         _write(path, body)
         return _as_read(body)
 
@@ -208,12 +224,12 @@ def _touch(path: Path) -> None:
         os.utime(path)
 
 
-def _hit(path: Path, stored: dict[str, Any]) -> Any:
-    """A stored result's value, its device noted for the run's provenance; counted, marked used."""
+def _hit(path: Path, stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored result, its device noted for the run's provenance; counted, marked used."""
     _touch(path)  # also a result another process renamed into place, timed when written aside
     _STATS["hits"] += 1
     harness.computed_on(stored["device"])
-    return stored["value"]
+    return stored
 
 
 @contextmanager
@@ -244,7 +260,7 @@ def _read(path: Path) -> dict[str, Any] | None:
     except Exception as err:  # whatever a damaged or outdated pickle raises: recompute
         _warn(f"cannot load cached intermediate {path} ({err}): computing it again")
         return None
-    if not isinstance(stored, dict) or stored.keys() != {"value", "device"}:
+    if not isinstance(stored, dict) or stored.keys() != {"value", "device", "distributions"}:
         _warn(f"cached intermediate {path} has an older layout: computing it again")
         return None
     return stored
