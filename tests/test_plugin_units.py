@@ -298,6 +298,16 @@ def test_srcset_is_made_from_each_images_own_resolved_src() -> None:
     )
 
 
+def test_a_feed_entry_is_the_page_without_the_stylesheet_loader_and_hooks() -> None:
+    tag = '<figure id="fig-a">\n  <img src="a.png" alt="a">\n</figure>'
+    interactive = tag.replace('id="fig-a"', 'id="fig-a" data-figgen-module="a.js" '
+                              'data-figgen-data="a.json"')
+    page = embed.with_loader(embed.with_stylesheet(interactive, "figgen.css"), "figgen.js")
+    assert "data-figgen-css" in page and "data-figgen-js" in page
+    # Dropped with the white space that came with them: the entry is the figure as made.
+    assert embed._for_feeds(f"<p>x</p>\n{page}\n{page}") == f"<p>x</p>\n{tag}\n{tag}"
+
+
 def test_failure_policy_and_mode_are_checked_and_the_environment_overrides(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,9 +43,11 @@ ANCHOR_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 STYLESHEET = Path(__file__).with_name("static") / "figgen.css"  # the plugin's own CSS
 # The one script of a page with an interactive figure: it loads each figure's own module.
 LOADER = Path(__file__).with_name("static") / "figgen.js"
-LOADER_TAG = re.compile(r'\s*<script type="module" src="[^"]*" data-figgen-js></script>')
-# The link to it that the first figure of a page carries; feeds drop it.
-STYLESHEET_LINK = re.compile(r'\s*<link rel="stylesheet" href="[^"]*" data-figgen-css>')
+# The loader's tag, and the stylesheet link the first figure of a page carries: feeds drop
+# both. No leading `\s*`: a pattern that starts with a literal is found by a fast scan (a
+# tenth of the time on this blog's article), the white space before it is cut after.
+PAGE_ONLY_TAG = re.compile(r'<(?:script type="module" src="[^"]*" data-figgen-js></script>'
+                           r'|link rel="stylesheet" href="[^"]*" data-figgen-css>)')
 # An interactive figure's module and data, named beside its image: nothing in a feed runs them.
 INTERACTIVE_ATTRS = re.compile(r' data-figgen-(?:module|data)="[^"]*"')
 LEFTOVER = re.compile(rf"<{MARKER_TAG}\b[^>]*>(?:\s*</{MARKER_TAG}\s*>)?|</{MARKER_TAG}\s*>")
@@ -383,7 +385,11 @@ def _for_feeds(text: str) -> str:
     """An entry without the page's stylesheet, its loader and its interactive figures' hooks."""
     if "data-figgen" not in text:  # each pattern names it: one scan, not three, per entry
         return text
-    return INTERACTIVE_ATTRS.sub("", LOADER_TAG.sub("", STYLESHEET_LINK.sub("", text)))
+    parts, end = [], 0
+    for match in PAGE_ONLY_TAG.finditer(text):
+        parts.append(text[end:match.start()].rstrip())  # with the white space before the tag
+        end = match.end()
+    return INTERACTIVE_ATTRS.sub("", "".join(parts) + text[end:])
 
 
 def _guarded(text: str, where: str) -> str:
