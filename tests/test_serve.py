@@ -154,6 +154,11 @@ def test_changed_figures_tells_figures_from_text() -> None:
     assert changed_figures(old, old | {"post.html": page.format("text", "a-2.png")}) == ("fig-a",)
     assert changed_figures(old, old | {"post.html": page.format("TEXT", "a-2.png")}) is None
     assert changed_figures(old, {"post.html": old["post.html"]}) is None  # a page went away
+    # A new page alone (a restyled script's source page) changes no open page.
+    source = {"figures/source/a-2.py.html": "code"}
+    assert changed_figures(old, old | source) == ()
+    assert changed_figures(old, old | source | {"post.html": page.format("text", "a-2.png")}) \
+        == ("fig-a",)
 
 
 def test_serve_builds_keep_compiled_templates_and_compile_an_edited_one_again(

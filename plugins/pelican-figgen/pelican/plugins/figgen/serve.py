@@ -174,7 +174,9 @@ def pages(output: Path) -> dict[str, str]:
 
 def changed_figures(before: Mapping[str, str], after: Mapping[str, str]) -> tuple[str, ...] | None:
     """The ids of the figures that differ between two builds' pages; None if anything else does."""
-    if before.keys() != after.keys():
+    # A new page changes no open one (an edited script's source page is new: it is named by
+    # the script's hash, and the figure linking to it is swapped); a page gone may be open.
+    if not before or not before.keys() <= after.keys():
         return None
     changed: set[str] = set()
     for name, old in before.items():
