@@ -189,6 +189,26 @@ def test_objects_are_stored_under_their_hash(tmp_path: Path) -> None:
     assert store.object_path(image).read_bytes() == b"abc"
 
 
+def test_a_file_unchanged_since_the_last_build_is_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memo, script = tmp_path / "hashes.json", tmp_path / "f.py"
+    script.write_text("print(1)\n")
+    fresh = Hashes(memo)
+    real = fresh(script)
+    fresh.save(tmp_path)
+    assert not memo.exists()  # written just now: its stamp could still be reused by a write
+    monkeypatch.setattr(cache, "SETTLED_NS", -1)  # as if written long ago
+    first = Hashes(memo)
+    assert first(script) == real and first(tmp_path / "gone.py") is None
+    first.save(tmp_path)
+    entries = json.loads(memo.read_text())
+    memo.write_text(json.dumps({k: [*v[:4], "0" * 64] for k, v in entries.items()}))
+    assert Hashes(memo)(script) == "0" * 64  # the same stamp: the memo's hash, no read
+    script.write_text("print(2)\n")  # any write changes the stamp: read again
+    assert Hashes(memo)(script) == Hashes()(script) != real
+
+
 def _results(folder: Path, ages: dict[str, float], now: float) -> dict[str, Path]:
     """Stored intermediates of 1 MB each, as pelican_figgen.intermediates lays them out, by age."""
     paths = {}

@@ -17,7 +17,7 @@ from typing import Any
 from pelican_figgen.dists import normalize
 
 from . import cache, discover, embed
-from .cache import Cache, Expected, Store
+from .cache import Cache, Expected, Hashes, Store
 from .discover import Figure, FigureRef
 from .errors import FigureBuildError, FigureError
 from .markdown_ext import FigureReferenceExtension
@@ -163,7 +163,8 @@ def update_figures(
     force: bool = False,
 ) -> Outcome:
     """Bring every figure up to date: reuse its record or run its script (always if force)."""
-    cached = Cache(settings.root, Store(settings.cache_dir))
+    memo = Hashes(settings.cache_dir / cache.HASH_MEMO)
+    cached = Cache(settings.root, Store(settings.cache_dir), memo)
     installed = cache.installed(settings.python, settings.root)
     environment = run_environment(settings, installed)
     outcome = Outcome(store=cached.store)
@@ -180,6 +181,7 @@ def update_figures(
 
         outcome.take_run(execute.run_stale(stale, settings, force, cached, environment),
                          articles)
+    memo.save(settings.cache_dir)
     return outcome
 
 
