@@ -328,6 +328,25 @@ def test_a_feed_entry_is_the_page_without_the_stylesheet_loader_and_hooks() -> N
     assert embed._for_feeds(f"<p>x</p>\n{page}\n{page}") == f"<p>x</p>\n{tag}\n{tag}"
 
 
+def test_captions_are_rendered_once_and_kept_for_the_next_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "code").mkdir()
+    monkeypatch.setattr(embed, "CAPTIONS", embed._Captions())
+    embed.CAPTIONS.load(tmp_path)
+    rendered = 'A <em>bold</em> <a href="x.html">link</a>'
+    assert embed.render_caption("A *bold* [link](x.html)") == rendered
+    embed.CAPTIONS.save(tmp_path)
+    (kept,) = (tmp_path / "code").glob("captions-*.json")
+    kept.write_text(json.dumps({"A *bold* [link](x.html)": "as kept"}))
+    monkeypatch.setattr(embed, "CAPTIONS", embed._Captions())  # the next build's process
+    embed.CAPTIONS.load(tmp_path)
+    assert embed.render_caption("A *bold* [link](x.html)") == "as kept"  # not rendered again
+    assert embed.render_caption("New") == "New"
+    embed.CAPTIONS.save(tmp_path)  # what this build used, no more
+    assert json.loads(kept.read_text()) == {"A *bold* [link](x.html)": "as kept", "New": "New"}
+
+
 def test_failure_policy_and_mode_are_checked_and_the_environment_overrides(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import html
+import json
 import logging
 import re
 import string
@@ -308,6 +310,8 @@ class _Urls(HTMLParser):
 
 def _urls(fragment: str) -> list[str]:
     """The URLs an HTML fragment links to or loads."""
+    if not any(name in fragment.lower() for name in ("href", "src", "action")):
+        return []  # no attribute that holds one: nothing to parse
     parser = _Urls()
     parser.feed(fragment)
     parser.close()
@@ -330,9 +334,41 @@ def _caption_converter() -> markdown.Markdown:
 
 def render_caption(text: str) -> str:
     """Render a caption's inline Markdown (links, emphasis, code) to HTML."""
+    if text in CAPTIONS.kept:  # rendered by a build before: Markdown costs ~0.5 ms a caption
+        CAPTIONS.used[text] = CAPTIONS.kept[text]
+        return CAPTIONS.kept[text]
     rendered = _caption_converter().reset().convert(text).strip()
     match = PARAGRAPH.match(rendered)
-    return match.group(1) if match else rendered
+    CAPTIONS.used[text] = rendered = match.group(1) if match else rendered
+    return rendered
+
+
+class _Captions:
+    """Captions as rendered, kept in the cache between builds: a no-op build renders none."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.kept: dict[str, str] = {}  # Markdown -> HTML, as the last build saved them
+        self.used: dict[str, str] = {}  # this build's
+
+    def load(self, cache_dir: Path) -> None:
+        """Read what the last build rendered (named by Markdown's version and this code's)."""
+        code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+        path = cache_dir / "code" / f"captions-markdown-{markdown.__version__}-{code}.json"
+        if path != self.path:  # a long-lived process (make serve) keeps what it read
+            self.path, self.kept = path, {}
+            with contextlib.suppress(OSError, ValueError):
+                self.kept = json.loads(path.read_text(encoding="utf-8"))
+        self.used = {}
+
+    def save(self, cache_dir: Path) -> None:
+        """Keep this build's captions for the next build, unless they are those kept already."""
+        if self.path is not None and self.used and self.used != self.kept:
+            self.kept = self.used
+            write_optional(self.path, json.dumps(self.used), cache_dir)
+
+
+CAPTIONS = _Captions()
 
 
 def without_markers(text: str, where: str) -> tuple[str, list[FigureError]]:

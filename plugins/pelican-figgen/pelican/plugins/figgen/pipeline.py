@@ -240,6 +240,7 @@ def _embed(
     # A build killed while copying leaves a half image aside, which would be published.
     cache.drop_orphans(into.site.output_path / settings.output_dir)
     stylesheet = embed.publish_stylesheet(into.site) if any(refs.values()) else ""
+    embed.CAPTIONS.load(settings.cache_dir)
     loader = ""
     for content in contents:
         html, scripted = content._content, False
@@ -262,6 +263,7 @@ def _embed(
         html, leftovers = embed.without_markers(html, _article(content, settings))
         errors.extend(leftovers)
         content._content = html
+    embed.CAPTIONS.save(settings.cache_dir)
 
 
 def _figure_tag(ref: FigureRef, index: int, into: Embedding) -> str | None:
