@@ -153,6 +153,11 @@ class Hashes:
             self._known[path] = digest
         return self._known[path]
 
+    def forget(self, path: Path) -> None:
+        """Drop what is known of a file this build is about to replace."""
+        self._known.pop(path, None)
+        self._used.pop(str(path), None)
+
     def _hash(self, path: Path) -> str | None:
         """A file's hash, from the memo when the file is unchanged since it was made."""
         try:

@@ -22,7 +22,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 
 from . import provenance
-from .cache import Record, Store, copy_unless_same, write_atomic, write_optional
+from .cache import Hashes, Record, Store, copy_atomic, write_atomic, write_optional
 from .discover import Figure, FigureRef, find_refs
 from .errors import FigureError
 from .markdown_ext import MARKER_TAG
@@ -86,6 +86,7 @@ class Site:
     settings: FiggenSettings
     output_path: Path
     static_content: MutableMapping[str, Any]  # Pelican's: each file copied, linked by URL
+    hashes: Hashes = field(default_factory=Hashes)  # an unchanged copy in the output: not read
 
 
 def publish(figure: Figure, record: Record, store: Store, site: Site) -> Published:
@@ -93,7 +94,7 @@ def publish(figure: Figure, record: Record, store: Store, site: Site) -> Publish
     settings, output_path, static_content = site.settings, site.output_path, site.static_content
     image = record.image
     image_url = f"{settings.output_dir}/{figure.name}-{image.sha256[:12]}{image.suffix}"
-    copy_unless_same(store.object_path(image), output_path / image_url, image.sha256)
+    _copy(site, store.object_path(image), output_path / image_url, image.sha256)
     static_content[image_url] = StaticLink(image_url)
     script = figure.script.relative_to(settings.root).as_posix()
     record_url = image_url.removesuffix(image.suffix) + ".json"
@@ -112,11 +113,20 @@ def publish(figure: Figure, record: Record, store: Store, site: Site) -> Publish
     code = _focusable(_highlighted(figure.script, settings.cache_dir), f"The code of {script}")
     return Published(
         "{static}/" + image_url, source, image.width, image.height, record_link, code,
-        image.density, script, _publish_assets(figure, record, store, output_path / image_url),
+        image.density, script, _publish_assets(figure, record, store, site, image_url),
     )
 
 
-def _publish_assets(figure: Figure, record: Record, store: Store, image: Path) -> dict[str, str]:
+def _copy(site: Site, source: Path, target: Path, sha256: str) -> None:
+    """Copy a stored file with this hash into the output, unless its copy there has it."""
+    if site.hashes(target) != sha256:
+        site.hashes.forget(target)  # replaced: its stamp and hash change
+        copy_atomic(source, target)
+
+
+def _publish_assets(
+    figure: Figure, record: Record, store: Store, site: Site, image_url: str
+) -> dict[str, str]:
     """Copy a figure's assets beside its image, each named by its hash; role -> file name."""
     names = {}
     for role, asset in sorted(record.assets.items()):
@@ -124,7 +134,8 @@ def _publish_assets(figure: Figure, record: Record, store: Store, image: Path) -
         # hash, and a page's "network" panel says whose they are.
         stem = figure.name.rsplit("/", 1)[-1]
         name = f"{stem}-{asset.sha256[:12]}{'.data' if role == 'data' else ''}{asset.suffix}"
-        copy_unless_same(store.object_path(asset), image.with_name(name), asset.sha256)
+        _copy(site, store.object_path(asset), (site.output_path / image_url).with_name(name),
+              asset.sha256)
         names[role] = name
     return names
 

@@ -50,14 +50,17 @@ def build_figures(generators: list[Any]) -> None:
     refs = _discover(contents, settings, errors)
     figures = _resolve(refs, settings, errors)
     articles = articles_of(refs.values())
+    # One memo of file hashes for the build: its inputs, cached images and their output copies.
+    hashes = Hashes(settings.cache_dir / cache.HASH_MEMO)
     if settings.mode == "frozen":
         outcome = take_frozen(figures, settings, articles)
     else:
-        outcome = update_figures(figures, settings, articles)
+        outcome = update_figures(figures, settings, articles, hashes=hashes)
     errors.extend(outcome.errors)
     site = embed.Site(settings, Path(generators[0].output_path),
-                      generators[0].context["static_content"])
+                      generators[0].context["static_content"], hashes)
     _embed(contents, refs, Embedding(figures, outcome, site), errors)
+    hashes.save(settings.cache_dir)
     save_report(settings, outcome)
     finish(errors, settings)
 
@@ -161,9 +164,11 @@ def update_figures(
     settings: FiggenSettings,
     articles: Mapping[str, list[str]],
     force: bool = False,
+    hashes: Hashes | None = None,
 ) -> Outcome:
     """Bring every figure up to date: reuse its record or run its script (always if force)."""
-    memo = Hashes(settings.cache_dir / cache.HASH_MEMO)
+    # `hashes`: the build's memo of file hashes, which the caller saves; None: one of its own.
+    memo = hashes or Hashes(settings.cache_dir / cache.HASH_MEMO)
     cached = Cache(settings.root, Store(settings.cache_dir), memo)
     installed = cache.installed(settings.python, settings.root)
     environment = run_environment(settings, installed)
@@ -181,7 +186,8 @@ def update_figures(
 
         outcome.take_run(execute.run_stale(stale, settings, force, cached, environment),
                          articles)
-    memo.save(settings.cache_dir)
+    if hashes is None:
+        memo.save(settings.cache_dir)
     return outcome
 
 
