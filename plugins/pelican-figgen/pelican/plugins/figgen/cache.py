@@ -135,8 +135,7 @@ class Verdict:
 
 
 class Hashes:
-    """SHA-256 of files, each file read at most once per build (and, with a memo, at most once
-    while its size, times and inode stay the same)."""
+    """SHA-256 of files, each read at most once per build (with a memo, once while unchanged)."""
 
     def __init__(self, memo: Path | None = None) -> None:
         self._known: dict[Path, str] = {}

@@ -50,9 +50,11 @@ def build_figures(generators: list[Any]) -> None:
     refs = _discover(contents, settings, errors)
     figures = _resolve(refs, settings, errors)
     articles = articles_of(refs.values())
-    # One memo of file hashes for the build: its inputs, cached images and their output copies.
-    hashes = Hashes(settings.cache_dir / cache.HASH_MEMO)
-    if settings.mode == "frozen":
+    # One memo of file hashes for the build: its inputs, cached images and their output copies
+    # (none in frozen mode, which writes only to the output).
+    frozen = settings.mode == "frozen"
+    hashes = Hashes(None if frozen else settings.cache_dir / cache.HASH_MEMO)
+    if frozen:
         outcome = take_frozen(figures, settings, articles)
     else:
         outcome = update_figures(figures, settings, articles, hashes=hashes)
@@ -168,7 +170,7 @@ def update_figures(
 ) -> Outcome:
     """Bring every figure up to date: reuse its record or run its script (always if force)."""
     # `hashes`: the build's memo of file hashes, which the caller saves; None: one of its own.
-    memo = hashes or Hashes(settings.cache_dir / cache.HASH_MEMO)
+    memo = hashes if hashes is not None else Hashes(settings.cache_dir / cache.HASH_MEMO)
     cached = Cache(settings.root, Store(settings.cache_dir), memo)
     installed = cache.installed(settings.python, settings.root)
     environment = run_environment(settings, installed)
