@@ -20,7 +20,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import REPO
+from conftest import POST, REPO, Site, line_script
+from test_serve import serving
 from test_site import ARTICLE, NAMES
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -373,3 +374,53 @@ def test_a_source_page_is_utf8_numbered_and_follows_the_system_scheme(
     finally:
         color_scheme(browser, "light")
     assert requests_and_errors(browser)[1] == []
+
+
+def until(driver: object, script: str, seconds: float = 120) -> object:
+    """Wait for a script's value in the page to be truthy; return it."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds, poll_frequency=0.2).until(
+        lambda d: d.execute_script(script))
+
+
+BETA_SRC = "return document.querySelector('#fig-beta img').getAttribute('src')"
+LONG_POST = "\n\n".join(f"Paragraph {i} of a post long enough to scroll." for i in range(60))
+
+
+def test_serve_swaps_a_changed_figure_in_place_and_reloads_for_text(
+    browser: object, site: Site
+) -> None:
+    # Text above the figures: the page scrolls, and beta is below the fold.
+    site.write("content/post.md", POST.replace("is display math.", f"is display math.\n\n"
+                                               f"{LONG_POST}\n"))
+    with serving(site) as served:
+        browser.get(served.url)
+        until(browser, "return window.scrollY === 0 && document.readyState === 'complete'")
+        browser.execute_script("document.getElementById('fig-beta').scrollIntoView();"
+                               "window.figgenMarker = 'not reloaded'")
+        scrolled, src = browser.execute_script("return window.scrollY"), browser.execute_script(
+            BETA_SRC)
+        assert scrolled > 0
+        gamma = browser.execute_script("return document.getElementById('fig-gamma').outerHTML")
+        site.write("figs/beta.py", line_script("green"))  # only beta's image changes
+        new = until(browser, f"const s = {BETA_SRC[7:]}; return s !== {src!r} && s")
+        state = browser.execute_script("""return {marker: window.figgenMarker, y: window.scrollY,
+            gamma: document.getElementById('fig-gamma').outerHTML}""")
+        # Swapped in place: no reload (the marker is there), the reader stays where they were.
+        assert state == {"marker": "not reloaded", "y": scrolled, "gamma": gamma}
+        assert "figures/beta-" in new and f'src="{new}"' in served_page(served)
+        assert browser.execute_script(
+            "const img = document.querySelector('#fig-beta img');"
+            "return img.getAttribute('srcset') === img.getAttribute('src') + ' 2x'")
+        site.append("content/post.md", "\nA new closing line.\n")  # text: the page reloads
+        until(browser, "return document.body.textContent.includes('A new closing line.')")
+        assert browser.execute_script("return window.figgenMarker") is None
+        assert browser.execute_script(BETA_SRC) == new
+
+
+def served_page(served: object) -> str:
+    """The page as the serve loop serves it now."""
+    from test_serve import _get
+
+    return _get(served.url)

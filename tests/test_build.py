@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 import pytest
 
 from conftest import GAMMA, Site, line_script
+from pelican.plugins.figgen import cache
 from pelican.plugins.figgen.errors import FigureBuildError, SettingsError
 
 ALL = {"alpha", "beta", "gamma"}
@@ -92,6 +93,20 @@ def test_second_build_runs_nothing_and_survives_a_clean_output(site: Site) -> No
     report = site.build(DELETE_OUTPUT_DIRECTORY=True)
     assert report["ran"] == {} and sorted(report["cached"]) == sorted(ALL)
     assert len(figures(site.html())) == 3
+
+
+def test_a_damaged_copy_in_the_output_is_copied_again_though_its_hash_is_kept(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache, "SETTLED_NS", -1)  # every file's stamp kept, however new
+    site.build()
+    assert site.build()["ran"] == {}  # the second build kept the output copies' hashes
+    (image,) = (site.root / "output" / "figures").glob("alpha-*.png")
+    (stored,) = [p for p in (site.root / ".figgen-cache" / "objects").glob("*.png")
+                 if p.read_bytes() == image.read_bytes()]
+    image.write_bytes(b"not the image")
+    assert site.build()["ran"] == {}
+    assert image.read_bytes() == stored.read_bytes()
 
 
 def test_editing_a_script_reruns_only_it(site: Site) -> None:

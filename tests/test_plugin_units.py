@@ -189,6 +189,26 @@ def test_objects_are_stored_under_their_hash(tmp_path: Path) -> None:
     assert store.object_path(image).read_bytes() == b"abc"
 
 
+def test_a_file_unchanged_since_the_last_build_is_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memo, script = tmp_path / "hashes.json", tmp_path / "f.py"
+    script.write_text("print(1)\n")
+    fresh = Hashes(memo)
+    real = fresh(script)
+    fresh.save(tmp_path)
+    assert not memo.exists()  # written just now: its stamp could still be reused by a write
+    monkeypatch.setattr(cache, "SETTLED_NS", -1)  # as if written long ago
+    first = Hashes(memo)
+    assert first(script) == real and first(tmp_path / "gone.py") is None
+    first.save(tmp_path)
+    entries = json.loads(memo.read_text())
+    memo.write_text(json.dumps({k: [*v[:4], "0" * 64] for k, v in entries.items()}))
+    assert Hashes(memo)(script) == "0" * 64  # the same stamp: the memo's hash, no read
+    script.write_text("print(2)\n")  # any write changes the stamp: read again
+    assert Hashes(memo)(script) == Hashes()(script) != real
+
+
 def _results(folder: Path, ages: dict[str, float], now: float) -> dict[str, Path]:
     """Stored intermediates of 1 MB each, as pelican_figgen.intermediates lays them out, by age."""
     paths = {}
@@ -296,6 +316,35 @@ def test_srcset_is_made_from_each_images_own_resolved_src() -> None:
         '<img alt="b" src="https://x.org/b.png" srcset="https://x.org/b.png 3x">\n'
         '<img src="plain.png" alt="not a figure">'
     )
+
+
+def test_a_feed_entry_is_the_page_without_the_stylesheet_loader_and_hooks() -> None:
+    tag = '<figure id="fig-a">\n  <img src="a.png" alt="a">\n</figure>'
+    interactive = tag.replace('id="fig-a"', 'id="fig-a" data-figgen-module="a.js" '
+                              'data-figgen-data="a.json"')
+    page = embed.with_loader(embed.with_stylesheet(interactive, "figgen.css"), "figgen.js")
+    assert "data-figgen-css" in page and "data-figgen-js" in page
+    # Dropped with the white space that came with them: the entry is the figure as made.
+    assert embed._for_feeds(f"<p>x</p>\n{page}\n{page}") == f"<p>x</p>\n{tag}\n{tag}"
+
+
+def test_captions_are_rendered_once_and_kept_for_the_next_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "code").mkdir()
+    monkeypatch.setattr(embed, "CAPTIONS", embed._Captions())
+    embed.CAPTIONS.load(tmp_path)
+    rendered = 'A <em>bold</em> <a href="x.html">link</a>'
+    assert embed.render_caption("A *bold* [link](x.html)") == rendered
+    embed.CAPTIONS.save(tmp_path)
+    (kept,) = (tmp_path / "code").glob("captions-*.json")
+    kept.write_text(json.dumps({"A *bold* [link](x.html)": "as kept"}))
+    monkeypatch.setattr(embed, "CAPTIONS", embed._Captions())  # the next build's process
+    embed.CAPTIONS.load(tmp_path)
+    assert embed.render_caption("A *bold* [link](x.html)") == "as kept"  # not rendered again
+    assert embed.render_caption("New") == "New"
+    embed.CAPTIONS.save(tmp_path)  # what this build used, no more
+    assert json.loads(kept.read_text()) == {"A *bold* [link](x.html)": "as kept", "New": "New"}
 
 
 def test_failure_policy_and_mode_are_checked_and_the_environment_overrides(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +17,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, Site
+from pelican.plugins.figgen import serve
 from pelican.plugins.figgen.serve import changed_figures, read_site, watched_paths
 
 
@@ -150,6 +154,31 @@ def test_changed_figures_tells_figures_from_text() -> None:
     assert changed_figures(old, old | {"post.html": page.format("text", "a-2.png")}) == ("fig-a",)
     assert changed_figures(old, old | {"post.html": page.format("TEXT", "a-2.png")}) is None
     assert changed_figures(old, {"post.html": old["post.html"]}) is None  # a page went away
+    # A new page alone (a restyled script's source page) changes no open page.
+    source = {"figures/source/a-2.py.html": "code"}
+    assert changed_figures(old, old | source) == ()
+    assert changed_figures(old, old | source | {"post.html": page.format("text", "a-2.png")}) \
+        == ("fig-a",)
+
+
+def test_serve_builds_keep_compiled_templates_and_compile_an_edited_one_again(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(REPO / "theme", site.root / "theme")
+    site.append("pelicanconf.py", 'THEME = "theme"\n')
+    compiled: list[str] = []
+    keep = serve.Templates.dump_bytecode
+    monkeypatch.setattr(serve.Templates, "dump_bytecode",
+                        lambda self, bucket: (compiled.append(bucket.key), keep(self, bucket)))
+    settings = site.root / "pelicanconf.py"
+    assert serve.build(settings) and compiled  # the first build compiles the theme
+    compiled.clear()
+    assert serve.build(settings) and compiled == []  # the next one reuses it
+    article = site.root / "theme/templates/article.html"
+    article.write_text(article.read_text().replace("{% block head %}",
+                                                   "{% block head %}<!-- edited template -->"))
+    assert serve.build(settings) and len(compiled) == 1
+    assert "<!-- edited template -->" in site.html()
 
 
 FAKELIB = "VERSION = {!r}\n"

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +39,10 @@ from pelican_figgen.contract import (
 logger = logging.getLogger(__name__)
 _UNWRITABLE: set[Path] = set()  # cache folders a build could not write in, warned about once
 FORMAT = 6  # bump when the record layout changes: old records then read as "never run"
+# path -> [size, mtime_ns, ctime_ns, inode, sha256] of each file the last build hashed: an
+# unchanged file is not read again (a checkout or copy changes ctime: it is).
+HASH_MEMO = "hashes.json"
+SETTLED_NS = 2_000_000_000  # a file's stamp is trusted once it is this old
 
 
 @dataclass(frozen=True)
@@ -141,19 +146,59 @@ class Verdict:
 
 
 class Hashes:
-    """SHA-256 of files, each file read at most once per build."""
+    """SHA-256 of files, each read at most once per build (with a memo, once while unchanged)."""
 
-    def __init__(self) -> None:
+    def __init__(self, memo: Path | None = None) -> None:
         self._known: dict[Path, str] = {}
+        self._memo_path = memo  # None: every build reads every file
+        self._memo: dict[str, list] | None = None  # read on first use
+        self._used: dict[str, list] = {}  # the entries this build confirmed or made
 
     def __call__(self, path: Path) -> str | None:
         """Hash a file's bytes; None when it does not exist."""
         if path not in self._known:
-            try:
-                self._known[path] = hashlib.sha256(path.read_bytes()).hexdigest()
-            except FileNotFoundError:
+            digest = self._hash(path)
+            if digest is None:
                 return None
+            self._known[path] = digest
         return self._known[path]
+
+    def forget(self, path: Path) -> None:
+        """Drop what is known of a file this build is about to replace."""
+        self._known.pop(path, None)
+        self._used.pop(str(path), None)
+
+    def _hash(self, path: Path) -> str | None:
+        """A file's hash, from the memo when the file is unchanged since it was made."""
+        try:
+            st = path.stat()  # before reading: a write in between changes the stamp, not the memo
+            stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            entry = self._entries().get(str(path))
+            if entry and entry[:4] == stamp:
+                self._used[str(path)] = entry
+                return entry[4]
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            return None
+        # Timestamps tick coarsely: a file changed within the last seconds could change again
+        # with the same stamp. Any write sets ctime to now, so an older stamp is trusted.
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > SETTLED_NS:
+            self._used[str(path)] = [*stamp, digest]
+        return digest
+
+    def _entries(self) -> dict[str, list]:
+        """The memo the last build left (empty without one, or when unreadable)."""
+        if self._memo is None:
+            self._memo = {}
+            if self._memo_path is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._memo = json.loads(self._memo_path.read_text(encoding="utf-8"))
+        return self._memo
+
+    def save(self, cache_dir: Path) -> None:
+        """Keep this build's entries for the next build, unless the memo already holds them."""
+        if self._memo_path is not None and self._used and self._used != self._entries():
+            write_optional(self._memo_path, json.dumps(self._used), cache_dir)
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,42 @@ from .cache import Cache, Expected, Failure, Image, Record, Store
 from .discover import Figure
 from .errors import BuildInterrupted, SettingsError
 from .launch import WarmServer
-from .outcome import FigureEnd, RunFailure, RunPhase
 from .run import RunResult, run_figure, script_env, stop_all
 from .settings import FiggenSettings
 
 logger = logging.getLogger(__name__)
 STATIC_TIMEOUT = 60  # seconds for reading a script's imports: parsing, far less in practice
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """Why a figure's run failed, as each article that uses it is told (FigureError)."""
+
+    cause: str
+    detail: str = ""
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class FigureEnd:
+    """How the run phase left one stale figure: ran, failed, or made meanwhile elsewhere."""
+
+    name: str
+    # The record to show: the new one, one a concurrent build made, or (failed) the last good
+    # one, intact; None: nothing to show.
+    record: Record | None
+    ran: bool  # False: a concurrent build had made it meanwhile
+    seconds: float = 0.0  # the run's wall time
+    compute: float = 0.0  # the run's own main(), less waits (Report.compute)
+    failure: RunFailure | None = None  # None: it did not fail
+
+
+@dataclass(frozen=True)
+class RunPhase:
+    """What the run phase returns: each stale figure's end, and what the warm server loaded."""
+
+    ends: tuple[FigureEnd, ...]
+    preloaded: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

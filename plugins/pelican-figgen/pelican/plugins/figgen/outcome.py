@@ -6,11 +6,15 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import cache
 from .cache import Record, Store
 from .errors import FigureError
 from .settings import FiggenSettings
+
+if TYPE_CHECKING:  # the run phase's own types: a no-op build never imports it
+    from .execute import RunPhase
 
 logger = logging.getLogger(__name__)
 
@@ -27,37 +31,6 @@ class Report:
     # intermediate: the part of a run that start-up and imports do not explain.
     compute: dict[str, float] = field(default_factory=dict)
     preloaded: list[str] = field(default_factory=list)  # what the warm server imported
-
-
-@dataclass(frozen=True)
-class RunFailure:
-    """Why a figure's run failed, as each article that uses it is told (FigureError)."""
-
-    cause: str
-    detail: str = ""
-    hint: str = ""
-
-
-@dataclass(frozen=True)
-class FigureEnd:
-    """How the run phase left one stale figure: ran, failed, or made meanwhile elsewhere."""
-
-    name: str
-    # The record to show: the new one, one a concurrent build made, or (failed) the last good
-    # one, intact; None: nothing to show.
-    record: Record | None
-    ran: bool  # False: a concurrent build had made it meanwhile
-    seconds: float = 0.0  # the run's wall time
-    compute: float = 0.0  # the run's own main(), less waits (Report.compute)
-    failure: RunFailure | None = None  # None: it did not fail
-
-
-@dataclass(frozen=True)
-class RunPhase:
-    """What the run phase returns: each stale figure's end, and what the warm server loaded."""
-
-    ends: tuple[FigureEnd, ...]
-    preloaded: tuple[str, ...] = ()
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 from pelican_figgen.dists import normalize
 
 from . import cache, discover, embed
-from .cache import Cache, Expected, Store
+from .cache import Cache, Expected, Hashes, Store
 from .discover import Figure, FigureRef
 from .errors import FigureBuildError, FigureError
 from .markdown_ext import FigureReferenceExtension
@@ -50,14 +50,19 @@ def build_figures(generators: list[Any]) -> None:
     refs = _discover(contents, settings, errors)
     figures = _resolve(refs, settings, errors)
     articles = articles_of(refs.values())
-    if settings.mode == "frozen":
+    # One memo of file hashes for the build: its inputs, cached images and their output copies
+    # (none in frozen mode, which writes only to the output).
+    frozen = settings.mode == "frozen"
+    hashes = Hashes(None if frozen else settings.cache_dir / cache.HASH_MEMO)
+    if frozen:
         outcome = take_frozen(figures, settings, articles)
     else:
-        outcome = update_figures(figures, settings, articles)
+        outcome = update_figures(figures, settings, articles, hashes=hashes)
     errors.extend(outcome.errors)
     site = embed.Site(settings, Path(generators[0].output_path),
-                      generators[0].context["static_content"])
+                      generators[0].context["static_content"], hashes)
     _embed(contents, refs, Embedding(figures, outcome, site), errors)
+    hashes.save(settings.cache_dir)
     save_report(settings, outcome)
     finish(errors, settings)
 
@@ -161,9 +166,12 @@ def update_figures(
     settings: FiggenSettings,
     articles: Mapping[str, list[str]],
     force: bool = False,
+    hashes: Hashes | None = None,
 ) -> Outcome:
     """Bring every figure up to date: reuse its record or run its script (always if force)."""
-    cached = Cache(settings.root, Store(settings.cache_dir))
+    # `hashes`: the build's memo of file hashes, which the caller saves; None: one of its own.
+    memo = hashes if hashes is not None else Hashes(settings.cache_dir / cache.HASH_MEMO)
+    cached = Cache(settings.root, Store(settings.cache_dir), memo)
     installed = cache.installed(settings.python, settings.root)
     environment = run_environment(settings, installed)
     outcome = Outcome(store=cached.store)
@@ -180,6 +188,8 @@ def update_figures(
 
         outcome.take_run(execute.run_stale(stale, settings, force, cached, environment),
                          articles)
+    if hashes is None:
+        memo.save(settings.cache_dir)
     return outcome
 
 
@@ -238,6 +248,7 @@ def _embed(
     # A build killed while copying leaves a half image aside, which would be published.
     cache.drop_orphans(into.site.output_path / settings.output_dir)
     stylesheet = embed.publish_stylesheet(into.site) if any(refs.values()) else ""
+    embed.CAPTIONS.load(settings.cache_dir)
     loader = ""
     for content in contents:
         html, scripted = content._content, False
@@ -260,6 +271,7 @@ def _embed(
         html, leftovers = embed.without_markers(html, _article(content, settings))
         errors.extend(leftovers)
         content._content = html
+    embed.CAPTIONS.save(settings.cache_dir)
 
 
 def _figure_tag(ref: FigureRef, index: int, into: Embedding) -> str | None:

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import watchfiles
+from jinja2 import BytecodeCache
+from jinja2.bccache import Bucket
 
 logger = logging.getLogger(__name__)
 # Never watched: folders too big to watch that no figure reads (and what builds write, below).
@@ -59,6 +61,37 @@ SCRIPT = (
     "seen=e.build;if(e.figures===null)reload();else if(e.figures.length)swap(e.figures)}"
     "})();</script>"
 )
+
+
+class Templates(BytecodeCache):
+    """Compiled Jinja templates kept in memory across this process's builds."""
+
+    # Pelican compiles its theme anew for every build: about half of a text edit's rebuild.
+    # A template whose source changed is compiled again (Jinja compares its checksum).
+
+    def __init__(self) -> None:
+        self._compiled: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        """Fill the bucket from memory, if this template was compiled before."""
+        if bucket.key in self._compiled:
+            bucket.bytecode_from_string(self._compiled[bucket.key])
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        """Keep a template just compiled."""
+        self._compiled[bucket.key] = bucket.bytecode_to_string()
+
+
+# One per set of Jinja options (its extensions and syntax change the compiled code).
+TEMPLATES: dict[str, Templates] = {}
+
+
+def with_templates_kept(conf: dict[str, Any]) -> dict[str, Any]:
+    """Pelican settings whose Jinja environments share this process's compiled templates."""
+    options = {k: v for k, v in conf["JINJA_ENVIRONMENT"].items() if k != "bytecode_cache"}
+    kept = TEMPLATES.setdefault(repr(sorted(options.items())), Templates())
+    # A new dict: Pelican's default one is shared by every settings object.
+    return conf | {"JINJA_ENVIRONMENT": options | {"bytecode_cache": kept}}
 
 
 @dataclass(frozen=True)
@@ -141,7 +174,9 @@ def pages(output: Path) -> dict[str, str]:
 
 def changed_figures(before: Mapping[str, str], after: Mapping[str, str]) -> tuple[str, ...] | None:
     """The ids of the figures that differ between two builds' pages; None if anything else does."""
-    if before.keys() != after.keys():
+    # A new page changes no open one (an edited script's source page is new: it is named by
+    # the script's hash, and the figure linking to it is swapped); a page gone may be open.
+    if not before or not before.keys() <= after.keys():
         return None
     changed: set[str] = set()
     for name, old in before.items():
@@ -167,7 +202,7 @@ def build(settings: Path) -> bool:
 
     try:
         # Read anew each build: an edit of the settings file takes effect, as --autoreload does.
-        conf = read_settings(str(settings))
+        conf = with_templates_kept(read_settings(str(settings)))
         cls = conf["PELICAN_CLASS"]
         if isinstance(cls, str):
             module, _, name = cls.rpartition(".")
