@@ -229,11 +229,15 @@ def shared() -> Classifier:
     return _SHARED[0]
 
 
-def versions_of(tops: Iterable[str]) -> dict[str, str]:
-    """Versions of the distributions providing these top-level modules, none imported."""
+def versions_of(tops: Iterable[str], fresh: bool = False) -> dict[str, str]:
+    """Versions of the distributions providing these top-level modules, none imported.
+
+    ``fresh`` reads the installed distributions anew: a long-lived process (make serve) must
+    see an upgrade that the process's shared classifier, which remembers, would not.
+    """
     import importlib.machinery  # here: only a cached intermediate asks
 
-    classifier, files = shared(), []
+    classifier, files = Classifier() if fresh else shared(), []
     for top in set(tops):
         module = sys.modules.get(top)
         file = getattr(module, "__file__", None) if module else None

@@ -288,7 +288,7 @@ class KeptServer:
         files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                  for p in sorted(runtime.glob("*.py"))}
         # Read anew each time (a directory listing): an upgrade while serving must be seen.
-        versions = dists.versions_of(tops) if tops else {}
+        versions = dists.versions_of(tops, fresh=True) if tops else {}
         return json.dumps([settings.python, str(settings.root), script_env(settings), files,
                            versions], sort_keys=True)
 
