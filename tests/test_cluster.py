@@ -1,0 +1,216 @@
+"""The Dask executor: a real scheduler and two workers on localhost, away from the checkout.
+
+Skipped without `distributed` (the dev extra brings it) unless FIGGEN_REQUIRE_CLUSTER is set,
+as in CI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Site
+from pelican.plugins.figgen import cluster
+from pelican.plugins.figgen.errors import SettingsError
+from pelican.plugins.figgen.settings import merge
+from pelican_figgen.worker import TaskError, write_files
+
+HAVE_DISTRIBUTED = importlib.util.find_spec("distributed") is not None
+SCHEDULER_ENV = {
+    # One death is enough to fail a task: a figure that kills its worker kills no other.
+    "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
+}
+
+KILLER = """\
+import os
+import signal
+import time
+
+from pelican_figgen.harness import run
+
+
+def main(ctx):
+    # The script's parent is its supervisor, whose parent is the Dask worker: kill that.
+    supervisor = os.getppid()
+    with open(f"/proc/{supervisor}/stat") as stat:
+        worker = int(stat.read().rsplit(")", 1)[1].split()[1])
+    os.kill(worker, signal.SIGKILL)
+    time.sleep(60)
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+SLEEPER = """\
+import time
+
+from pelican_figgen.harness import run
+
+__figure__ = {"timeout": 1}
+
+
+def main(ctx):
+    time.sleep(60)
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(argv: list[str], folder: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A cluster process in its own session (its children die with it at teardown)."""
+    return subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                            stderr=(folder / f"{argv[1]}-{len(list(folder.iterdir()))}.log")
+                            .open("wb"), start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A scheduler and two one-thread workers on localhost; the scheduler's address."""
+    if not HAVE_DISTRIBUTED:
+        if os.environ.get("FIGGEN_REQUIRE_CLUSTER"):
+            pytest.fail("FIGGEN_REQUIRE_CLUSTER is set but distributed is not installed")
+        pytest.skip("distributed is not installed (pip install -e '.[dev]')")
+    from distributed import Client
+
+    folder = tmp_path_factory.mktemp("cluster")  # no checkout here, and none on their path
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | SCHEDULER_ENV
+    dask = str(Path(sys.executable).parent / "dask")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":")[-1],
+                     "--no-dashboard"], folder, env)]
+    try:
+        for _ in range(2):
+            procs.append(_start([dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                 "--no-dashboard", "--host", "127.0.0.1",
+                                 "--local-directory", str(folder)], folder, env))
+        with Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except ProcessLookupError:
+                proc.wait()
+
+
+def _images(root: Path) -> dict[str, bytes]:
+    """The site's published images by figure name (the hash in the name left out)."""
+    return {p.name.rsplit("-", 1)[0]: p.read_bytes()
+            for p in (root / "output" / "figures").glob("*.png")}
+
+
+def test_cluster_builds_the_same_images_as_the_pool(site: Site, scheduler: str,
+                                                    tmp_path_factory: pytest.TempPathFactory
+                                                    ) -> None:
+    local = Site(tmp_path_factory.mktemp("local"))
+    shutil.copytree(site.root, local.root, dirs_exist_ok=True)
+    local.build()
+    report = site.build(FIGGEN={"scripts": "figs", "executor": scheduler.replace("tcp", "dask")})
+    assert set(report["ran"]) == {"alpha", "beta", "gamma"} and report["failed"] == []
+    # gamma read its declared data file there, alpha and beta the site's helper module
+    assert "Gamma plots 4 points" in site.html()
+    assert "Alpha is drawn in red" in site.html()
+    assert _images(site.root) == _images(local.root) and len(_images(site.root)) == 3
+    # The records are a local run's: a second build runs nothing, on the cluster or not
+    assert site.build()["ran"] == {}
+    assert {"figgen-alpha", "figgen-beta", "figgen-gamma"} <= _ran_on(scheduler)
+
+
+def _ran_on(address: str) -> set[str]:
+    """The kinds of task the scheduler has seen (a figure's task: figgen-NAME)."""
+    from distributed import Client
+
+    with Client(address, timeout=30, set_as_default=False) as client:
+        return set(client.run_on_scheduler(lambda dask_scheduler: [*dask_scheduler.task_prefixes]))
+
+
+def test_a_killed_worker_and_a_timeout_fail_their_figures(site: Site, scheduler: str) -> None:
+    site.write("figs/killer.py", KILLER)
+    site.write("figs/sleeper.py", SLEEPER)
+    site.append("content/post.md", "\n![Kills]({figure}killer \"K\")\n\n"
+                "![Sleeps]({figure}sleeper \"S\")\n")
+    report = site.build(FIGGEN={"scripts": "figs", "executor": scheduler,
+                                "on_error": "keep-going"})
+    failed = report["causes"]
+    assert set(report["failed"]) == {"killer", "sleeper"}
+    assert "Dask worker running it died" in failed["killer"]
+    assert "timed out after 1 s" in failed["sleeper"]
+    assert "Gamma plots 4 points" in site.html()  # the others were made
+
+
+def test_an_executor_without_distributed_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # an import of it fails
+    with pytest.raises(SettingsError, match=r"pelican-figgen\[dask\]"), \
+            cluster.connect("tcp://127.0.0.1:1"):
+        pass
+
+
+def test_executor_setting_and_its_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    assert merge({}, tmp_path / "content").executor == "local"
+    assert merge({"executor": "dask://sched:8786"}, tmp_path / "c").executor == "tcp://sched:8786"
+    monkeypatch.setenv("FIGGEN_EXECUTOR", "tls://10.0.0.1:8786")
+    assert merge({}, tmp_path / "content").executor == "tls://10.0.0.1:8786"
+    monkeypatch.setenv("FIGGEN_EXECUTOR", "dask")
+    with pytest.raises(SettingsError, match=r"FIGGEN_EXECUTOR .*'dask://host:8786'"):
+        merge({}, tmp_path / "content")
+
+
+def test_a_worker_checks_each_file_of_its_task(tmp_path: Path) -> None:
+    data = b"1 2 3"
+    good = "a" * 64
+    with pytest.raises(TaskError, match="do not match"):
+        write_files(tmp_path, {"data/x.txt": good}, {good: data})
+    digest = hashlib.sha256(data).hexdigest()
+    with pytest.raises(TaskError, match="outside"):
+        write_files(tmp_path, {"../x.txt": digest}, {digest: data})
+    write_files(tmp_path, {"data/x.txt": digest}, {digest: data})
+    assert (tmp_path / "data" / "x.txt").read_bytes() == data
+
+
+def test_a_tampered_answer_is_refused() -> None:
+    answer = {"status": 0, "killed": 0, "files": {"../../evil.png": b"x"}}
+    with pytest.raises(ValueError, match="outside the run's folder"):
+        cluster.reply_of(answer)
+    with pytest.raises(ValueError, match="exit status"):
+        cluster.reply_of({"status": "0", "killed": 0, "files": {}})
+    assert cluster.reply_of({"status": None, "killed": 1, "files": {"a.png": b"x"}}).status is None
+
+
+def test_a_task_carries_script_helper_and_data_not_the_rest(site: Site) -> None:
+    site.write("figs/unused.py", "x = 1\n")
+    settings = merge({"scripts": "figs"}, site.root / "content")
+    from pelican.plugins.figgen import discover, execute
+    from pelican.plugins.figgen.cache import Expected
+
+    gamma = discover.Figure("gamma", settings.scripts / "gamma.py", (), 600.0, {})
+    job = execute.Pending(gamma, Expected("{}", {}, ("figs/gamma.py", "data/points.txt")), None,
+                          "new")
+    assert set(cluster.task_files(settings, job)) == {"figs/gamma.py", "data/points.txt"}
+    alpha = discover.Figure("alpha", settings.scripts / "alpha.py", (), 600.0, {})
+    job = execute.Pending(alpha, Expected("{}", {}, ("figs/alpha.py",)), None, "new")
+    assert set(cluster.task_files(settings, job)) >= {"figs/alpha.py", "helpers/common.py"}
