@@ -6,6 +6,7 @@ as in CI.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Site
-from pelican.plugins.figgen import cluster
+from pelican.plugins.figgen import cluster, progress
 from pelican.plugins.figgen.errors import SettingsError
 from pelican.plugins.figgen.settings import merge
 from pelican_figgen.worker import TaskError, write_files
@@ -160,6 +161,59 @@ def test_a_killed_worker_and_a_timeout_fail_their_figures(site: Site, scheduler:
     assert "Dask worker running it died" in failed["killer"]
     assert "timed out after 1 s" in failed["sleeper"]
     assert "Gamma plots 4 points" in site.html()  # the others were made
+
+
+COUNTER = """\
+import time
+
+from pelican_figgen.harness import run
+
+
+def main(ctx):
+    for _ in ctx.progress(range(3), description="steps"):
+        time.sleep(0.3)
+    from matplotlib.figure import Figure
+
+    ctx.save(Figure(figsize=(1, 1)))
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+
+class Display:
+    """Stands for rich's Progress: records what the bars were told."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, str] = {}
+        self.completed: dict[str, int] = {}
+
+    def add_task(self, description: str, total: object = None) -> int:
+        self.tasks[len(self.tasks)] = description
+        return len(self.tasks) - 1
+
+    def update(self, task: int, completed: int = 0, total: object = None) -> None:
+        self.completed[self.tasks[task]] = completed
+
+    def remove_task(self, task: int) -> None:
+        pass
+
+
+def test_progress_on_the_workers_reaches_the_bars(site: Site, scheduler: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    display = Display()
+
+    @contextlib.contextmanager
+    def board() -> Iterator[progress.Board]:
+        yield progress.Board(display)
+
+    monkeypatch.setattr(cluster.progress, "board", board)
+    site.write("figs/counter.py", COUNTER)
+    site.append("content/post.md", "\n![Counts]({figure}counter \"C\")\n")
+    report = site.build(FIGGEN={"scripts": "figs", "executor": scheduler})
+    assert report["failed"] == [] and "counter" in report["ran"]
+    assert display.completed.get("[bold]counter[/] steps", 0) >= 1
 
 
 def test_an_executor_without_distributed_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

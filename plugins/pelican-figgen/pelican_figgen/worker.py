@@ -6,7 +6,9 @@ sha256, their bytes by sha256 (so a worker needs no checkout and no shared file 
 harness's environment and the time-out. The script runs as in a local build: in its own
 interpreter under its supervisor (pelican_figgen.reaper), with the same arguments, killed at
 its time-out. What comes back is plain data too: the exit status, the files the run left in
-its output folder, its stderr. Standard library only, besides this package.
+its output folder, its stderr. When the build shows bars, the script's progress reports are
+sent as they come, as Dask events on the task's topic. Standard library only, besides this
+package (and distributed's worker, for those events).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -29,6 +32,7 @@ from pelican_figgen import contract
 
 STOP_WAIT = 5.0  # seconds the supervisor may take to kill what the script started
 STACK_WAIT = 0.5  # seconds a timed-out script has to print its stack before it is stopped
+PROGRESS_POLL = 0.1  # seconds between two reads of the progress file
 STDERR_MAX = 200_000  # bytes of stderr sent back: the end, where the traceback is
 # Kept across tasks on this worker: results are keyed by the content of what they depend on.
 INTERMEDIATES = Path(tempfile.gettempdir()) / f"figgen-intermediates-{os.getuid()}"
@@ -46,7 +50,8 @@ def run_task(task: Mapping[str, Any]) -> dict[str, Any]:
         write_files(root, task["files"], task["blobs"])
         out.mkdir()
         start = time.perf_counter()
-        status, killed = _run(task, root, out)
+        with _forwarding(task, out / contract.PROGRESS_FILE):
+            status, killed = _run(task, root, out)
         return {
             "status": status,  # None: timed out
             "killed": killed,
@@ -96,6 +101,49 @@ def _run(task: Mapping[str, Any], root: Path, out: Path) -> tuple[int | None, in
         _stop(proc)
     status, killed = _report(report, proc)
     return (None if timed_out else status), killed
+
+
+@contextlib.contextmanager
+def _forwarding(task: Mapping[str, Any], path: Path) -> Iterator[None]:
+    """While the run goes on, send each progress report to the build, if it listens."""
+    topic = task.get("progress")
+    if not topic:
+        yield
+        return
+    from distributed import get_worker  # here: only a build that shows bars asks for them
+
+    worker, name, done = get_worker(), task["name"], threading.Event()
+
+    def send(report: dict[str, Any]) -> None:
+        worker.log_event(topic, {"figure": name, "report": report})
+
+    follower = threading.Thread(target=follow, args=(path, send, done), daemon=True)
+    follower.start()
+    try:
+        yield
+    finally:
+        done.set()
+        follower.join(timeout=STOP_WAIT)
+
+
+def follow(path: Path, send: Callable[[dict[str, Any]], None], done: threading.Event) -> None:
+    """Pass each JSON object line appended to `path` to `send`, until `done` (then once more)."""
+    offset, partial = 0, b""
+    while True:
+        ended = done.is_set()  # read once more after the end: the last reports count
+        with contextlib.suppress(OSError), path.open("rb") as file:
+            file.seek(offset)
+            data = file.read()
+            offset += len(data)
+            *lines, partial = (partial + data).split(b"\n")
+            for line in lines:
+                with contextlib.suppress(ValueError):  # a script's garbage is skipped
+                    report = json.loads(line)
+                    if isinstance(report, dict):
+                        send(report)
+        if ended:
+            return
+        done.wait(PROGRESS_POLL)
 
 
 def _environment(task: Mapping[str, Any], root: Path, out: Path) -> dict[str, str]:

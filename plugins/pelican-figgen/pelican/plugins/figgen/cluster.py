@@ -54,12 +54,11 @@ def run_pending(
         cpus, gpus = capacity(client)
         logger.info("figgen: running %d figure(s) on the Dask cluster at %s (%d threads, %d "
                     "GPUs)", len(pending), client.scheduler.address, cpus, len(gpus))
-        runner = Runner(client, settings, force)
         retry = force or settings.on_error == "strict"
         jobs = [execute._job(settings, name, job) for name, job in pending.items()]
         scratch = execute._scratch(cached.store, list(pending))
         extra = {contract.ENVIRONMENT: json.dumps(environment, sort_keys=True)}
-        with progress.board() as board:
+        with progress.board() as board, _progress(client, board) as runner:
             context = execute.RunContext(settings, cached, force, None, board, extra, scratch,
                                          retry, runner)
             try:
@@ -73,6 +72,29 @@ def run_pending(
                 error = BuildInterrupted(runner.cancel_all())
                 logger.error("%s", error)
                 raise error from None
+
+
+@contextlib.contextmanager
+def _progress(client: Any, board: progress.Board) -> Iterator[Runner]:
+    """A runner whose figures' progress reports reach the board's bars (when it draws any)."""
+    if board.display is None:  # not a terminal: the log's lines say enough
+        yield Runner(client)
+        return
+    runner = Runner(client, f"figgen-progress-{uuid.uuid4().hex}")
+
+    def show(event: tuple[float, Any]) -> None:
+        message = event[1]
+        name = message.get("figure") if isinstance(message, dict) else None
+        if name in runner.running:  # a late report of a figure that ended draws no bar
+            bars = board.for_figure(name)
+            if bars and isinstance(message.get("report"), dict):
+                bars(message["report"])
+
+    client.subscribe_topic(runner.topic, show)
+    try:
+        yield runner
+    finally:
+        client.unsubscribe_topic(runner.topic)
 
 
 @contextlib.contextmanager
@@ -158,6 +180,7 @@ def task_of(
     return {
         "files": digests,
         "blobs": {digests[rel]: data for rel, data in files.items()},
+        "name": job.figure.name,
         "script": script,
         "arguments": list(local[3:-2]),  # --seed, --params
         "env": shipped,
@@ -198,22 +221,26 @@ def reply_of(value: Any) -> Reply:
 class Runner:
     """Runs one figure on the cluster and leaves what it made in its scratch folder."""
 
-    def __init__(self, client: Any, settings: FiggenSettings, force: bool) -> None:
-        self.client, self.settings, self.force = client, settings, force
+    def __init__(self, client: Any, topic: str = "") -> None:
+        """Submit to `client`; with a `topic`, the workers send progress reports on it."""
+        self.client, self.topic = client, topic
+        self.running: set[str] = set()  # the figures out on the cluster now, by name
         self._futures: set[Any] = set()
         self._lock = threading.Lock()
 
     def __call__(
-        self, job: execute.Pending, out_dir: Path, placement: run.Placement
+        self, job: execute.Pending, out_dir: Path, placement: run.Placement,
+        settings: FiggenSettings, force: bool,
     ) -> RunResult:
         """Submit the figure's task, wait for its answer, write it out and judge it."""
         figure, start = job.figure, time.perf_counter()
-        task = task_of(self.settings, job, placement.env, self.force)
+        task = task_of(settings, job, placement.env, force) | {"progress": self.topic}
         gpu = placement.env.get(contract.LANE) == "gpu"
         future = self.client.submit(run_task, task, key=f"figgen-{figure.name}-{uuid.uuid4()}",
                                     pure=False, retries=0, resources={"GPU": 1} if gpu else None)
         with self._lock:
             self._futures.add(future)
+            self.running.add(figure.name)
         try:
             reply = reply_of(future.result(timeout=figure.timeout + REPLY_GRACE))
         except Exception as err:  # noqa: BLE001 (whatever the cluster raised is the cause)
@@ -223,8 +250,9 @@ class Runner:
         finally:
             with self._lock:
                 self._futures.discard(future)
-        _write(reply, out_dir, self.settings.root)
-        return run.judge(figure, self.settings, out_dir, run.Ended(reply.status, reply.killed),
+                self.running.discard(figure.name)
+        _write(reply, out_dir, settings.root)
+        return run.judge(figure, settings, out_dir, run.Ended(reply.status, reply.killed),
                          reply.seconds)
 
     @staticmethod

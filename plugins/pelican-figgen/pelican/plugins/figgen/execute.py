@@ -64,8 +64,8 @@ class RunContext:
     env: Mapping[str, str]  # added to every script's environment
     scratch: Path  # this build's scratch folder in the cache
     retry: bool  # run a figure whose last failure is known (strict builds, forced runs)
-    # Runs a figure elsewhere (cluster.Runner: job, its folder, placement); None: run_figure
-    runner: Callable[[Pending, Path, run.Placement], RunResult] | None = None
+    # Runs a figure elsewhere (cluster.Runner); None: run_figure, here
+    runner: Callable[[Pending, Path, run.Placement, FiggenSettings, bool], RunResult] | None = None
 
 
 def run_stale(
@@ -374,7 +374,8 @@ def _run(
     prefix = figure.name.replace("/", "-")
     with tempfile.TemporaryDirectory(dir=context.scratch, prefix=prefix) as tmp:
         placement = run.Placement({**context.env, **lane.env}, context.server)
-        result = context.runner(job, Path(tmp), placement) if context.runner else \
+        result = context.runner(job, Path(tmp), placement, settings, context.force) \
+            if context.runner else \
             run_figure(figure, settings, Path(tmp),
                        _reports(context.board.for_figure(figure.name), idle), placement)
         context.board.done(figure.name)
