@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Site
+from conftest import Site, line_script
 from pelican.plugins.figgen import cluster, progress
 from pelican.plugins.figgen.errors import SettingsError
 from pelican.plugins.figgen.settings import merge
@@ -93,7 +93,9 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from distributed import Client
 
     folder = tmp_path_factory.mktemp("cluster")  # no checkout here, and none on their path
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | SCHEDULER_ENV
+    # Their temporary folder (the workers' cached intermediates) is this one.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | SCHEDULER_ENV | {
+        "TMPDIR": str(folder)}
     dask = str(Path(sys.executable).parent / "dask")
     address = f"tcp://127.0.0.1:{_free_port()}"
     procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":")[-1],
@@ -147,6 +149,19 @@ def _ran_on(address: str) -> set[str]:
 
     with Client(address, timeout=30, set_as_default=False) as client:
         return set(client.run_on_scheduler(lambda dask_scheduler: [*dask_scheduler.task_prefixes]))
+
+
+def test_a_client_made_in_the_settings_is_used_and_left_open(site: Site, scheduler: str) -> None:
+    from distributed import Client
+
+    site.write("figs/viaclient.py", line_script("green"))  # a task name no other test sends
+    site.append("content/post.md", "\n![Green]({figure}viaclient \"Drawn in {color}\")\n")
+    with Client(scheduler, timeout=30, set_as_default=False) as client:
+        report = site.build(FIGGEN={"scripts": "figs", "executor": client})
+        assert set(report["ran"]) == {"alpha", "beta", "gamma", "viaclient"}
+        assert client.status == "running"  # its owner closes it
+        prefixes = client.run_on_scheduler(lambda dask_scheduler: [*dask_scheduler.task_prefixes])
+    assert "figgen-viaclient" in prefixes
 
 
 def test_a_killed_worker_and_a_timeout_fail_their_figures(site: Site, scheduler: str) -> None:
