@@ -283,3 +283,55 @@ def test_a_task_carries_script_helper_and_data_not_the_rest(site: Site) -> None:
     alpha = discover.Figure("alpha", settings.scripts / "alpha.py", (), 600.0, {})
     job = execute.Pending(alpha, Expected("{}", {}, ("figs/alpha.py",)), None, "new")
     assert set(cluster.task_files(settings, job)) >= {"figs/alpha.py", "helpers/common.py"}
+
+
+class Future:
+    """A task that never answers in time."""
+
+    cancelled = False
+
+    def result(self, timeout: float) -> None:
+        self.waited = timeout
+        raise TimeoutError
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeClient:
+    """Stands for a distributed Client: two workers, one with a GPU; records what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+        self.future = Future()
+
+    def submit(self, function: object, task: dict, **options: object) -> Future:
+        self.sent.append({"task": task, **options})
+        return self.future
+
+    def scheduler_info(self, n_workers: int = 0) -> dict:
+        return {"workers": {"a": {"nthreads": 2, "resources": {"GPU": 1}},
+                            "b": {"nthreads": 1, "resources": {}}}}
+
+
+def test_a_gpu_figure_asks_for_a_gpu_and_no_answer_is_a_timeout(site: Site, tmp_path: Path
+                                                                 ) -> None:
+    from pelican.plugins.figgen import discover, execute, run
+    from pelican.plugins.figgen.cache import Expected
+
+    client = FakeClient()
+    assert cluster.capacity(client) == (3, ("0",))
+    settings = merge({"scripts": "figs"}, site.root / "content")
+    figure = discover.Figure("gamma", settings.scripts / "gamma.py", (), 5.0, {}, gpu=True)
+    job = execute.Pending(figure, Expected("{}", {}, ("figs/gamma.py", "data/points.txt")), None,
+                          "new")
+    runner = cluster.Runner(client)
+    result = runner(job, tmp_path, run.Placement({"FIGGEN_LANE": "gpu"}), settings, False)
+    assert client.sent[0]["resources"] == {"GPU": 1}
+    assert "CUDA_VISIBLE_DEVICES" not in client.sent[0]["task"]["env"]  # the worker's own GPU
+    assert not result.ok and "timed out on the Dask cluster" in result.cause
+    assert client.future.cancelled and client.future.waited == 5.0 + cluster.REPLY_GRACE
+    runner(job, tmp_path, run.Placement({"FIGGEN_LANE": "cpu", "CUDA_VISIBLE_DEVICES": ""}),
+           settings, False)
+    assert client.sent[1]["resources"] is None
+    assert client.sent[1]["task"]["env"]["CUDA_VISIBLE_DEVICES"] == ""
