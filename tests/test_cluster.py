@@ -41,10 +41,12 @@ from pelican_figgen.harness import run
 
 
 def main(ctx):
-    # The script's parent is its supervisor, whose parent is the Dask worker: kill that.
-    supervisor = os.getppid()
-    with open(f"/proc/{supervisor}/stat") as stat:
-        worker = int(stat.read().rsplit(")", 1)[1].split()[1])
+    # Up from the script: its supervisor, the worker's warm server (when forked), the Dask
+    # worker: kill that.
+    worker = os.getppid()
+    while b"pelican_figgen." in open(f"/proc/{worker}/cmdline", "rb").read():
+        with open(f"/proc/{worker}/stat") as stat:
+            worker = int(stat.read().rsplit(")", 1)[1].split()[1])
     os.kill(worker, signal.SIGKILL)
     time.sleep(60)
 
@@ -141,6 +143,21 @@ def test_cluster_builds_the_same_images_as_the_pool(site: Site, scheduler: str,
     # The records are a local run's: a second build runs nothing, on the cluster or not
     assert site.build()["ran"] == {}
     assert {"figgen-alpha", "figgen-beta", "figgen-gamma"} <= _ran_on(scheduler)
+    # Forked from each worker's warm server, which preloaded what the scripts import
+    assert "matplotlib.figure" in set().union(*_warm_on(scheduler).values())
+
+
+def _warm_on(address: str) -> dict[str, list[str]]:
+    """What each worker's warm server was asked to preload (nothing: it has none)."""
+    from distributed import Client
+
+    def asked() -> list[str]:
+        from pelican_figgen import worker
+
+        return sorted(worker._SERVER.asked) if worker._SERVER and not worker._SERVER.gone() else []
+
+    with Client(address, timeout=30, set_as_default=False) as client:
+        return client.run(asked)
 
 
 def _ran_on(address: str) -> set[str]:
@@ -335,3 +352,57 @@ def test_a_gpu_figure_asks_for_a_gpu_and_no_answer_is_a_timeout(site: Site, tmp_
            settings, False)
     assert client.sent[1]["resources"] is None
     assert client.sent[1]["task"]["env"]["CUDA_VISIBLE_DEVICES"] == ""
+
+
+WARM = """\
+import os
+import sys
+
+preloaded = "matplotlib" in sys.modules  # before this script imports it: the server did
+import matplotlib  # noqa: E402
+
+from helpers.common import VALUE  # noqa: E402
+
+out = sys.argv[sys.argv.index("--out") + 1]
+supervisor = os.getppid()
+with open(f"/proc/{supervisor}/stat") as stat:
+    server = int(stat.read().rsplit(")", 1)[1].split()[1])
+with open(os.path.join(out, "said.txt"), "w") as said:
+    said.write(f"{VALUE} {preloaded} {server} {os.getcwd()}")
+for name in ("fig.png", "fig.dark.png", "fig.webp"):  # renders beside the image
+    with open(os.path.join(out, name), "wb") as file:
+        file.write(name.encode())
+"""
+
+
+def _task(name: str, files: dict[str, str], timeout: float = 60.0) -> dict:
+    """A worker's task of these files (the first one the script)."""
+    blobs = {hashlib.sha256(t.encode()).hexdigest(): t.encode() for t in files.values()}
+    return {"name": name, "script": next(iter(files)), "arguments": [], "env": {},
+            "timeout": timeout, "blobs": blobs,
+            "files": {rel: hashlib.sha256(t.encode()).hexdigest() for rel, t in files.items()}}
+
+
+def test_a_worker_forks_each_task_from_one_warm_server_with_its_own_files() -> None:
+    from pelican_figgen import worker
+
+    said = []
+    for value in ("one", "two"):  # the same module name, another task's content
+        reply = worker.run_task(_task(value, {"figs/warm.py": WARM,
+                                              "helpers/common.py": f"VALUE = {value!r}\n"}))
+        assert reply["status"] == 0, reply["stderr"]
+        assert {"fig.png", "fig.dark.png", "fig.webp"} <= set(reply["files"])
+        said.append(reply["files"]["said.txt"].decode().split())
+    assert worker._SERVER is not None and not worker._SERVER.gone()
+    assert [s[:3] for s in said] == [["one", "True", str(worker._SERVER.pid)],
+                                     ["two", "True", str(worker._SERVER.pid)]]
+    assert said[1][3] == reply["root"] != said[0][3]  # each in its own folder
+
+
+def test_a_forked_task_past_its_timeout_is_killed() -> None:
+    from pelican_figgen import worker
+
+    sleeper = "import time\nimport matplotlib\n\ntime.sleep(60)\n"
+    reply = worker.run_task(_task("sleeper", {"figs/sleeper.py": sleeper}, timeout=1.0))
+    assert reply["status"] is None and worker._SERVER is not None
+    assert "matplotlib" in worker._SERVER.asked  # it ran forked

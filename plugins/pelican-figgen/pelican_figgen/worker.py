@@ -13,9 +13,11 @@ package (and distributed's worker, for those events).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -26,9 +28,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
-from pelican_figgen import contract
+from pelican_figgen import contract, dists
+from pelican_figgen.imports import closure
+
+logger = logging.getLogger(__name__)
 
 STOP_WAIT = 5.0  # seconds the supervisor may take to kill what the script started
 STACK_WAIT = 0.5  # seconds a timed-out script has to print its stack before it is stopped
@@ -36,6 +41,9 @@ PROGRESS_POLL = 0.1  # seconds between two reads of the progress file
 STDERR_MAX = 200_000  # bytes of stderr sent back: the end, where the traceback is
 # Kept across tasks on this worker: results are keyed by the content of what they depend on.
 INTERMEDIATES = Path(tempfile.gettempdir()) / f"figgen-intermediates-{os.getuid()}"
+READY_TIMEOUT = 600.0  # seconds the warm server may take to import the libraries asked for
+# The task's variables that differ from figure to figure: the server's own are the others.
+PER_RUN = (contract.LANE, "CUDA_VISIBLE_DEVICES")
 
 
 class TaskError(ValueError):
@@ -80,15 +88,37 @@ def write_files(root: Path, files: Mapping[str, str], blobs: Mapping[str, bytes]
 
 
 def _run(task: Mapping[str, Any], root: Path, out: Path) -> tuple[int | None, int]:
-    """Start the script under its supervisor and wait for it; (status or None, killed)."""
+    """Run the script, forked from the warm server when it can be; (status or None, killed)."""
+    server = warm_server(task, root)
+    if server is not None:
+        try:
+            return _wait(task, server.start(task, root, out, _environment(task, root, out)), out)
+        except ServerGone as err:  # the server, not the script: it runs in its own interpreter
+            logger.warning("figgen worker: %s; %s runs in an interpreter of its own", err,
+                           task["name"])
+    return _wait(task, _start_direct(task, root, out), out)
+
+
+def _start_direct(task: Mapping[str, Any], root: Path, out: Path) -> subprocess.Popen:
+    """Start the script's supervisor, which starts it in an interpreter of its own."""
     report, stderr = out / contract.REPORT_FILE, out / contract.STDERR_FILE
     argv = [sys.executable, "-m", "pelican_figgen.reaper", str(os.getpid()), str(report),
-            str(root / task["script"]), "--out", str(out), *task["arguments"],
-            "--manifest", str(out / contract.MANIFEST)]
+            *_script_argv(task, root, out)]
     with stderr.open("wb") as err:
-        proc = subprocess.Popen(argv, cwd=root, env=_environment(task, root, out),
+        return subprocess.Popen(argv, cwd=root, env=_environment(task, root, out),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True, preexec_fn=_stop_with_worker)
+
+
+def _script_argv(task: Mapping[str, Any], root: Path, out: Path) -> list[str]:
+    """The script and its arguments, as a local run gives them."""
+    return [str(root / task["script"]), "--out", str(out), *task["arguments"],
+            "--manifest", str(out / contract.MANIFEST)]
+
+
+def _wait(task: Mapping[str, Any], proc: Any, out: Path) -> tuple[int | None, int]:
+    """Wait for a started run until its time-out, then make sure it ended; (status, killed)."""
+    report = out / contract.REPORT_FILE
     timed_out = False
     try:
         proc.wait(timeout=float(task["timeout"]))
@@ -162,7 +192,7 @@ def _stop_with_worker() -> None:
     contract.prctl(contract.PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: Any) -> None:
     """Make sure the run has ended: its supervisor stopped, and all it started."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(proc.pid, signal.SIGTERM)
@@ -171,10 +201,13 @@ def _stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:  # a supervisor that cannot clean up: kill its group
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        with contextlib.suppress(ServerGone):  # the server died: its supervisors died with it
+            proc.wait()
+    except ServerGone:
+        pass
 
 
-def _report(report: Path, proc: subprocess.Popen) -> tuple[int, int]:
+def _report(report: Path, proc: Any) -> tuple[int, int]:
     """The script's exit status and the processes killed, from the supervisor's report."""
     try:
         said = json.loads(report.read_text(encoding="utf-8"))
@@ -190,3 +223,237 @@ def _tail(path: Path) -> str:
     except OSError:
         return ""
     return data[-STDERR_MAX:].decode("utf-8", errors="replace")
+
+
+# The warm server of this worker process: started by its first task, kept across tasks (and
+# builds), replaced when the libraries it preloaded or the runtime change.
+_SERVER: WarmServer | None = None
+_SERVER_LOCK = threading.Lock()
+
+
+class ServerGone(ChildProcessError):
+    """The worker's warm server died, or could not start a run: the run starts on its own."""
+
+
+class WarmChild:
+    """A run forked by the warm server (its supervisor); its exit status comes through it."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.started, self.ended = threading.Event(), threading.Event()
+        self.returncode: int | None = None  # None once ended: the server died
+        self.answer: dict[str, Any] = {}  # the server's reply to a preload request
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the exit status, as Popen.wait does; ServerGone if the server died."""
+        if not self.ended.wait(timeout):
+            raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+        if self.returncode is None:
+            raise ServerGone("the warm server died while the script ran (it died with it)")
+        return self.returncode
+
+
+class WarmServer:
+    """A pelican_figgen.forkserver kept by this worker; each task's run is forked from it."""
+
+    def __init__(self, key: str, env: Mapping[str, str]) -> None:
+        """Start the server (preloading nothing yet) and wait until it says it is ready."""
+        self.key, self.asked, self.cuda = key, set(), False
+        self.loaded: set[str] = set()  # the top-level names of what it preloaded
+        self.log = Path(tempfile.gettempdir()) / f"figgen-warm-{os.getpid()}-{id(self)}.log"
+        self._lock, self._ready = threading.Lock(), threading.Event()
+        self._waiting: dict[int, WarmChild] = {}
+        self._next, self._dead, self._retired = 0, False, False
+        self._stdin: IO[bytes] | None = None
+        self.pid = 0
+        # Its own thread starts it and reads its replies for as long as it lives: Linux kills
+        # it (PDEATHSIG) when that thread ends, and Dask's task threads may end before it.
+        threading.Thread(target=self._own, args=(env,), daemon=True).start()
+        if not self._ready.wait(READY_TIMEOUT) or self._dead:
+            self.close()
+            raise ServerGone(f"the warm server did not start: {self.log_tail()}")
+
+    def _own(self, env: Mapping[str, str]) -> None:
+        """Start the server, then pass each of its replies on, until it ends."""
+        try:
+            with self.log.open("wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "pelican_figgen.forkserver"],
+                    cwd=tempfile.gettempdir(), env=dict(env), stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+                    preexec_fn=_die_with_worker)
+            assert proc.stdout is not None
+            self._stdin, self.pid = proc.stdin, proc.pid
+            for line in proc.stdout:
+                self._reply(line)
+            proc.wait()
+        finally:  # whatever ended the replies, nobody may wait for one forever
+            with self._lock:
+                self._dead = True
+                for child in self._waiting.values():
+                    child.started.set()
+                    child.ended.set()
+                self._waiting.clear()
+            self._ready.set()
+
+    def _reply(self, line: bytes) -> None:
+        """Act on one reply: ready, a child's pid or exit status, a preload's answer."""
+        try:
+            reply = json.loads(line)
+            with self._lock:
+                if "ready" in reply:
+                    self.cuda = bool(reply.get("cuda_initialized"))
+                    self._ready.set()
+                    return
+                child = self._waiting[reply["id"]]
+                if "exit" in reply or "preloaded" in reply or "error" in reply:
+                    del self._waiting[reply["id"]]
+                    self._close_if_retired()
+                child.answer = reply
+                child.pid = int(reply.get("pid", child.pid))
+                if "exit" in reply:
+                    child.returncode = int(reply["exit"])
+                    child.ended.set()
+                child.started.set()
+        except (ValueError, KeyError, TypeError):
+            logger.warning("figgen worker: the warm server said something unexpected: %r", line)
+
+    def _send(self, message: dict[str, Any]) -> WarmChild:
+        """Send a request; return what will receive its replies."""
+        child = WarmChild()
+        with self._lock:
+            if self._dead or self._stdin is None:
+                raise ServerGone(f"the warm server is gone: {self.log_tail()}")
+            self._next += 1
+            self._waiting[self._next] = child
+            try:
+                self._stdin.write((json.dumps({"id": self._next, **message}) + "\n").encode())
+                self._stdin.flush()
+            except (OSError, ValueError):
+                raise ServerGone(f"the warm server is gone: {self.log_tail()}") from None
+        return child
+
+    def preload(self, names: list[str]) -> None:
+        """Have the server import the libraries it was not asked for before."""
+        new = [n for n in names if n not in self.asked]
+        if not new:
+            return
+        self.asked.update(new)
+        child = self._send({"preload": new})
+        if not child.started.wait(READY_TIMEOUT) or not child.answer:
+            raise ServerGone(f"the warm server did not preload {new}: {self.log_tail()}")
+        self.loaded.update(n.partition(".")[0] for n in child.answer.get("preloaded", []))
+        self.cuda = bool(child.answer.get("cuda_initialized"))
+
+    def start(self, task: Mapping[str, Any], root: Path, out: Path,
+              env: Mapping[str, str]) -> WarmChild:
+        """Fork the task's run, from its own folder and import path; return once it exists."""
+        if task["env"].get(contract.LANE) == "gpu" and self.cuda:
+            raise ServerGone("a library the warm server preloaded started CUDA, which a "
+                             "forked child cannot use")
+        with (out / contract.STDERR_FILE).open("wb"):
+            pass  # there even if the run dies before the script opens it
+        child = self._send({"argv": _script_argv(task, root, out), "env": dict(env),
+                            "cwd": str(root), "path": [str(root)],
+                            "stderr": str(out / contract.STDERR_FILE),
+                            "report": str(out / contract.REPORT_FILE)})
+        child.started.wait()
+        if not child.pid:
+            raise ServerGone("the warm server could not start the script: "
+                             f"{child.answer.get('error') or self.log_tail()}")
+        return child
+
+    def gone(self) -> bool:
+        """Whether the server has ended."""
+        return self._dead
+
+    def retire(self) -> None:
+        """Close the server once the runs forked from it have ended."""
+        with self._lock:
+            self._retired = True
+            self._close_if_retired()
+
+    def _close_if_retired(self) -> None:
+        """Under the lock: close its input (it then exits) if retired and idle."""
+        if self._retired and not self._waiting and self._stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._stdin.close()
+
+    def close(self) -> None:
+        """Stop the server now (its runs die with it)."""
+        self.retire()
+        with self._lock:
+            if self._stdin is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._stdin.close()
+
+    def log_tail(self) -> str:
+        """The end of the server's stderr, to say why it died."""
+        text = _tail(self.log).strip()
+        return "\n".join(text.splitlines()[-15:]) or "(it printed nothing)"
+
+
+def warm_server(task: Mapping[str, Any], root: Path) -> WarmServer | None:
+    """This worker's warm server, started or replaced if need be, with the task's libraries
+    preloaded; None when forking is not possible here or the server cannot start."""
+    global _SERVER
+    if not (hasattr(os, "pidfd_open") and hasattr(os, "fork")):
+        return None
+    env = _server_env(task)
+    with _SERVER_LOCK:
+        server = _SERVER
+        if server is not None and (server.gone() or _key_of(env, server.loaded) != server.key):
+            logger.info("figgen worker: restarting the warm server (%s)", "it died"
+                        if server.gone() else "a preloaded library or the runtime changed")
+            server.retire()
+            server = _SERVER = None
+        try:
+            if server is None:
+                server = _SERVER = WarmServer(_key_of(env, set()), env)
+            server.preload(libraries(root / task["script"], root))
+        except ServerGone as err:
+            logger.warning("figgen worker: %s; scripts start their own interpreter", err)
+            if server is not None:
+                server.close()
+            _SERVER = None
+            return None
+        server.key = _key_of(env, server.loaded)
+        return server
+
+
+def libraries(script: Path, root: Path) -> list[str]:
+    """The installed libraries a script imports (read statically), the standard library aside."""
+    try:
+        found = closure(script, [root, script.parent])
+    except (SyntaxError, ValueError, OSError):  # its run will say what is wrong with it
+        return []
+    stdlib = sys.stdlib_module_names
+    return sorted(n for n in {*found.external, *found.maybe_external}
+                  if n.partition(".")[0] not in stdlib)
+
+
+def _server_env(task: Mapping[str, Any]) -> dict[str, str]:
+    """The server's environment: the worker's, with the task's harness variables (a library
+    reads some as it is imported: thread counts, the backend)."""
+    return os.environ | {k: v for k, v in task["env"].items() if k not in PER_RUN}
+
+
+def _key_of(env: Mapping[str, str], tops: set[str]) -> str:
+    """What the server's state depends on: its environment, the runtime, preloaded versions."""
+    runtime = Path(contract.__file__).parent
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(runtime.glob("*.py"))}
+    versions = dists.versions_of(tops) if tops else {}
+    return json.dumps([sys.executable, dict(env), files, versions], sort_keys=True)
+
+
+def _die_with_worker() -> None:
+    """In the server: Linux kills it when the worker dies (kill -9 included)."""
+    contract.prctl(contract.PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@atexit.register
+def _close_server() -> None:
+    """When the worker process ends: stop its warm server."""
+    if _SERVER is not None:
+        _SERVER.close()
