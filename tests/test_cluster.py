@@ -406,3 +406,13 @@ def test_a_forked_task_past_its_timeout_is_killed() -> None:
     reply = worker.run_task(_task("sleeper", {"figs/sleeper.py": sleeper}, timeout=1.0))
     assert reply["status"] is None and worker._SERVER is not None
     assert "matplotlib" in worker._SERVER.asked  # it ran forked
+
+
+def test_a_task_without_preload_runs_in_its_own_interpreter() -> None:
+    from pelican_figgen import worker
+
+    task = _task("cold", {"figs/warm.py": WARM, "helpers/common.py": "VALUE = 'cold'\n"})
+    reply = worker.run_task(task | {"warm": False})
+    assert reply["status"] == 0, reply["stderr"]
+    # Its supervisor's parent is this process (the worker), and nothing was imported for it
+    assert reply["files"]["said.txt"].decode().split()[:3] == ["cold", "False", str(os.getpid())]

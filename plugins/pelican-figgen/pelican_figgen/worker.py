@@ -3,12 +3,13 @@
 The build (``pelican.plugins.figgen.cluster``) submits `run_task` with a task of plain data:
 the script, the project files it imports and its declared data, each by relative path and
 sha256, their bytes by sha256 (so a worker needs no checkout and no shared file system), the
-harness's environment and the time-out. The script runs as in a local build: in its own
-interpreter under its supervisor (pelican_figgen.reaper), with the same arguments, killed at
-its time-out. What comes back is plain data too: the exit status, the files the run left in
-its output folder, its stderr. When the build shows bars, the script's progress reports are
-sent as they come, as Dask events on the task's topic. Standard library only, besides this
-package (and distributed's worker, for those events).
+harness's environment and the time-out. The script runs as in a local build: forked from
+this worker's warm server (pelican_figgen.forkserver, kept across tasks: `WarmServer`), or in
+its own interpreter, under its supervisor (pelican_figgen.reaper), with the same arguments,
+killed at its time-out. What comes back is plain data too: the exit status, every file the
+run left in its output folder, its stderr. When the build shows bars, the script's progress
+reports are sent as they come, as Dask events on the task's topic. Standard library only,
+besides this package (and distributed's worker, for those events).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def write_files(root: Path, files: Mapping[str, str], blobs: Mapping[str, bytes]
 
 def _run(task: Mapping[str, Any], root: Path, out: Path) -> tuple[int | None, int]:
     """Run the script, forked from the warm server when it can be; (status or None, killed)."""
-    server = warm_server(task, root)
+    server = warm_server(task, root) if task.get("warm", True) else None
     if server is not None:
         try:
             return _wait(task, server.start(task, root, out, _environment(task, root, out)), out)

@@ -186,6 +186,7 @@ def task_of(
         "env": shipped,
         "timeout": job.figure.timeout,
         "fresh": force,  # forced: no intermediate made before is reused, there either
+        "warm": settings.preload,  # forked from the worker's warm server, as here from the pool's
     }
 
 
