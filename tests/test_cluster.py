@@ -342,14 +342,14 @@ def test_a_gpu_figure_asks_for_a_gpu_and_no_answer_is_a_timeout(site: Site, tmp_
     figure = discover.Figure("gamma", settings.scripts / "gamma.py", (), 5.0, {}, gpu=True)
     job = execute.Pending(figure, Expected("{}", {}, ("figs/gamma.py", "data/points.txt")), None,
                           "new")
-    runner = cluster.Runner(client)
-    result = runner(job, tmp_path, run.Placement({"FIGGEN_LANE": "gpu"}), settings, False)
+    runner = cluster.Runner(client, settings, False)
+    result = runner(job, tmp_path, run.Placement({"FIGGEN_LANE": "gpu"}), print)
     assert client.sent[0]["resources"] == {"GPU": 1}
     assert "CUDA_VISIBLE_DEVICES" not in client.sent[0]["task"]["env"]  # the worker's own GPU
     assert not result.ok and "timed out on the Dask cluster" in result.cause
     assert client.future.cancelled and client.future.waited == 5.0 + cluster.REPLY_GRACE
     runner(job, tmp_path, run.Placement({"FIGGEN_LANE": "cpu", "CUDA_VISIBLE_DEVICES": ""}),
-           settings, False)
+           print)
     assert client.sent[1]["resources"] is None
     assert client.sent[1]["task"]["env"]["CUDA_VISIBLE_DEVICES"] == ""
 
@@ -416,3 +416,70 @@ def test_a_task_without_preload_runs_in_its_own_interpreter() -> None:
     assert reply["status"] == 0, reply["stderr"]
     # Its supervisor's parent is this process (the worker), and nothing was imported for it
     assert reply["files"]["said.txt"].decode().split()[:3] == ["cold", "False", str(os.getpid())]
+
+
+LEND_HELPER = """\
+import time
+from pathlib import Path
+
+from pelican_figgen.intermediates import cached
+
+MARKER = Path({marker!r})
+
+
+@cached
+def shared(n: int) -> int:
+    for _ in range(600):  # the figure that writes the marker must get a thread meanwhile
+        if MARKER.exists():
+            return n * 2
+        time.sleep(0.05)
+    raise RuntimeError("nobody wrote the marker: the waiting figure lent no thread")
+"""
+
+LENDER = """\
+from matplotlib.figure import Figure
+
+from helpers.lend import shared
+from pelican_figgen.harness import run
+
+
+def main(ctx):
+    ctx.fields["n"] = shared(21)
+    ctx.save(Figure(figsize=(1, 1)))
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+MARKER_WRITER = """\
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from pelican_figgen.harness import run
+
+
+def main(ctx):
+    Path({marker!r}).write_text("done")
+    ctx.save(Figure(figsize=(1, 1)))
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+
+def test_a_figure_waiting_for_anothers_intermediate_lends_its_thread(
+        site: Site, scheduler: str, tmp_path: Path) -> None:
+    # a0 and a1 want one intermediate, which waits for a2: on two one-thread workers a2 runs
+    # only if the figure waiting for the other's result lends its thread, as in the pool.
+    marker = str(tmp_path / "marker")
+    site.write("helpers/lend.py", LEND_HELPER.format(marker=marker))
+    site.write("figs/a0.py", LENDER)
+    site.write("figs/a1.py", LENDER)
+    site.write("figs/a2.py", MARKER_WRITER.format(marker=marker))
+    site.append("content/post.md", "".join(f"\n![A]({{figure}}a{n} \"A\")\n" for n in range(3)))
+    report = site.build(FIGGEN={"scripts": "figs", "executor": scheduler})
+    assert report["failed"] == [], report.get("causes")
+    assert {"a0", "a1", "a2"} <= set(report["ran"])

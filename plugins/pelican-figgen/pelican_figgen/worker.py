@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 STOP_WAIT = 5.0  # seconds the supervisor may take to kill what the script started
 STACK_WAIT = 0.5  # seconds a timed-out script has to print its stack before it is stopped
 PROGRESS_POLL = 0.1  # seconds between two reads of the progress file
+LEND_POLL = 0.2  # seconds between two looks at whether the script waits for another figure
 STDERR_MAX = 200_000  # bytes of stderr sent back: the end, where the traceback is
 # Kept across tasks on this worker: results are keyed by the content of what they depend on.
 INTERMEDIATES = Path(tempfile.gettempdir()) / f"figgen-intermediates-{os.getuid()}"
@@ -59,8 +60,8 @@ def run_task(task: Mapping[str, Any]) -> dict[str, Any]:
         write_files(root, task["files"], task["blobs"])
         out.mkdir()
         start = time.perf_counter()
-        with _forwarding(task, out / contract.PROGRESS_FILE):
-            status, killed = _run(task, root, out)
+        with _forwarding(task, out / contract.PROGRESS_FILE) as waiting:
+            status, killed = _run(task, root, out, waiting)
         return {
             "status": status,  # None: timed out
             "killed": killed,
@@ -88,16 +89,19 @@ def write_files(root: Path, files: Mapping[str, str], blobs: Mapping[str, bytes]
         target.write_bytes(data)
 
 
-def _run(task: Mapping[str, Any], root: Path, out: Path) -> tuple[int | None, int]:
+def _run(
+    task: Mapping[str, Any], root: Path, out: Path, waiting: threading.Event
+) -> tuple[int | None, int]:
     """Run the script, forked from the warm server when it can be; (status or None, killed)."""
     server = warm_server(task, root) if task.get("warm", True) else None
     if server is not None:
         try:
-            return _wait(task, server.start(task, root, out, _environment(task, root, out)), out)
+            child = server.start(task, root, out, _environment(task, root, out))
+            return _wait(task, child, out, waiting)
         except ServerGone as err:  # the server, not the script: it runs in its own interpreter
             logger.warning("figgen worker: %s; %s runs in an interpreter of its own", err,
                            task["name"])
-    return _wait(task, _start_direct(task, root, out), out)
+    return _wait(task, _start_direct(task, root, out), out, waiting)
 
 
 def _start_direct(task: Mapping[str, Any], root: Path, out: Path) -> subprocess.Popen:
@@ -117,12 +121,14 @@ def _script_argv(task: Mapping[str, Any], root: Path, out: Path) -> list[str]:
             "--manifest", str(out / contract.MANIFEST)]
 
 
-def _wait(task: Mapping[str, Any], proc: Any, out: Path) -> tuple[int | None, int]:
+def _wait(
+    task: Mapping[str, Any], proc: Any, out: Path, waiting: threading.Event
+) -> tuple[int | None, int]:
     """Wait for a started run until its time-out, then make sure it ended; (status, killed)."""
     report = out / contract.REPORT_FILE
     timed_out = False
     try:
-        proc.wait(timeout=float(task["timeout"]))
+        _wait_lending(proc, float(task["timeout"]), waiting)
     except subprocess.TimeoutExpired:
         timed_out = True
         with contextlib.suppress(ProcessLookupError):
@@ -134,24 +140,47 @@ def _wait(task: Mapping[str, Any], proc: Any, out: Path) -> tuple[int | None, in
     return (None if timed_out else status), killed
 
 
-@contextlib.contextmanager
-def _forwarding(task: Mapping[str, Any], path: Path) -> Iterator[None]:
-    """While the run goes on, send each progress report to the build, if it listens."""
-    topic = task.get("progress")
-    if not topic:
-        yield
-        return
-    from distributed import get_worker  # here: only a build that shows bars asks for them
+def _wait_lending(proc: Any, timeout: float, waiting: threading.Event) -> None:
+    """proc.wait(timeout), leaving the worker's thread pool once the script waits for another
+    figure's intermediate: the worker then runs one more task, as the pool lends a slot."""
+    deadline = time.monotonic() + timeout
+    while not waiting.is_set():
+        left = deadline - time.monotonic()
+        try:
+            proc.wait(timeout=max(0.0, min(left, LEND_POLL)))
+            return
+        except subprocess.TimeoutExpired:
+            if left <= LEND_POLL:
+                raise
+    with contextlib.suppress(ImportError, ValueError):  # not on a Dask worker: nothing to lend
+        from distributed import secede
 
-    worker, name, done = get_worker(), task["name"], threading.Event()
+        secede()  # for good: rejoin() would hold the run until a thread is free
+    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
+@contextlib.contextmanager
+def _forwarding(task: Mapping[str, Any], path: Path) -> Iterator[threading.Event]:
+    """While the run goes on, send its progress reports to the build, if it listens (its waits
+    for another figure's intermediate always); yield an Event set once it waits."""
+    topic, name, done, waiting = task.get("progress"), task["name"], threading.Event(), \
+        threading.Event()
+    worker = None
+    if topic:
+        from distributed import get_worker  # here: only a Dask task has a worker
+
+        worker = get_worker()
 
     def send(report: dict[str, Any]) -> None:
-        worker.log_event(topic, {"figure": name, "report": report})
+        if report.get("waiting"):
+            waiting.set()
+        if worker is not None and ("waiting" in report or task.get("bars", True)):
+            worker.log_event(topic, {"figure": name, "report": report})
 
     follower = threading.Thread(target=follow, args=(path, send, done), daemon=True)
     follower.start()
     try:
-        yield
+        yield waiting
     finally:
         done.set()
         follower.join(timeout=STOP_WAIT)

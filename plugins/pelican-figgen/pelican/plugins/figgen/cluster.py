@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ def run_pending(
         jobs = [execute._job(settings, name, job) for name, job in pending.items()]
         scratch = execute._scratch(cached.store, list(pending))
         extra = {contract.ENVIRONMENT: json.dumps(environment, sort_keys=True)}
-        with progress.board() as board, _progress(client, board) as runner:
+        with progress.board() as board, _progress(client, board, settings, force) as runner:
             context = execute.RunContext(settings, cached, force, None, board, extra, scratch,
                                          retry, runner)
             try:
@@ -75,20 +75,20 @@ def run_pending(
 
 
 @contextlib.contextmanager
-def _progress(client: Any, board: progress.Board) -> Iterator[Runner]:
-    """A runner whose figures' progress reports reach the board's bars (when it draws any)."""
-    if board.display is None:  # not a terminal: the log's lines say enough
-        yield Runner(client)
-        return
-    runner = Runner(client, f"figgen-progress-{uuid.uuid4().hex}")
+def _progress(
+    client: Any, board: progress.Board, settings: FiggenSettings, force: bool
+) -> Iterator[Runner]:
+    """A runner whose figures' reports reach the build: their waits for another figure's
+    intermediate (its slot is lent, as in the pool) and, when the board draws bars, the rest."""
+    runner = Runner(client, settings, force, f"figgen-progress-{uuid.uuid4().hex}",
+                    bars=board.display is not None)
 
     def show(event: tuple[float, Any]) -> None:
         message = event[1]
         name = message.get("figure") if isinstance(message, dict) else None
-        if name in runner.running:  # a late report of a figure that ended draws no bar
-            bars = board.for_figure(name)
-            if bars and isinstance(message.get("report"), dict):
-                bars(message["report"])
+        report = runner.reports.get(name)  # none for a late report of a figure that ended
+        if report and isinstance(message.get("report"), dict):
+            report(message["report"])
 
     client.subscribe_topic(runner.topic, show)
     try:
@@ -222,26 +222,31 @@ def reply_of(value: Any) -> Reply:
 class Runner:
     """Runs one figure on the cluster and leaves what it made in its scratch folder."""
 
-    def __init__(self, client: Any, topic: str = "") -> None:
-        """Submit to `client`; with a `topic`, the workers send progress reports on it."""
-        self.client, self.topic = client, topic
-        self.running: set[str] = set()  # the figures out on the cluster now, by name
+    def __init__(self, client: Any, settings: FiggenSettings, force: bool, topic: str = "",
+                 bars: bool = False) -> None:
+        """Submit to `client`; with a `topic`, the workers send the scripts' reports on it
+        (those that draw bars only if `bars`)."""
+        self.client, self.settings, self.force, self.topic = client, settings, force, topic
+        self.bars = bars
+        # The figures out on the cluster now, by name: where their reports go.
+        self.reports: dict[str, Callable[[Mapping[str, Any]], None]] = {}
         self._futures: set[Any] = set()
         self._lock = threading.Lock()
 
     def __call__(
         self, job: execute.Pending, out_dir: Path, placement: run.Placement,
-        settings: FiggenSettings, force: bool,
+        report: Callable[[Mapping[str, Any]], None],
     ) -> RunResult:
         """Submit the figure's task, wait for its answer, write it out and judge it."""
-        figure, start = job.figure, time.perf_counter()
-        task = task_of(settings, job, placement.env, force) | {"progress": self.topic}
+        figure, start, settings = job.figure, time.perf_counter(), self.settings
+        task = task_of(settings, job, placement.env, self.force) | {
+            "progress": self.topic, "bars": self.bars}
         gpu = placement.env.get(contract.LANE) == "gpu"
         future = self.client.submit(run_task, task, key=f"figgen-{figure.name}-{uuid.uuid4()}",
                                     pure=False, retries=0, resources={"GPU": 1} if gpu else None)
         with self._lock:
             self._futures.add(future)
-            self.running.add(figure.name)
+            self.reports[figure.name] = report
         try:
             reply = reply_of(future.result(timeout=figure.timeout + REPLY_GRACE))
         except Exception as err:  # noqa: BLE001 (whatever the cluster raised is the cause)
@@ -251,7 +256,7 @@ class Runner:
         finally:
             with self._lock:
                 self._futures.discard(future)
-                self.running.discard(figure.name)
+                self.reports.pop(figure.name, None)
         _write(reply, out_dir, settings.root)
         return run.judge(figure, settings, out_dir, run.Ended(reply.status, reply.killed),
                          reply.seconds)

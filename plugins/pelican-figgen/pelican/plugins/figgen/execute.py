@@ -65,7 +65,8 @@ class RunContext:
     scratch: Path  # this build's scratch folder in the cache
     retry: bool  # run a figure whose last failure is known (strict builds, forced runs)
     # Runs a figure elsewhere (cluster.Runner); None: run_figure, here
-    runner: Callable[[Pending, Path, run.Placement, FiggenSettings, bool], RunResult] | None = None
+    runner: Callable[[Pending, Path, run.Placement, Callable[[Mapping[str, Any]], None]],
+                     RunResult] | None = None
 
 
 def run_stale(
@@ -374,10 +375,9 @@ def _run(
     prefix = figure.name.replace("/", "-")
     with tempfile.TemporaryDirectory(dir=context.scratch, prefix=prefix) as tmp:
         placement = run.Placement({**context.env, **lane.env}, context.server)
-        result = context.runner(job, Path(tmp), placement, settings, context.force) \
-            if context.runner else \
-            run_figure(figure, settings, Path(tmp),
-                       _reports(context.board.for_figure(figure.name), idle), placement)
+        reports = _reports(context.board.for_figure(figure.name), idle)
+        result = context.runner(job, Path(tmp), placement, reports) if context.runner else \
+            run_figure(figure, settings, Path(tmp), reports, placement)
         context.board.done(figure.name)
         try:
             record = _record(Made(figure, expected, result, before), cached) \
