@@ -483,3 +483,22 @@ def test_a_figure_waiting_for_anothers_intermediate_lends_its_thread(
     report = site.build(FIGGEN={"scripts": "figs", "executor": scheduler})
     assert report["failed"] == [], report.get("causes")
     assert {"a0", "a1", "a2"} <= set(report["ran"])
+
+
+def test_the_warm_server_is_replaced_when_a_preloaded_library_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pelican_figgen import worker
+
+    task = _task("same", {"figs/warm.py": WARM, "helpers/common.py": "VALUE = 'same'\n"})
+    assert worker.run_task(task)["status"] == 0
+    first = worker._SERVER
+    assert first is not None and worker.run_task(task)["status"] == 0
+    assert worker._SERVER is first  # nothing changed: kept
+    versions = worker.dists.versions_of
+    monkeypatch.setattr(worker.dists, "versions_of",
+                        lambda tops: {**versions(tops), "matplotlib": "upgraded"})
+    reply = worker.run_task(task)
+    assert reply["status"] == 0 and worker._SERVER is not first
+    first.owner.join(timeout=60)  # the old one ends, its runs done
+    assert first.gone()
+    assert reply["files"]["said.txt"].decode().split()[2] == str(worker._SERVER.pid)

@@ -298,7 +298,8 @@ class WarmServer:
         self.pid = 0
         # Its own thread starts it and reads its replies for as long as it lives: Linux kills
         # it (PDEATHSIG) when that thread ends, and Dask's task threads may end before it.
-        threading.Thread(target=self._own, args=(env,), daemon=True).start()
+        self.owner = threading.Thread(target=self._own, args=(env,), daemon=True)
+        self.owner.start()
         if not self._ready.wait(READY_TIMEOUT) or self._dead:
             self.close()
             raise ServerGone(f"the warm server did not start: {self.log_tail()}")
