@@ -502,3 +502,29 @@ def test_the_warm_server_is_replaced_when_a_preloaded_library_changes(
     first.owner.join(timeout=60)  # the old one ends, its runs done
     assert first.gone()
     assert reply["files"]["said.txt"].decode().split()[2] == str(worker._SERVER.pid)
+
+
+def test_a_script_on_a_worker_runs_without_the_nannys_malloc_setting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pelican_figgen import worker
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as a Dask nanny sets it
+    script = ("import os\nimport sys\n\nout = sys.argv[sys.argv.index('--out') + 1]\n"
+              "with open(os.path.join(out, 'env.txt'), 'w') as file:\n"
+              "    file.write(os.environ.get('MALLOC_TRIM_THRESHOLD_', 'unset'))\n")
+    for warm in (True, False):
+        reply = worker.run_task(_task("env", {"figs/env.py": script}) | {"warm": warm})
+        assert reply["files"]["env.txt"] == b"unset", reply["stderr"]
+    assert worker._SERVER is not None  # forked: the server has not it either
+    server = _environ_of(worker._SERVER.pid)
+    assert "MALLOC_TRIM_THRESHOLD_" not in server
+    # A build that sets it ships its own value
+    task = _task("env", {"figs/env.py": script})
+    task["env"] = {"MALLOC_TRIM_THRESHOLD_": "131072"}
+    assert worker.run_task(task)["files"]["env.txt"] == b"131072"
+
+
+def _environ_of(pid: int) -> set[str]:
+    """The names of a process's environment variables, as it started."""
+    return {entry.split(b"=", 1)[0].decode()
+            for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if entry}

@@ -46,6 +46,10 @@ INTERMEDIATES = Path(tempfile.gettempdir()) / f"figgen-intermediates-{os.getuid(
 READY_TIMEOUT = 600.0  # seconds the warm server may take to import the libraries asked for
 # The task's variables that differ from figure to figure: the server's own are the others.
 PER_RUN = (contract.LANE, "CUDA_VISIBLE_DEVICES")
+# What a Dask nanny sets for its worker, not the build for its scripts: glibc trimming at 64 KiB
+# makes a script's every large array a fresh mmap, and its compute far slower than the pool's.
+# A build that sets it itself ships its own value.
+NANNY_ONLY = ("MALLOC_TRIM_THRESHOLD_",)
 
 
 class TaskError(ValueError):
@@ -210,7 +214,7 @@ def _environment(task: Mapping[str, Any], root: Path, out: Path) -> dict[str, st
     """The script's environment: this worker's, the build's harness variables, its folders."""
     python_path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
     intermediates = out / "intermediates" if task.get("fresh") else INTERMEDIATES
-    return os.environ | dict(task["env"]) | {
+    return _worker_env() | dict(task["env"]) | {
         "PYTHONPATH": python_path, contract.ROOT: str(root), contract.RUN: str(out),
         contract.PROGRESS: str(out / contract.PROGRESS_FILE),
         contract.INTERMEDIATES: str(intermediates),
@@ -466,7 +470,12 @@ def libraries(script: Path, root: Path) -> list[str]:
 def _server_env(task: Mapping[str, Any]) -> dict[str, str]:
     """The server's environment: the worker's, with the task's harness variables (a library
     reads some as it is imported: thread counts, the backend)."""
-    return os.environ | {k: v for k, v in task["env"].items() if k not in PER_RUN}
+    return _worker_env() | {k: v for k, v in task["env"].items() if k not in PER_RUN}
+
+
+def _worker_env() -> dict[str, str]:
+    """This worker's environment, less what its nanny set for the worker alone."""
+    return {k: v for k, v in os.environ.items() if k not in NANNY_ONLY}
 
 
 def _key_of(env: Mapping[str, str], tops: set[str]) -> str:

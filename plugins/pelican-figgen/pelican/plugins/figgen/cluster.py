@@ -41,7 +41,8 @@ REPLY_GRACE = 120.0  # seconds past a figure's time-out for shipping it and its 
 SIBLING_MAX = 4 * 2**20  # bytes: a non-Python file beside a shipped module is shipped below it
 # The harness's variables a task carries (never the build's other variables: no secrets).
 SHIPPED = (*run.THREAD_VARIABLES, "MPLBACKEND", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE",
-           "PYTHONFAULTHANDLER", "SOURCE_DATE_EPOCH", contract.ENVIRONMENT, contract.LANE)
+           "PYTHONFAULTHANDLER", "SOURCE_DATE_EPOCH", "MALLOC_TRIM_THRESHOLD_",
+           contract.ENVIRONMENT, contract.LANE)
 EXTRA = "pip install 'pelican-figgen[dask]'"
 
 
