@@ -14,8 +14,10 @@ Protocol, one JSON object per line. The server says ``{"ready", "preloaded",
 "cuda_initialized"}`` once its imports are done. Then the build writes ``{"id", "argv", "env",
 "cwd", "stderr", "report"}`` per script and the server answers ``{"id", "pid"}`` at once (or
 ``{"id", "error"}`` when it cannot fork) and ``{"id", "exit"}`` (the supervisor's exit
-code) when it ends; the supervisor writes how the script ended to the ``report`` file. End
-of input stops the server.
+code) when it ends; the supervisor writes how the script ended to the ``report`` file. A
+request may add ``"path"``, folders put ahead of the server's import path in that child only.
+``{"id", "preload": [names]}`` imports more libraries for the children to come and answers
+``{"id", "preloaded", "cuda_initialized"}``. End of input stops the server.
 
 Linux only (``os.pidfd_open``): the build starts each script itself elsewhere.
 """
@@ -177,7 +179,20 @@ def serve(scripts: list[Path], root: Path, out: int) -> None:
             pending += data
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                _start(json.loads(line), out, children)
+                request = json.loads(line)
+                if "preload" in request:  # a server kept across tasks learns new libraries
+                    _preload_more(request, out)
+                else:
+                    _start(request, out, children)
+
+
+def _preload_more(request: dict[str, Any], out: int) -> None:
+    """Import more libraries for the children still to come; say which ones it could."""
+    loaded = preload([n for n in request["preload"] if n not in LOADED_BY])
+    gc.freeze()
+    torch = sys.modules.get("torch")
+    _send(out, {"id": request["id"], "preloaded": loaded,
+                "cuda_initialized": bool(torch and torch.cuda.is_initialized())})
 
 
 def _start(request: dict[str, Any], out: int, children: dict[int, tuple[int, int]]) -> None:
@@ -269,6 +284,9 @@ def _become_script(request: dict[str, Any]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    # A server that serves many projects (a Dask worker's) names the run's own import path:
+    # ahead of its own, after the script's folder (which _run_script puts first).
+    sys.path[1:1] = request.get("path", [])
     # The server imported project modules (pelican_figgen.imports, ...): the script must import
     # them itself, or its record would list files it never used and miss edits to them.
     root = Path(request["cwd"]).resolve()

@@ -94,6 +94,9 @@ class RunContext:
     env: Mapping[str, str]  # added to every script's environment
     scratch: Path  # this build's scratch folder in the cache
     retry: bool  # run a figure whose last failure is known (strict builds, forced runs)
+    # Runs a figure elsewhere (cluster.Runner); None: run_figure, here
+    runner: Callable[[Pending, Path, run.Placement, Callable[[Mapping[str, Any]], None]],
+                     RunResult] | None = None
 
 
 def run_stale(
@@ -114,7 +117,12 @@ def run_stale(
     rest = {name: job for name, job in pending.items() if name not in done}
     preloaded: tuple[str, ...] = ()
     if rest:
-        ran, preloaded = _pool(rest, settings, cached, force, environment)
+        if settings.executor != "local":  # a Dask cluster (imported only then)
+            from . import cluster
+
+            ran = cluster.run_pending(rest, settings, cached, force, environment)
+        else:
+            ran, preloaded = _pool(rest, settings, cached, force, environment)
         done |= ran
         if shared:
             _publish(shared, cached, rest, ran)
@@ -396,9 +404,10 @@ def _run(
         cached.hash(rel)
     prefix = figure.name.replace("/", "-")
     with tempfile.TemporaryDirectory(dir=context.scratch, prefix=prefix) as tmp:
-        result = run_figure(figure, settings, Path(tmp),
-                            _reports(context.board.for_figure(figure.name), idle),
-                            run.Placement({**context.env, **lane.env}, context.server))
+        placement = run.Placement({**context.env, **lane.env}, context.server)
+        reports = _reports(context.board.for_figure(figure.name), idle)
+        result = context.runner(job, Path(tmp), placement, reports) if context.runner else \
+            run_figure(figure, settings, Path(tmp), reports, placement)
         context.board.done(figure.name)
         try:
             record = _record(Made(figure, expected, result, before), cached) \

@@ -131,6 +131,13 @@ def run_figure(
     seconds = time.perf_counter() - start
     if STOPPING.is_set():
         raise Interrupted(figure.name)
+    return judge(figure, settings, out_dir, ended, seconds)
+
+
+def judge(
+    figure: Figure, settings: FiggenSettings, out_dir: Path, ended: Ended, seconds: float
+) -> RunResult:
+    """How a run that ended went, from what it left in out_dir: its outputs checked, or why not."""
     stderr = read_stderr(out_dir / contract.STDERR_FILE)
     if ended.status is None:
         cause = (f"timed out after {figure.timeout:g} s; killed it and {ended.killed} other "

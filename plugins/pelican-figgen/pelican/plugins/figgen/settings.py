@@ -40,10 +40,12 @@ DEFAULTS: dict[str, Any] = {
     "verify_tolerance": 0.01,  # largest RMS difference of RGBA values that `verify` calls close
     "remote": None,  # or an fsspec URL (s3://bucket/prefix, file:///shared); FIGGEN_REMOTE too
     "remote_write": False,  # send what runs here to the remote; FIGGEN_REMOTE_WRITE=1 overrides
+    "executor": "local",  # or a Dask scheduler, "dask://host:8786"; FIGGEN_EXECUTOR overrides
 }
 # Overrides from the environment, by key.
 ENVIRONMENT = {"on_error": "FIGGEN_ON_ERROR", "mode": "FIGGEN_MODE", "jobs": "FIGGEN_JOBS",
-               "remote": "FIGGEN_REMOTE", "remote_write": "FIGGEN_REMOTE_WRITE"}
+               "remote": "FIGGEN_REMOTE", "remote_write": "FIGGEN_REMOTE_WRITE",
+               "executor": "FIGGEN_EXECUTOR"}
 # How the environment's text reads for a key that is not a string: FIGGEN_JOBS=3 is a whole
 # number, FIGGEN_REMOTE_WRITE=1 is True, FIGGEN_REMOTE= (empty: a CI secret not set) is None.
 FROM_TEXT: dict[str, Callable[[str], Any]] = {
@@ -51,6 +53,7 @@ FROM_TEXT: dict[str, Callable[[str], Any]] = {
     "remote_write": lambda text: {"1": True, "true": True, "0": False, "false": False, "": False}
     .get(text.strip().lower(), text),
     "remote": lambda text: text.strip() or None,
+    "executor": lambda text: text.strip() or "local",
 }
 FOLDERS = ("scripts", "cache_dir", "freeze_dir")  # relative to the root
 
@@ -80,6 +83,8 @@ class FiggenSettings:
     memory_mb: int | Literal["auto"] | None  # "auto": what is free when the pool starts
     remote: str | None = None  # an fsspec URL
     remote_write: bool = False
+    # "local" (the pool), a scheduler's address ("tcp://host:8786"), or a distributed Client
+    executor: Any = "local"
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -202,6 +207,20 @@ def _url(value: Any) -> str:
     return value
 
 
+def _executor(value: Any) -> Any:
+    """'local', a Dask scheduler's URL (dask:// is tcp://), or a distributed Client."""
+    if not isinstance(value, str):  # a Client made in pelicanconf.py: not imported here
+        _require(callable(getattr(value, "submit", None))
+                 and callable(getattr(value, "scheduler_info", None)))
+        return value
+    if value == "local":
+        return value
+    found = re.fullmatch(r"(dask|tcp|tls)://(\[[0-9a-fA-F:]+\]|[\w.-]+):(\d{1,5})", value)
+    _require(found is not None)
+    scheme = "tcp" if found[1] == "dask" else found[1]  # type: ignore[index]
+    return f"{scheme}://{found[2]}:{found[3]}"  # type: ignore[index]
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     """A rule that accepts one of these strings."""
 
@@ -260,4 +279,6 @@ RULES: dict[str, tuple[Callable[[Any], Any], str]] = {
     "remote": (_optional(_url), "None or an fsspec URL such as 's3://bucket/prefix', "
                                 "'gs://bucket/prefix' or 'file:///shared/folder'"),
     "remote_write": (_bool, "True or False (FIGGEN_REMOTE_WRITE: 1 or 0)"),
+    "executor": (_executor, "'local' (the pool), a Dask scheduler's address such as "
+                            "'dask://host:8786' (or tcp://, tls://), or a distributed Client"),
 }

@@ -1,0 +1,530 @@
+"""The Dask executor: a real scheduler and two workers on localhost, away from the checkout.
+
+Skipped without `distributed` (the dev extra brings it) unless FIGGEN_REQUIRE_CLUSTER is set,
+as in CI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Site, line_script
+from pelican.plugins.figgen import cluster, progress
+from pelican.plugins.figgen.errors import SettingsError
+from pelican.plugins.figgen.settings import merge
+from pelican_figgen.worker import TaskError, write_files
+
+HAVE_DISTRIBUTED = importlib.util.find_spec("distributed") is not None
+SCHEDULER_ENV = {
+    # One death is enough to fail a task: a figure that kills its worker kills no other.
+    "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
+}
+
+KILLER = """\
+import os
+import signal
+import time
+
+from pelican_figgen.harness import run
+
+
+def main(ctx):
+    # Up from the script: its supervisor, the worker's warm server (when forked), the Dask
+    # worker: kill that.
+    worker = os.getppid()
+    while b"pelican_figgen." in open(f"/proc/{worker}/cmdline", "rb").read():
+        with open(f"/proc/{worker}/stat") as stat:
+            worker = int(stat.read().rsplit(")", 1)[1].split()[1])
+    os.kill(worker, signal.SIGKILL)
+    time.sleep(60)
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+SLEEPER = """\
+import time
+
+from pelican_figgen.harness import run
+
+__figure__ = {"timeout": 1}
+
+
+def main(ctx):
+    time.sleep(60)
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(argv: list[str], folder: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A cluster process in its own session (its children die with it at teardown)."""
+    return subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                            stderr=(folder / f"{argv[1]}-{len(list(folder.iterdir()))}.log")
+                            .open("wb"), start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A scheduler and two one-thread workers on localhost; the scheduler's address."""
+    if not HAVE_DISTRIBUTED:
+        if os.environ.get("FIGGEN_REQUIRE_CLUSTER"):
+            pytest.fail("FIGGEN_REQUIRE_CLUSTER is set but distributed is not installed")
+        pytest.skip("distributed is not installed (pip install -e '.[dev]')")
+    from distributed import Client
+
+    folder = tmp_path_factory.mktemp("cluster")  # no checkout here, and none on their path
+    # Their temporary folder (the workers' cached intermediates) is this one.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | SCHEDULER_ENV | {
+        "TMPDIR": str(folder)}
+    dask = str(Path(sys.executable).parent / "dask")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":")[-1],
+                     "--no-dashboard"], folder, env)]
+    try:
+        for _ in range(2):
+            procs.append(_start([dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                 "--no-dashboard", "--host", "127.0.0.1",
+                                 "--local-directory", str(folder)], folder, env))
+        with Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except ProcessLookupError:
+                proc.wait()
+
+
+def _images(root: Path) -> dict[str, bytes]:
+    """The site's published images by figure name (the hash in the name left out)."""
+    return {p.name.rsplit("-", 1)[0]: p.read_bytes()
+            for p in (root / "output" / "figures").glob("*.png")}
+
+
+def test_cluster_builds_the_same_images_as_the_pool(site: Site, scheduler: str,
+                                                    tmp_path_factory: pytest.TempPathFactory
+                                                    ) -> None:
+    local = Site(tmp_path_factory.mktemp("local"))
+    shutil.copytree(site.root, local.root, dirs_exist_ok=True)
+    local.build()
+    report = site.build(FIGGEN={"scripts": "figs", "executor": scheduler.replace("tcp", "dask")})
+    assert set(report["ran"]) == {"alpha", "beta", "gamma"} and report["failed"] == []
+    # gamma read its declared data file there, alpha and beta the site's helper module
+    assert "Gamma plots 4 points" in site.html()
+    assert "Alpha is drawn in red" in site.html()
+    assert _images(site.root) == _images(local.root) and len(_images(site.root)) == 3
+    # The records are a local run's: a second build runs nothing, on the cluster or not
+    assert site.build()["ran"] == {}
+    assert {"figgen-alpha", "figgen-beta", "figgen-gamma"} <= _ran_on(scheduler)
+    # Forked from each worker's warm server, which preloaded what the scripts import
+    assert "matplotlib.figure" in set().union(*_warm_on(scheduler).values())
+
+
+def _warm_on(address: str) -> dict[str, list[str]]:
+    """What each worker's warm server was asked to preload (nothing: it has none)."""
+    from distributed import Client
+
+    def asked() -> list[str]:
+        from pelican_figgen import worker
+
+        return sorted(worker._SERVER.asked) if worker._SERVER and not worker._SERVER.gone() else []
+
+    with Client(address, timeout=30, set_as_default=False) as client:
+        return client.run(asked)
+
+
+def _ran_on(address: str) -> set[str]:
+    """The kinds of task the scheduler has seen (a figure's task: figgen-NAME)."""
+    from distributed import Client
+
+    with Client(address, timeout=30, set_as_default=False) as client:
+        return set(client.run_on_scheduler(lambda dask_scheduler: [*dask_scheduler.task_prefixes]))
+
+
+def test_a_client_made_in_the_settings_is_used_and_left_open(site: Site, scheduler: str) -> None:
+    from distributed import Client
+
+    site.write("figs/viaclient.py", line_script("green"))  # a task name no other test sends
+    site.append("content/post.md", "\n![Green]({figure}viaclient \"Drawn in {color}\")\n")
+    with Client(scheduler, timeout=30, set_as_default=False) as client:
+        report = site.build(FIGGEN={"scripts": "figs", "executor": client})
+        assert set(report["ran"]) == {"alpha", "beta", "gamma", "viaclient"}
+        assert client.status == "running"  # its owner closes it
+        prefixes = client.run_on_scheduler(lambda dask_scheduler: [*dask_scheduler.task_prefixes])
+    assert "figgen-viaclient" in prefixes
+
+
+def test_a_killed_worker_and_a_timeout_fail_their_figures(site: Site, scheduler: str) -> None:
+    site.write("figs/killer.py", KILLER)
+    site.write("figs/sleeper.py", SLEEPER)
+    site.append("content/post.md", "\n![Kills]({figure}killer \"K\")\n\n"
+                "![Sleeps]({figure}sleeper \"S\")\n")
+    report = site.build(FIGGEN={"scripts": "figs", "executor": scheduler,
+                                "on_error": "keep-going"})
+    failed = report["causes"]
+    assert set(report["failed"]) == {"killer", "sleeper"}
+    assert "Dask worker running it died" in failed["killer"]
+    assert "timed out after 1 s" in failed["sleeper"]
+    assert "Gamma plots 4 points" in site.html()  # the others were made
+
+
+COUNTER = """\
+import time
+
+from pelican_figgen.harness import run
+
+
+def main(ctx):
+    for _ in ctx.progress(range(3), description="steps"):
+        time.sleep(0.3)
+    from matplotlib.figure import Figure
+
+    ctx.save(Figure(figsize=(1, 1)))
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+
+class Display:
+    """Stands for rich's Progress: records what the bars were told."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, str] = {}
+        self.completed: dict[str, int] = {}
+
+    def add_task(self, description: str, total: object = None) -> int:
+        self.tasks[len(self.tasks)] = description
+        return len(self.tasks) - 1
+
+    def update(self, task: int, completed: int = 0, total: object = None) -> None:
+        self.completed[self.tasks[task]] = completed
+
+    def remove_task(self, task: int) -> None:
+        pass
+
+
+def test_progress_on_the_workers_reaches_the_bars(site: Site, scheduler: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    display = Display()
+
+    @contextlib.contextmanager
+    def board() -> Iterator[progress.Board]:
+        yield progress.Board(display)
+
+    monkeypatch.setattr(cluster.progress, "board", board)
+    site.write("figs/counter.py", COUNTER)
+    site.append("content/post.md", "\n![Counts]({figure}counter \"C\")\n")
+    report = site.build(FIGGEN={"scripts": "figs", "executor": scheduler})
+    assert report["failed"] == [] and "counter" in report["ran"]
+    assert display.completed.get("[bold]counter[/] steps", 0) >= 1
+
+
+def test_an_executor_without_distributed_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # an import of it fails
+    with pytest.raises(SettingsError, match=r"pelican-figgen\[dask\]"), \
+            cluster.connect("tcp://127.0.0.1:1"):
+        pass
+
+
+def test_executor_setting_and_its_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    assert merge({}, tmp_path / "content").executor == "local"
+    assert merge({"executor": "dask://sched:8786"}, tmp_path / "c").executor == "tcp://sched:8786"
+    monkeypatch.setenv("FIGGEN_EXECUTOR", "tls://10.0.0.1:8786")
+    assert merge({}, tmp_path / "content").executor == "tls://10.0.0.1:8786"
+    monkeypatch.setenv("FIGGEN_EXECUTOR", "dask")
+    with pytest.raises(SettingsError, match=r"FIGGEN_EXECUTOR .*'dask://host:8786'"):
+        merge({}, tmp_path / "content")
+
+
+def test_a_worker_checks_each_file_of_its_task(tmp_path: Path) -> None:
+    data = b"1 2 3"
+    good = "a" * 64
+    with pytest.raises(TaskError, match="do not match"):
+        write_files(tmp_path, {"data/x.txt": good}, {good: data})
+    digest = hashlib.sha256(data).hexdigest()
+    with pytest.raises(TaskError, match="outside"):
+        write_files(tmp_path, {"../x.txt": digest}, {digest: data})
+    write_files(tmp_path, {"data/x.txt": digest}, {digest: data})
+    assert (tmp_path / "data" / "x.txt").read_bytes() == data
+
+
+def test_a_tampered_answer_is_refused() -> None:
+    answer = {"status": 0, "killed": 0, "files": {"../../evil.png": b"x"}}
+    with pytest.raises(ValueError, match="outside the run's folder"):
+        cluster.reply_of(answer)
+    with pytest.raises(ValueError, match="exit status"):
+        cluster.reply_of({"status": "0", "killed": 0, "files": {}})
+    assert cluster.reply_of({"status": None, "killed": 1, "files": {"a.png": b"x"}}).status is None
+
+
+def test_a_task_carries_script_helper_and_data_not_the_rest(site: Site) -> None:
+    site.write("figs/unused.py", "x = 1\n")
+    settings = merge({"scripts": "figs"}, site.root / "content")
+    from pelican.plugins.figgen import discover, execute
+    from pelican.plugins.figgen.cache import Expected
+
+    gamma = discover.Figure("gamma", settings.scripts / "gamma.py", (), 600.0, {})
+    job = execute.Pending(gamma, Expected("{}", {}, ("figs/gamma.py", "data/points.txt")), None,
+                          "new")
+    assert set(cluster.task_files(settings, job)) == {"figs/gamma.py", "data/points.txt"}
+    alpha = discover.Figure("alpha", settings.scripts / "alpha.py", (), 600.0, {})
+    job = execute.Pending(alpha, Expected("{}", {}, ("figs/alpha.py",)), None, "new")
+    assert set(cluster.task_files(settings, job)) >= {"figs/alpha.py", "helpers/common.py"}
+
+
+class Future:
+    """A task that never answers in time."""
+
+    cancelled = False
+
+    def result(self, timeout: float) -> None:
+        self.waited = timeout
+        raise TimeoutError
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeClient:
+    """Stands for a distributed Client: two workers, one with a GPU; records what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+        self.future = Future()
+
+    def submit(self, function: object, task: dict, **options: object) -> Future:
+        self.sent.append({"task": task, **options})
+        return self.future
+
+    def scheduler_info(self, n_workers: int = 0) -> dict:
+        return {"workers": {"a": {"nthreads": 2, "resources": {"GPU": 1}},
+                            "b": {"nthreads": 1, "resources": {}}}}
+
+
+def test_a_gpu_figure_asks_for_a_gpu_and_no_answer_is_a_timeout(site: Site, tmp_path: Path
+                                                                 ) -> None:
+    from pelican.plugins.figgen import discover, execute, run
+    from pelican.plugins.figgen.cache import Expected
+
+    client = FakeClient()
+    assert cluster.capacity(client) == (3, ("0",))
+    settings = merge({"scripts": "figs"}, site.root / "content")
+    figure = discover.Figure("gamma", settings.scripts / "gamma.py", (), 5.0, {}, gpu=True)
+    job = execute.Pending(figure, Expected("{}", {}, ("figs/gamma.py", "data/points.txt")), None,
+                          "new")
+    runner = cluster.Runner(client, settings, False)
+    result = runner(job, tmp_path, run.Placement({"FIGGEN_LANE": "gpu"}), print)
+    assert client.sent[0]["resources"] == {"GPU": 1}
+    assert "CUDA_VISIBLE_DEVICES" not in client.sent[0]["task"]["env"]  # the worker's own GPU
+    assert not result.ok and "timed out on the Dask cluster" in result.cause
+    assert client.future.cancelled and client.future.waited == 5.0 + cluster.REPLY_GRACE
+    runner(job, tmp_path, run.Placement({"FIGGEN_LANE": "cpu", "CUDA_VISIBLE_DEVICES": ""}),
+           print)
+    assert client.sent[1]["resources"] is None
+    assert client.sent[1]["task"]["env"]["CUDA_VISIBLE_DEVICES"] == ""
+
+
+WARM = """\
+import os
+import sys
+
+preloaded = "matplotlib" in sys.modules  # before this script imports it: the server did
+import matplotlib  # noqa: E402
+
+from helpers.common import VALUE  # noqa: E402
+
+out = sys.argv[sys.argv.index("--out") + 1]
+supervisor = os.getppid()
+with open(f"/proc/{supervisor}/stat") as stat:
+    server = int(stat.read().rsplit(")", 1)[1].split()[1])
+with open(os.path.join(out, "said.txt"), "w") as said:
+    said.write(f"{VALUE} {preloaded} {server} {os.getcwd()}")
+for name in ("fig.png", "fig.dark.png", "fig.webp"):  # renders beside the image
+    with open(os.path.join(out, name), "wb") as file:
+        file.write(name.encode())
+"""
+
+
+def _task(name: str, files: dict[str, str], timeout: float = 60.0) -> dict:
+    """A worker's task of these files (the first one the script)."""
+    blobs = {hashlib.sha256(t.encode()).hexdigest(): t.encode() for t in files.values()}
+    return {"name": name, "script": next(iter(files)), "arguments": [], "env": {},
+            "timeout": timeout, "blobs": blobs,
+            "files": {rel: hashlib.sha256(t.encode()).hexdigest() for rel, t in files.items()}}
+
+
+def test_a_worker_forks_each_task_from_one_warm_server_with_its_own_files() -> None:
+    from pelican_figgen import worker
+
+    said = []
+    for value in ("one", "two"):  # the same module name, another task's content
+        reply = worker.run_task(_task(value, {"figs/warm.py": WARM,
+                                              "helpers/common.py": f"VALUE = {value!r}\n"}))
+        assert reply["status"] == 0, reply["stderr"]
+        assert {"fig.png", "fig.dark.png", "fig.webp"} <= set(reply["files"])
+        said.append(reply["files"]["said.txt"].decode().split())
+    assert worker._SERVER is not None and not worker._SERVER.gone()
+    assert [s[:3] for s in said] == [["one", "True", str(worker._SERVER.pid)],
+                                     ["two", "True", str(worker._SERVER.pid)]]
+    assert said[1][3] == reply["root"] != said[0][3]  # each in its own folder
+
+
+def test_a_forked_task_past_its_timeout_is_killed() -> None:
+    from pelican_figgen import worker
+
+    sleeper = "import time\nimport matplotlib\n\ntime.sleep(60)\n"
+    reply = worker.run_task(_task("sleeper", {"figs/sleeper.py": sleeper}, timeout=1.0))
+    assert reply["status"] is None and worker._SERVER is not None
+    assert "matplotlib" in worker._SERVER.asked  # it ran forked
+
+
+def test_a_task_without_preload_runs_in_its_own_interpreter() -> None:
+    from pelican_figgen import worker
+
+    task = _task("cold", {"figs/warm.py": WARM, "helpers/common.py": "VALUE = 'cold'\n"})
+    reply = worker.run_task(task | {"warm": False})
+    assert reply["status"] == 0, reply["stderr"]
+    # Its supervisor's parent is this process (the worker), and nothing was imported for it
+    assert reply["files"]["said.txt"].decode().split()[:3] == ["cold", "False", str(os.getpid())]
+
+
+LEND_HELPER = """\
+import time
+from pathlib import Path
+
+from pelican_figgen.intermediates import cached
+
+MARKER = Path({marker!r})
+
+
+@cached
+def shared(n: int) -> int:
+    for _ in range(600):  # the figure that writes the marker must get a thread meanwhile
+        if MARKER.exists():
+            return n * 2
+        time.sleep(0.05)
+    raise RuntimeError("nobody wrote the marker: the waiting figure lent no thread")
+"""
+
+LENDER = """\
+from matplotlib.figure import Figure
+
+from helpers.lend import shared
+from pelican_figgen.harness import run
+
+
+def main(ctx):
+    ctx.fields["n"] = shared(21)
+    ctx.save(Figure(figsize=(1, 1)))
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+MARKER_WRITER = """\
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from pelican_figgen.harness import run
+
+
+def main(ctx):
+    Path({marker!r}).write_text("done")
+    ctx.save(Figure(figsize=(1, 1)))
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+
+def test_a_figure_waiting_for_anothers_intermediate_lends_its_thread(
+        site: Site, scheduler: str, tmp_path: Path) -> None:
+    # a0 and a1 want one intermediate, which waits for a2: on two one-thread workers a2 runs
+    # only if the figure waiting for the other's result lends its thread, as in the pool.
+    marker = str(tmp_path / "marker")
+    site.write("helpers/lend.py", LEND_HELPER.format(marker=marker))
+    site.write("figs/a0.py", LENDER)
+    site.write("figs/a1.py", LENDER)
+    site.write("figs/a2.py", MARKER_WRITER.format(marker=marker))
+    site.append("content/post.md", "".join(f"\n![A]({{figure}}a{n} \"A\")\n" for n in range(3)))
+    report = site.build(FIGGEN={"scripts": "figs", "executor": scheduler})
+    assert report["failed"] == [], report.get("causes")
+    assert {"a0", "a1", "a2"} <= set(report["ran"])
+
+
+def test_the_warm_server_is_replaced_when_a_preloaded_library_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pelican_figgen import worker
+
+    task = _task("same", {"figs/warm.py": WARM, "helpers/common.py": "VALUE = 'same'\n"})
+    assert worker.run_task(task)["status"] == 0
+    first = worker._SERVER
+    assert first is not None and worker.run_task(task)["status"] == 0
+    assert worker._SERVER is first  # nothing changed: kept
+    versions = worker.dists.versions_of
+    monkeypatch.setattr(worker.dists, "versions_of",
+                        lambda tops: {**versions(tops), "matplotlib": "upgraded"})
+    reply = worker.run_task(task)
+    assert reply["status"] == 0 and worker._SERVER is not first
+    first.owner.join(timeout=60)  # the old one ends, its runs done
+    assert first.gone()
+    assert reply["files"]["said.txt"].decode().split()[2] == str(worker._SERVER.pid)
+
+
+def test_a_script_on_a_worker_runs_without_the_nannys_malloc_setting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pelican_figgen import worker
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as a Dask nanny sets it
+    script = ("import os\nimport sys\n\nout = sys.argv[sys.argv.index('--out') + 1]\n"
+              "with open(os.path.join(out, 'env.txt'), 'w') as file:\n"
+              "    file.write(os.environ.get('MALLOC_TRIM_THRESHOLD_', 'unset'))\n")
+    for warm in (True, False):
+        reply = worker.run_task(_task("env", {"figs/env.py": script}) | {"warm": warm})
+        assert reply["files"]["env.txt"] == b"unset", reply["stderr"]
+    assert worker._SERVER is not None  # forked: the server has not it either
+    server = _environ_of(worker._SERVER.pid)
+    assert "MALLOC_TRIM_THRESHOLD_" not in server
+    # A build that sets it ships its own value
+    task = _task("env", {"figs/env.py": script})
+    task["env"] = {"MALLOC_TRIM_THRESHOLD_": "131072"}
+    assert worker.run_task(task)["files"]["env.txt"] == b"131072"
+
+
+def _environ_of(pid: int) -> set[str]:
+    """The names of a process's environment variables, as it started."""
+    return {entry.split(b"=", 1)[0].decode()
+            for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if entry}
