@@ -10,6 +10,7 @@ import logging
 import os
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from pelican.plugins.figgen.outcome import Outcome, report_lines
 from pelican.plugins.figgen.run import png_problem, trim_traceback
 from pelican.plugins.figgen.settings import DEFAULTS, merge
 from pelican_figgen.dists import normalize
+from pelican_figgen.progress import follow
 
 
 def md(text: str) -> str:
@@ -438,3 +440,15 @@ def test_a_classifier_for_another_path_forgets_only_what_a_new_entry_decides(
     # once an entry left: then every file is sorted anew.
     assert warm.for_path([*here, str(site / "pkg")]).origin(str(module)) == module
     assert warm.for_path([str(site)]).origin(str(module)).version == "2.0"
+
+
+def test_follow_passes_each_json_object_line_and_the_last_ones_after_the_end(
+    tmp_path: Path,
+) -> None:
+    path, said, done = tmp_path / "progress.jsonl", [], threading.Event()
+    path.write_bytes(b'{"step": 1}\nnot json\n[2]\n{"step": 2}\n{"step"')
+    done.set()  # ended before the first read: the file is still read once
+    follow(path, said.append, done)
+    assert said == [{"step": 1}, {"step": 2}]  # garbage and non-objects skipped, no half line
+    follow(tmp_path / "missing.jsonl", said.append, done)  # never made: nothing, no error
+    assert len(said) == 2

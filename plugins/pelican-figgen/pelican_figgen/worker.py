@@ -27,18 +27,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from pelican_figgen import contract, dists
 from pelican_figgen.imports import closure
+from pelican_figgen.progress import follow
 
 logger = logging.getLogger(__name__)
 
 STOP_WAIT = 5.0  # seconds the supervisor may take to kill what the script started
 STACK_WAIT = 0.5  # seconds a timed-out script has to print its stack before it is stopped
-PROGRESS_POLL = 0.1  # seconds between two reads of the progress file
 LEND_POLL = 0.2  # seconds between two looks at whether the script waits for another figure
 STDERR_MAX = 200_000  # bytes of stderr sent back: the end, where the traceback is
 # Kept across tasks on this worker: results are keyed by the content of what they depend on.
@@ -190,26 +190,6 @@ def _forwarding(task: Mapping[str, Any], path: Path) -> Iterator[threading.Event
     finally:
         done.set()
         follower.join(timeout=STOP_WAIT)
-
-
-def follow(path: Path, send: Callable[[dict[str, Any]], None], done: threading.Event) -> None:
-    """Pass each JSON object line appended to `path` to `send`, until `done` (then once more)."""
-    offset, partial = 0, b""
-    while True:
-        ended = done.is_set()  # read once more after the end: the last reports count
-        with contextlib.suppress(OSError), path.open("rb") as file:
-            file.seek(offset)
-            data = file.read()
-            offset += len(data)
-            *lines, partial = (partial + data).split(b"\n")
-            for line in lines:
-                with contextlib.suppress(ValueError):  # a script's garbage is skipped
-                    report = json.loads(line)
-                    if isinstance(report, dict):
-                        send(report)
-        if ended:
-            return
-        done.wait(PROGRESS_POLL)
 
 
 def _environment(task: Mapping[str, Any], root: Path, out: Path) -> dict[str, str]:

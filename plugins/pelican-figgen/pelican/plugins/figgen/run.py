@@ -18,6 +18,7 @@ from typing import Any
 
 from pelican_figgen import contract
 from pelican_figgen.png import PNGError, png_size
+from pelican_figgen.progress import follow
 
 from .cache import script_path
 from .discover import Figure
@@ -30,7 +31,6 @@ TRACEBACK_START = "Traceback (most recent call last):"
 # intermediates a library function goes through, the warm server that forked the script.
 HARNESS = {("pelican_figgen", f"{name}.py")
            for name in ("harness", "intermediates", "forkserver", "reaper", "contract", "png")}
-PROGRESS_POLL = 0.1  # seconds between two reads of it
 # What caps the thread pools of torch, OpenMP and the BLAS libraries NumPy may use.
 THREAD_VARIABLES = (contract.THREADS, "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -208,8 +208,9 @@ def _execute(
     with _RUNNING_LOCK:
         _RUNNING.add(proc)
     done = threading.Event()
-    follower = threading.Thread(target=_follow, args=(Path(request.env[contract.PROGRESS]),
-                                                      progress, done), daemon=True)
+    # A file the script appends to, polled: it works alike for forked and started scripts.
+    follower = threading.Thread(target=follow, args=(Path(request.env[contract.PROGRESS]),
+                                                     progress, done), daemon=True)
     if progress:  # builds always pass one: reports also say when a run waits
         follower.start()
     timed_out = False
@@ -330,34 +331,6 @@ def kill_strays(scratch: Path) -> None:
         if any(v.startswith(marker) for v in environ.split(b"\0")):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc.name), signal.SIGKILL)
-
-
-def _follow(path: Path, progress: Progress | None, done: threading.Event) -> None:
-    """Pass each JSON line the script appends to its progress file to `progress`."""
-    # A file the script appends to, polled: it works alike for forked and started scripts.
-    offset, partial = 0, b""
-    while True:
-        ended = done.is_set()  # read once more after the end: the last reports count
-        with contextlib.suppress(OSError), path.open("rb") as file:
-            file.seek(offset)
-            data = file.read()
-            offset += len(data)
-            *lines, partial = (partial + data).split(b"\n")
-            for line in lines:
-                _report(line, progress)
-        if ended:
-            return
-        done.wait(PROGRESS_POLL)
-
-
-def _report(line: bytes, progress: Progress | None) -> None:
-    """Pass one progress line on, if it is a JSON object; a script's garbage is skipped."""
-    try:
-        report = json.loads(line)
-    except ValueError:
-        return
-    if progress and isinstance(report, dict):
-        progress(report)
 
 
 def _failed_imports(out_dir: Path) -> dict[str, Any]:
