@@ -29,9 +29,10 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import Any
 
 from pelican_figgen import contract, dists
+from pelican_figgen.forkclient import READY_TIMEOUT, ForkClient, Run, ServerGone
 from pelican_figgen.imports import closure
 from pelican_figgen.progress import follow
 
@@ -43,7 +44,6 @@ LEND_POLL = 0.2  # seconds between two looks at whether the script waits for ano
 STDERR_MAX = 200_000  # bytes of stderr sent back: the end, where the traceback is
 # Kept across tasks on this worker: results are keyed by the content of what they depend on.
 INTERMEDIATES = Path(tempfile.gettempdir()) / f"figgen-intermediates-{os.getuid()}"
-READY_TIMEOUT = 600.0  # seconds the warm server may take to import the libraries asked for
 # The task's variables that differ from figure to figure: the server's own are the others.
 PER_RUN = (contract.LANE, "CUDA_VISIBLE_DEVICES")
 # What a Dask nanny sets for its worker, not the build for its scripts: glibc trimming at 64 KiB
@@ -247,108 +247,16 @@ _SERVER: WarmServer | None = None
 _SERVER_LOCK = threading.Lock()
 
 
-class ServerGone(ChildProcessError):
-    """The worker's warm server died, or could not start a run: the run starts on its own."""
-
-
-class WarmChild:
-    """A run forked by the warm server (its supervisor); its exit status comes through it."""
-
-    def __init__(self) -> None:
-        self.pid = 0
-        self.started, self.ended = threading.Event(), threading.Event()
-        self.returncode: int | None = None  # None once ended: the server died
-        self.answer: dict[str, Any] = {}  # the server's reply to a preload request
-
-    def wait(self, timeout: float | None = None) -> int:
-        """Wait for the exit status, as Popen.wait does; ServerGone if the server died."""
-        if not self.ended.wait(timeout):
-            raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
-        if self.returncode is None:
-            raise ServerGone("the warm server died while the script ran (it died with it)")
-        return self.returncode
-
-
-class WarmServer:
+class WarmServer(ForkClient):
     """A pelican_figgen.forkserver kept by this worker; each task's run is forked from it."""
 
     def __init__(self, key: str, env: Mapping[str, str]) -> None:
         """Start the server (preloading nothing yet) and wait until it says it is ready."""
-        self.key, self.asked, self.cuda = key, set(), False
+        self.key, self.asked = key, set()
         self.loaded: set[str] = set()  # the top-level names of what it preloaded
-        self.log = Path(tempfile.gettempdir()) / f"figgen-warm-{os.getpid()}-{id(self)}.log"
-        self._lock, self._ready = threading.Lock(), threading.Event()
-        self._waiting: dict[int, WarmChild] = {}
-        self._next, self._dead, self._retired = 0, False, False
-        self._stdin: IO[bytes] | None = None
-        self.pid = 0
-        # Its own thread starts it and reads its replies for as long as it lives: Linux kills
-        # it (PDEATHSIG) when that thread ends, and Dask's task threads may end before it.
-        self.owner = threading.Thread(target=self._own, args=(env,), daemon=True)
-        self.owner.start()
-        if not self._ready.wait(READY_TIMEOUT) or self._dead:
-            self.close()
-            raise ServerGone(f"the warm server did not start: {self.log_tail()}")
-
-    def _own(self, env: Mapping[str, str]) -> None:
-        """Start the server, then pass each of its replies on, until it ends."""
-        try:
-            with self.log.open("wb") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "pelican_figgen.forkserver"],
-                    cwd=tempfile.gettempdir(), env=dict(env), stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE, stderr=log, start_new_session=True,
-                    preexec_fn=_die_with_worker)
-            assert proc.stdout is not None
-            self._stdin, self.pid = proc.stdin, proc.pid
-            for line in proc.stdout:
-                self._reply(line)
-            proc.wait()
-        finally:  # whatever ended the replies, nobody may wait for one forever
-            with self._lock:
-                self._dead = True
-                for child in self._waiting.values():
-                    child.started.set()
-                    child.ended.set()
-                self._waiting.clear()
-            self._ready.set()
-
-    def _reply(self, line: bytes) -> None:
-        """Act on one reply: ready, a child's pid or exit status, a preload's answer."""
-        try:
-            reply = json.loads(line)
-            with self._lock:
-                if "ready" in reply:
-                    self.cuda = bool(reply.get("cuda_initialized"))
-                    self._ready.set()
-                    return
-                child = self._waiting[reply["id"]]
-                if "exit" in reply or "preloaded" in reply or "error" in reply:
-                    del self._waiting[reply["id"]]
-                    self._close_if_retired()
-                child.answer = reply
-                child.pid = int(reply.get("pid", child.pid))
-                if "exit" in reply:
-                    child.returncode = int(reply["exit"])
-                    child.ended.set()
-                child.started.set()
-        except (ValueError, KeyError, TypeError):
-            logger.warning("figgen worker: the warm server said something unexpected: %r", line)
-
-    def _send(self, message: dict[str, Any]) -> WarmChild:
-        """Send a request; return what will receive its replies."""
-        child = WarmChild()
-        with self._lock:
-            if self._dead or self._stdin is None:
-                raise ServerGone(f"the warm server is gone: {self.log_tail()}")
-            self._next += 1
-            self._waiting[self._next] = child
-            try:
-                self._stdin.write((json.dumps({"id": self._next, **message}) + "\n").encode())
-                self._stdin.flush()
-            except (OSError, ValueError):
-                raise ServerGone(f"the warm server is gone: {self.log_tail()}") from None
-        return child
+        log = Path(tempfile.gettempdir()) / f"figgen-warm-{os.getpid()}-{id(self)}.log"
+        super().__init__([sys.executable, "-m", "pelican_figgen.forkserver"],
+                         Path(tempfile.gettempdir()), env, log)
 
     def preload(self, names: list[str]) -> None:
         """Have the server import the libraries it was not asked for before."""
@@ -356,58 +264,27 @@ class WarmServer:
         if not new:
             return
         self.asked.update(new)
-        child = self._send({"preload": new})
-        if not child.started.wait(READY_TIMEOUT) or not child.answer:
+        run = self.send({"preload": new})
+        if not run.started.wait(READY_TIMEOUT) or not run.answer:
             raise ServerGone(f"the warm server did not preload {new}: {self.log_tail()}")
-        self.loaded.update(n.partition(".")[0] for n in child.answer.get("preloaded", []))
-        self.cuda = bool(child.answer.get("cuda_initialized"))
+        self.loaded.update(n.partition(".")[0] for n in run.answer.get("preloaded", []))
+        self.ready = {**self.ready, "cuda_initialized": run.answer.get("cuda_initialized")}
 
     def start(self, task: Mapping[str, Any], root: Path, out: Path,
-              env: Mapping[str, str]) -> WarmChild:
+              env: Mapping[str, str]) -> Run:
         """Fork the task's run, from its own folder and import path; return once it exists."""
-        if task["env"].get(contract.LANE) == "gpu" and self.cuda:
-            raise ServerGone("a library the warm server preloaded started CUDA, which a "
-                             "forked child cannot use")
         with (out / contract.STDERR_FILE).open("wb"):
             pass  # there even if the run dies before the script opens it
-        child = self._send({"argv": _script_argv(task, root, out), "env": dict(env),
-                            "cwd": str(root), "path": [str(root)],
-                            "stderr": str(out / contract.STDERR_FILE),
-                            "report": str(out / contract.REPORT_FILE)})
-        child.started.wait()
-        if not child.pid:
-            raise ServerGone("the warm server could not start the script: "
-                             f"{child.answer.get('error') or self.log_tail()}")
-        return child
-
-    def gone(self) -> bool:
-        """Whether the server has ended."""
-        return self._dead
-
-    def retire(self) -> None:
-        """Close the server once the runs forked from it have ended."""
-        with self._lock:
-            self._retired = True
-            self._close_if_retired()
-
-    def _close_if_retired(self) -> None:
-        """Under the lock: close its input (it then exits) if retired and idle."""
-        if self._retired and not self._waiting and self._stdin is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self._stdin.close()
+        return self.fork({"argv": _script_argv(task, root, out), "env": dict(env),
+                          "cwd": str(root), "path": [str(root)],
+                          "stderr": str(out / contract.STDERR_FILE),
+                          "report": str(out / contract.REPORT_FILE)})
 
     def close(self) -> None:
-        """Stop the server now (its runs die with it)."""
+        """Stop the server now, not waiting for it to exit (its runs die with it)."""
         self.retire()
         with self._lock:
-            if self._stdin is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    self._stdin.close()
-
-    def log_tail(self) -> str:
-        """The end of the server's stderr, to say why it died."""
-        text = _tail(self.log).strip()
-        return "\n".join(text.splitlines()[-15:]) or "(it printed nothing)"
+            self._close_input()
 
 
 def warm_server(task: Mapping[str, Any], root: Path) -> WarmServer | None:
@@ -467,11 +344,6 @@ def _key_of(env: Mapping[str, str], tops: set[str]) -> str:
              for p in sorted(runtime.glob("*.py"))}
     versions = dists.versions_of(tops) if tops else {}
     return json.dumps([sys.executable, dict(env), files, versions], sort_keys=True)
-
-
-def _die_with_worker() -> None:
-    """In the server: Linux kills it when the worker dies (kill -9 included)."""
-    contract.prctl(contract.PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @atexit.register
