@@ -128,6 +128,12 @@ def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
         WarmServer(sys.executable, [], tmp_path, env, tmp_path / "server.log")
 
 
+def test_a_server_whose_interpreter_is_missing_says_which(tmp_path: Path) -> None:
+    missing = tmp_path / "no-python"
+    with pytest.raises(ServerGone, match=f"did not start: cannot start {missing}"):
+        WarmServer(str(missing), [], tmp_path, ENV, tmp_path / "server.log")
+
+
 def _alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie."""
     try:
