@@ -335,6 +335,7 @@ def values(n):
 """
 
 SCHEMA = """\
+import joblib  # its multiprocessing names the warm server's __main__ __mp_main__
 import jsonschema  # at its top: the warm server first imports referencing inside it
 
 SCHEMA = {"type": "number"}
@@ -400,7 +401,7 @@ def test_pooled_and_serial_runs_record_the_same_libraries_whatever_the_store_hol
         report = site.build(FIGGEN=figgen)
         assert sorted(report["ran"]) == ["alpha", "beta", "gamma"]
         if figgen is POOL:
-            assert {"jinja2", "sympy", "jsonschema"} <= set(report["preloaded"])
+            assert {"jinja2", "sympy", "jsonschema", "joblib"} <= set(report["preloaded"])
         pages.append({p.name: p.read_bytes() for p in (site.root / "output").rglob("*")
                       if p.is_file() and p.suffix != ".json"})
         listed.append(libraries(site))

@@ -207,7 +207,10 @@ def preloaded_for() -> tuple[set[str], set[str]]:
                 for module in (name, *SUBTREE.get(name, ())):
                     wanted.add(module)
                     todo.extend(ASKED.get(module, ()))  # what it found loaded, alone loads
-    return set(PRELOADED), wanted
+    # This server under another name (multiprocessing's __mp_main__ is the __main__ it found):
+    # alone, that name is the script's own module.
+    server = sys.modules.get(SELF)
+    return set(PRELOADED), {n for n in wanted if sys.modules.get(n) is not server}
 
 
 def _parents(name: str) -> list[str]:
