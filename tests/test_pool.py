@@ -293,8 +293,6 @@ import os
 import time
 from pathlib import Path
 
-from conftest import GAMMA
-
 from pelican_figgen.intermediates import cached
 
 
