@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Site
+from conftest import GAMMA, Site
 
 POOL = {"scripts": "figs", "jobs": 2}
 SERIAL = {"scripts": "figs", "jobs": 1, "preload": False}
@@ -332,10 +332,18 @@ def values(n):
     return [float(sympy.Integer(i) ** 2) for i in range(n)]
 """
 
+SCHEMA = """\
+import joblib  # its multiprocessing names the warm server's __main__ __mp_main__
+import jsonschema  # at its top: the warm server first imports referencing inside it
+
+SCHEMA = {"type": "number"}
+"""
+
 LIBRARIES = """\
 from matplotlib.figure import Figure
 
 from helpers.heavy import values
+from helpers.schema import SCHEMA  # noqa: F401
 from pelican_figgen.harness import run
 
 
@@ -369,6 +377,11 @@ def test_pooled_and_serial_runs_record_the_same_libraries_whatever_the_store_hol
     site: Site,
 ) -> None:
     site.write("helpers/heavy.py", HEAVY)
+    site.write("helpers/schema.py", SCHEMA)
+    # gamma imports referencing only: alone, that loads attrs (which jsonschema imported
+    # first, in the server), rpds-py and typing-extensions, none of which gamma names.
+    gamma = GAMMA.replace("from matplotlib", "import referencing  # noqa\nfrom matplotlib", 1)
+    site.write("figs/gamma.py", gamma)
     site.write("figs/alpha.py", LIBRARIES.replace("COLOR", "'red'"))
     site.write("figs/beta.py", LIBRARIES.replace("COLOR", "'blue'"))
     pages, listed = [], []
@@ -386,7 +399,7 @@ def test_pooled_and_serial_runs_record_the_same_libraries_whatever_the_store_hol
         report = site.build(FIGGEN=figgen)
         assert sorted(report["ran"]) == ["alpha", "beta", "gamma"]
         if figgen is POOL:
-            assert {"jinja2", "sympy"} <= set(report["preloaded"])
+            assert {"jinja2", "sympy", "jsonschema", "joblib"} <= set(report["preloaded"])
         pages.append({p.name: p.read_bytes() for p in (site.root / "output").rglob("*")
                       if p.is_file() and p.suffix != ".json"})
         listed.append(libraries(site))
@@ -400,5 +413,7 @@ def test_pooled_and_serial_runs_record_the_same_libraries_whatever_the_store_hol
     # markupsafe: what jinja2 imports, which no run here imported.
     assert {"sympy", "mpmath", "jinja2", "matplotlib"} <= alpha.keys()
     assert "markupsafe" not in alpha
+    assert {"referencing", "attrs", "rpds-py", "typing-extensions"} <= listed[0]["gamma"].keys()
+    assert "jsonschema" not in listed[0]["gamma"]
     assert all(one == listed[0] for one in listed), listed
     assert len(pages[0]) > 5 and all(page == pages[0] for page in pages)

@@ -25,6 +25,7 @@ Linux only (``os.pidfd_open``): the build starts each script itself elsewhere.
 from __future__ import annotations
 
 import atexit
+import builtins
 import contextlib
 import gc
 import importlib
@@ -62,9 +63,14 @@ def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
     return sorted(n for n, c in counts.items() if c >= 2 and n.partition(".")[0] not in stdlib)
 
 
-# What each preloaded name's import added to sys.modules, and (in a child) every module it
-# found loaded: a child's record names only the libraries its own run imports.
+# What the preloading added to sys.modules (in a child: every module it found loaded), and
+# each module's subtree: those first loaded while its own import ran. A child's record names
+# only the libraries its own run imports, each with what importing it alone would load.
 LOADED_BY: dict[str, set[str]] = {}
+SUBTREE: dict[str, frozenset[str]] = {}
+# And the modules each import asked for that were loaded already (by an earlier import): a run
+# alone that imports the module without that earlier one loads them inside it.
+ASKED: dict[str, set[str]] = {}
 SELF = "pelican_figgen.forkserver"
 PRELOADED: set[str] = set()
 WARM: Any = None  # a dists.Classifier that sorted the preloaded modules, for the children
@@ -74,42 +80,139 @@ REQUESTED: set[str] = set()  # in a child: every absolute module name an import 
 def preload(names: list[str]) -> list[str]:
     """Import what can be imported; a failure is the script's to report, when it imports it."""
     done = []
-    for name in names:  # sorted: a package before its modules
-        before = set(sys.modules)
-        try:
-            # `from pkg import x`: x may be a module (scipy.ndimage) or not (numpy.ndarray).
-            if "." in name and importlib.util.find_spec(name) is None:
+    with _Nesting():
+        for name in names:  # sorted: a package before its modules
+            before = set(sys.modules)
+            try:
+                # `from pkg import x`: x may be a module (scipy.ndimage) or not (numpy.ndarray).
+                if "." in name and importlib.util.find_spec(name) is None:
+                    continue
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 (any import error: the script raises it itself)
                 continue
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 (any import error: the script raises it itself)
-            continue
-        LOADED_BY[name] = set(sys.modules) - before
-        done.append(name)
+            LOADED_BY[name] = set(sys.modules) - before
+            done.append(name)
     return done
+
+
+class _Nesting:
+    """While preloading: note each module's subtree (what was first loaded inside its import).
+
+    A finder placed first asks the others for the spec, as the import system would, and
+    wraps its loader's exec_module; only the server pays for it, never a script run alone.
+    """
+
+    def __init__(self) -> None:
+        self.wrapped: list[Any] = []
+        self.stack: list[str] = []  # the modules whose import is running, innermost last
+        self.original = builtins.__import__
+
+    def __enter__(self) -> _Nesting:
+        sys.meta_path.insert(0, self)  # type: ignore[arg-type]
+        builtins.__import__ = self._import
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        builtins.__import__ = self.original
+        sys.meta_path.remove(self)  # type: ignore[arg-type]
+        for loader in self.wrapped:  # the children use the loaders as they were
+            del loader.exec_module
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        """The spec the next finders give, its loader watched."""
+        for finder in sys.meta_path[sys.meta_path.index(self) + 1:]:  # type: ignore[arg-type]
+            find = getattr(finder, "find_spec", None)
+            spec = find(fullname, path, target) if find else None
+            if spec is not None:
+                self._watch(spec.loader)
+                return spec
+        return None
+
+    def _watch(self, loader: Any) -> None:
+        """Wrap one loader object's exec_module (not its class's: a class serves others)."""
+        # A class as loader (builtin, frozen: the standard library's), one already wrapped,
+        # or one that keeps no attributes of its own: its modules are not watched.
+        own = getattr(loader, "__dict__", None)
+        if isinstance(loader, type) or own is None or "exec_module" in own \
+                or not hasattr(loader, "exec_module"):
+            return
+        original = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            if threading.current_thread() is not threading.main_thread():
+                return original(module)  # the stack is the main thread's imports
+            # The module is in sys.modules already, last: what follows it is its subtree.
+            last, count = next(reversed(sys.modules)), len(sys.modules)
+            self.stack.append(module.__spec__.name)
+            try:
+                return original(module)
+            finally:
+                self.stack.pop()
+                SUBTREE[module.__spec__.name] = _added_since(last, count)
+
+        loader.exec_module = exec_module
+        self.wrapped.append(loader)
+
+
+    def _import(self, name: str, globals: Any = None, locals: Any = None,  # noqa: A002
+                fromlist: Any = (), level: int = 0) -> Any:
+        """builtins.__import__, noting what a running import asks for that is loaded already."""
+        if self.stack and threading.current_thread() is threading.main_thread():
+            loaded = [n for n in _asked(name, globals, fromlist, level) if n in sys.modules]
+            ASKED.setdefault(self.stack[-1], set()).update(loaded)
+        return self.original(name, globals, locals, fromlist, level)
+
+
+def _asked(name: str, globals: Any, fromlist: Any, level: int) -> list[str]:
+    """The absolute names an import statement asks for: the module, and those it names."""
+    if level:  # relative: resolved against the importing module's package
+        package = (globals or {}).get("__package__") or ""
+        try:
+            name = importlib.util.resolve_name("." * level + name, package)
+        except ValueError:
+            return []
+    items = [i for i in fromlist or () if isinstance(i, str) and i != "*"]
+    return [name, *(f"{name}.{i}" for i in items)]
+
+
+def _added_since(last: str, count: int) -> frozenset[str]:
+    """The modules put in sys.modules after `last` (of `count` then), whoever put them there.
+
+    Whatever the module's own code put there (an alias, a module it made) counts, as what
+    the finders loaded does: sys.modules keeps the order its entries were added in.
+    """
+    added = []
+    for name in reversed(sys.modules):
+        if name == last:
+            return frozenset(added)
+        added.append(name)
+    # `last` was removed meanwhile: the newest entries, as many as were added.
+    return frozenset(added[:max(len(sys.modules) - count, 0)])
 
 
 def preloaded_for() -> tuple[set[str], set[str]]:
     """In a child: the modules it found loaded, and those of them its run imported.
 
     A preloaded module counts only when the run executed an import of it (or of a module
-    inside or above it), with what importing it loaded: a lazy import the run never reached
-    counts as little as in a run alone, which never loaded it.
+    inside it), with the packages it is in and what each of their imports first loaded: a
+    lazy import the run never reached counts as little as in a run alone, which never
+    loaded it.
     """
     if not PRELOADED:  # not a forked child: every module in sys.modules is the script's own
         return set(), set()
     wanted: set[str] = set()
-    for asked in REQUESTED & PRELOADED:
-        wanted.update(_parents(asked))
-    for name, loaded in LOADED_BY.items():
-        if any(_related(name, asked) for asked in REQUESTED & loaded):
-            wanted.update(loaded)
-    return set(PRELOADED), wanted
-
-
-def _related(preloaded: str, asked: str) -> bool:
-    """Whether importing `asked` runs what importing the preloaded name ran."""
-    return asked == preloaded or preloaded.startswith(asked + ".") \
-        or asked.startswith(preloaded + ".")
+    todo, done = list(REQUESTED), set()
+    while todo:
+        for name in _parents(todo.pop()):  # importing a.b.c runs a, a.b and a.b.c
+            if name in PRELOADED and name not in done:
+                done.add(name)
+                for module in (name, *SUBTREE.get(name, ())):
+                    wanted.add(module)
+                    todo.extend(ASKED.get(module, ()))  # what it found loaded, alone loads
+    # This server under another name (multiprocessing's __mp_main__ is the __main__ it found):
+    # alone, that name is the script's own module.
+    server = sys.modules.get(SELF)
+    return set(PRELOADED), {n for n in wanted if sys.modules.get(n) is not server}
 
 
 def _parents(name: str) -> list[str]:
@@ -127,14 +230,7 @@ def _note_imports() -> None:
     def note(name: str, globals: Any = None, locals: Any = None,  # noqa: A002 (its names)
              fromlist: Any = (), level: int = 0) -> Any:
         module = original(name, globals, locals, fromlist, level)  # raises as it would
-        if level:  # relative: resolved against the importing module's package
-            package = (globals or {}).get("__package__") or ""
-            with contextlib.suppress(ValueError):
-                name = importlib.util.resolve_name("." * level + name, package)
-        REQUESTED.add(name)
-        for item in fromlist or ():  # `from pkg import mod` imports pkg.mod
-            if isinstance(item, str) and item != "*":
-                REQUESTED.add(f"{name}.{item}")
+        REQUESTED.update(_asked(name, globals, fromlist, level))  # `from pkg import mod` too
         return module
 
     def note_module(name: str, package: str | None = None) -> Any:
