@@ -452,3 +452,28 @@ def test_follow_passes_each_json_object_line_and_the_last_ones_after_the_end(
     assert said == [{"step": 1}, {"step": 2}]  # garbage and non-objects skipped, no half line
     follow(tmp_path / "missing.jsonl", said.append, done)  # never made: nothing, no error
     assert len(said) == 2
+
+
+def test_two_threads_storing_the_same_object_at_once_both_succeed(tmp_path: Path) -> None:
+    # Two figures of one build that made the same bytes store the same object at once.
+    source = tmp_path / "made.png"
+    source.write_bytes(bytes(range(256)) * 8192)  # 2 MiB: a copy long enough to overlap
+    errors: list[BaseException] = []
+    for n in range(20):
+        target, start = tmp_path / "objects" / f"{n}.png", threading.Barrier(2)
+
+        def store(target: Path = target, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                cache.copy_atomic(source, target)
+            except OSError as err:
+                errors.append(err)
+
+        threads = [threading.Thread(target=store) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert target.read_bytes() == source.read_bytes()
+    assert errors == []
+    assert not list((tmp_path / "objects").glob(".*.tmp"))

@@ -13,6 +13,7 @@ import ctypes
 import fcntl
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -70,9 +71,11 @@ def project_file(path: Path, root: Path) -> bool:
 
 
 def aside(path: Path) -> Path:
-    """Where to write a file before renaming it to path: hidden, named by this process's id."""
+    """Where to write a file before renaming it to path: hidden, named by thread and process."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # The thread too: two figures of one build that made the same bytes store one object at
+    # once, and one thread's rename must not take the other's half-written file.
+    return path.with_name(f".{path.name}.{threading.get_native_id()}.{os.getpid()}.tmp")
 
 
 def aside_owner(name: str) -> str | None:

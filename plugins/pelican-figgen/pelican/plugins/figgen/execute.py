@@ -414,7 +414,8 @@ def _run(
                 if result.ok else None
         except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
             record = None
-            result = RunResult(False, result.seconds, result.out_dir, f"bad output: {err!r}")
+            result = RunResult(False, result.seconds, result.out_dir,
+                               cause=f"bad output: {err!r}")
     if record is None:
         read = _inputs((*static_imports(settings, figure.script), *(result.modules or ())),
                        before, cached)
