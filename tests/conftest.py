@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -172,3 +173,10 @@ def real_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     Pelican(settings).run()
     return tmp
+
+
+def free_port() -> int:
+    """A TCP port free now on localhost, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Site, line_script
+from conftest import Site, free_port, line_script
 from pelican.plugins.figgen import cluster, progress
 from pelican.plugins.figgen.errors import SettingsError
 from pelican.plugins.figgen.settings import merge
@@ -72,12 +71,6 @@ if __name__ == "__main__":
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(argv: list[str], folder: Path, env: dict[str, str]) -> subprocess.Popen:
     """A cluster process in its own session (its children die with it at teardown)."""
     return subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.DEVNULL,
@@ -99,7 +92,7 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | SCHEDULER_ENV | {
         "TMPDIR": str(folder)}
     dask = str(Path(sys.executable).parent / "dask")
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":")[-1],
                      "--no-dashboard"], folder, env)]
     try:

@@ -54,6 +54,15 @@ def build_read_only(site: Site, output: Path, env: dict | None = None) -> str:
     return log
 
 
+def failed_read_only(site: Site, command: str) -> str:
+    """Run a pelican-figgen command with the site's folder read-only; its log (it must fail)."""
+    argv = [sys.executable, "-m", "pelican.plugins.figgen", command]
+    result = site.command(read_only(site.root, argv))
+    log = result.stdout + result.stderr
+    assert result.returncode == 1, log
+    return log
+
+
 def test_a_no_op_build_succeeds_on_a_read_only_checkout(site: Site, output: Path) -> None:
     site.build()
     shutil.rmtree(site.root / ".figgen-cache" / "code")  # the code cache cannot be filled now
@@ -99,10 +108,7 @@ def test_a_stale_figure_on_a_read_only_cache_fails_once_naming_the_setting(
 
 def test_freezing_into_a_read_only_checkout_names_the_setting(site: Site, output: Path) -> None:
     site.build()  # every figure fresh: only the freeze has to be written
-    result = site.command(read_only(site.root, [sys.executable, "-m", "pelican.plugins.figgen",
-                                                "freeze"]))
-    log = result.stdout + result.stderr
-    assert result.returncode == 1
+    log = failed_read_only(site, "freeze")
     assert f"FIGGEN['freeze_dir'] is {site.root.resolve() / '_freeze'}, which cannot be " \
         "written (Read-only file system): make it writable to freeze" in log
     assert "Traceback" not in log
@@ -112,10 +118,7 @@ def test_cleaning_a_read_only_cache_names_the_setting_and_what_stays(
     site: Site, output: Path
 ) -> None:
     site.build()
-    result = site.command(read_only(site.root, [sys.executable, "-m", "pelican.plugins.figgen",
-                                                "clean"]))
-    log = result.stdout + result.stderr
-    assert result.returncode == 1
+    log = failed_read_only(site, "clean")
     assert f"FIGGEN['cache_dir'] is {site.root.resolve() / '.figgen-cache'}, which could not " \
         "be emptied" in log
     assert "Read-only file system" in log and "removed" not in log

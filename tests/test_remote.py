@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Site
+from conftest import Site, free_port
 from test_build import figures
 
 ALL = {"alpha", "beta", "gamma"}
@@ -214,12 +214,6 @@ def test_a_writer_runs_what_is_stale_and_replaces_the_remote_record(
 HAVE_S3 = all(importlib.util.find_spec(m) for m in ("s3fs", "moto"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """moto's S3 server on a free local port; its endpoint URL."""
@@ -227,7 +221,7 @@ def moto_server() -> Iterator[str]:
         if os.environ.get("FIGGEN_REQUIRE_REMOTE"):
             pytest.fail("FIGGEN_REQUIRE_REMOTE is set but s3fs or moto[server] is not installed")
         pytest.skip("s3fs and moto[server] are not installed (pip install -e '.[dev]')")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
                              str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -291,7 +285,7 @@ def test_an_unreachable_remote_is_a_warning_not_a_failure(
     write: bool,
 ) -> None:
     monkeypatch.setenv("FIGGEN_REMOTE_OPTIONS",
-                       json.dumps({"endpoint_url": f"http://127.0.0.1:{_free_port()}"}))
+                       json.dumps({"endpoint_url": f"http://127.0.0.1:{free_port()}"}))
     with caplog.at_level(logging.WARNING, logger="pelican.plugins.figgen.remote"):
         report = build(site, s3, write)
     assert set(report["ran"]) == ALL and report["failed"] == []

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Site
+from conftest import REPO, Site, free_port
 from pelican.plugins.figgen import serve
 from pelican.plugins.figgen.serve import changed_figures, read_site, watched_paths
 
@@ -44,12 +43,6 @@ def test_serve_reads_every_path_from_the_settings(site: Site) -> None:
     assert not names & {"public", "build-cache", "venv"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -71,7 +64,7 @@ class Served:
     """`make serve` on the tiny site, its log in a file, its build events collected."""
 
     def __init__(self, site: Site, env: dict | None = None) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/a-tiny-post.html"
         self.log = site.root.parent / f"serve-{self.port}.log"
         command = [sys.executable, "-m", "pelican.plugins.figgen.serve", "--port", str(self.port)]
