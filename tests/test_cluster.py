@@ -362,7 +362,7 @@ with open(f"/proc/{supervisor}/stat") as stat:
     server = int(stat.read().rsplit(")", 1)[1].split()[1])
 with open(os.path.join(out, "said.txt"), "w") as said:
     said.write(f"{VALUE} {preloaded} {server} {os.getcwd()}")
-for name in ("fig.png", "fig.dark.png", "fig.webp"):  # renders beside the image
+for name in ("fig.png", "fig.dark.webp", "fig.webp"):  # renders beside the image
     with open(os.path.join(out, name), "wb") as file:
         file.write(name.encode())
 """
@@ -384,7 +384,7 @@ def test_a_worker_forks_each_task_from_one_warm_server_with_its_own_files() -> N
         reply = worker.run_task(_task(value, {"figs/warm.py": WARM,
                                               "helpers/common.py": f"VALUE = {value!r}\n"}))
         assert reply["status"] == 0, reply["stderr"]
-        assert {"fig.png", "fig.dark.png", "fig.webp"} <= set(reply["files"])
+        assert {"fig.png", "fig.dark.webp", "fig.webp"} <= set(reply["files"])
         said.append(reply["files"]["said.txt"].decode().split())
     assert worker._SERVER is not None and not worker._SERVER.gone()
     assert [s[:3] for s in said] == [["one", "True", str(worker._SERVER.pid)],

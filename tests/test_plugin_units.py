@@ -22,7 +22,7 @@ from pelican.plugins.figgen.cache import Cache, Expected, Hashes, Image, Record,
 from pelican.plugins.figgen.errors import FigureError, SettingsError
 from pelican.plugins.figgen.markdown_ext import FigureReferenceExtension
 from pelican.plugins.figgen.outcome import Outcome, report_lines
-from pelican.plugins.figgen.run import png_problem, trim_traceback
+from pelican.plugins.figgen.run import image_problem, trim_traceback
 from pelican.plugins.figgen.settings import DEFAULTS, merge
 from pelican_figgen.dists import normalize
 from pelican_figgen.progress import follow
@@ -384,8 +384,26 @@ def test_png_check_accepts_a_real_png_and_names_what_is_wrong(tmp_path: Path) ->
          chunk(b"IEND", b""), "truncated or damaged (image file is truncated"),  # 2 of 3 bytes
     ]:
         path.write_bytes(data)
-        assert (png_problem(path) == "") if not problem else problem in png_problem(path)
+        assert (image_problem(path) == "") if not problem else problem in image_problem(path)
 
+
+
+def test_webp_check_accepts_a_whole_webp_and_names_what_is_wrong(tmp_path: Path) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(noise).save(out, format="WEBP", lossless=True)
+    path, data = tmp_path / "x.dark.webp", out.getvalue()
+    for written, problem in [(data, ""), (data[: len(data) // 2], "truncated or damaged"),
+                             (PNG + data, "no WEBP signature")]:
+        path.write_bytes(written)
+        assert (image_problem(path) == "") if not problem else problem in image_problem(path)
+    (tmp_path / "x.gif").write_bytes(data)
+    assert "a .png or a .webp file" in image_problem(tmp_path / "x.gif")
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from conftest import Site
 from pelican_figgen.dark import BACKGROUND, FOREGROUND, dark_colours, keep
-from pelican_figgen.harness import Context
-from pelican_figgen.png import webp
+from pelican_figgen.harness import PNG_DPI, Context, rasterize
+from pelican_figgen.png import encode, webp
 
 DARK_BG = tuple(round(c * 255) for c in BACKGROUND)
 DARK_FG = tuple(round(c * 255) for c in FOREGROUND)
@@ -117,19 +117,32 @@ def test_a_grey_marked_as_data_keeps_its_colour() -> None:
     assert frame.get_facecolor()[:3] == pytest.approx((0.3, 0.3, 0.3))
 
 
-def test_each_webp_decodes_to_exactly_its_pngs_pixels(tmp_path: Path) -> None:
+def test_each_webp_holds_exactly_the_pixels_its_png_would(tmp_path: Path) -> None:
     fig = line_plot()
     fig.add_axes((0.6, 0.6, 0.3, 0.3)).imshow(np.random.default_rng(1).random((20, 20, 3)))
-    ctx = save(tmp_path, fig, narrow=line_plot())
-    for entry in (ctx.image, *ctx.renders.values()):
-        png, lossless = tmp_path / entry["file"], tmp_path / entry["webp"]
-        assert lossless.read_bytes()[8:12] == b"WEBP"
-        assert np.array_equal(pixels(png), pixels(lossless)), entry
+    narrow = line_plot()
+    ctx = save(tmp_path, fig, narrow=narrow)
+    png, twin = tmp_path / ctx.image["file"], tmp_path / ctx.image["webp"]
+    assert twin.read_bytes()[8:12] == b"WEBP" and np.array_equal(pixels(png), pixels(twin))
+    # The other renders are WebPs only: each holds what the smallest PNG of it would.
+    for role, figure, dark in [("dark", fig, True), ("narrow", narrow, False),
+                               ("narrow-dark", narrow, True)]:
+        entry = ctx.renders[role]
+        assert entry["file"] == f"fig.{role}.webp" and "webp" not in entry
+        as_png = Image.open(io.BytesIO(encode(rasterize(figure, dark=dark))))
+        assert np.array_equal(pixels(tmp_path / entry["file"]), np.asarray(as_png.convert("RGB")))
     noise = Image.fromarray(np.random.default_rng(2).integers(0, 256, (50, 60, 4), np.uint8))
-    out = io.BytesIO()
-    noise.save(out, format="PNG")  # with alpha, thousands of colours: lossless RGBA
-    with Image.open(io.BytesIO(webp(out.getvalue()))) as back:
+    with Image.open(io.BytesIO(webp(noise))) as back:  # with alpha: lossless RGBA
         assert np.array_equal(np.asarray(back.convert("RGBA")), np.asarray(noise))
+
+
+def test_rasterize_gives_the_pixels_of_savefig_at_two_x(tmp_path: Path) -> None:
+    fig = line_plot()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=PNG_DPI)
+    image = rasterize(fig, dark=False)
+    assert image.size == (400, 300)
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(out).convert("RGBA")))
 
 
 def test_two_saves_give_the_same_bytes(tmp_path: Path) -> None:
@@ -139,7 +152,8 @@ def test_two_saves_give_the_same_bytes(tmp_path: Path) -> None:
         folder.mkdir()
         save(folder, line_plot(), narrow=line_plot())
         made.append({p.name: p.read_bytes() for p in sorted(folder.iterdir())})
-    assert len(made[0]) == 8 and made[0] == made[1]  # 4 renders, each a PNG and a WebP
+    # 4 renders: the main one as PNG and WebP, the three others as WebP
+    assert len(made[0]) == 5 and made[0] == made[1]
 
 
 def test_a_narrow_render_has_its_own_size_and_a_dark_twin_and_dark_is_optional(

@@ -28,10 +28,11 @@ ENVIRONMENT = "FIGGEN_ENVIRONMENT"  # JSON: Python and library versions, for the
 
 # Files a run leaves in its output folder, and the manifest's keys.
 MANIFEST = "manifest.json"  # written by the harness: what the run made, or what it imported
-# The manifest's one image: {"file", "webp" (its lossless twin), "width", "height" (CSS px),
-# "density"}
+# The manifest's one image: {"file" (a PNG), "webp" (its lossless twin), "width", "height"
+# (CSS px), "density"}
 IMAGE = "image"
-# Other renders of the same run, by role ("dark", "narrow", "narrow-dark"), each as IMAGE
+# Other renders of the same run, by role ("dark", "narrow", "narrow-dark"), each as IMAGE but
+# with a lossless WebP as its "file" and no twin
 RENDERS = "renders"
 MODULES = "modules"  # files the run imported that no installed distribution holds (root-relative)
 DISTRIBUTIONS = "distributions"  # the installed distributions the run imported -> versions

@@ -22,12 +22,13 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from pelican_figgen import contract
-from pelican_figgen.png import encode, webp
+from pelican_figgen.png import png_bytes, smallest, webp
 
 T = TypeVar("T")
 
@@ -84,41 +85,37 @@ class Context:
         The main render is the figure as drawn; unless ``dark`` is False, the same Figure is
         saved again recoloured for a dark page (``pelican_figgen.dark``). ``narrow`` is a
         second Figure drawn by the script from the same data for phones (its dark render too).
-        Each render is a PNG, as small as ``png.encode`` makes it, and its lossless WebP twin.
+        The main render is a PNG, as small as ``png.encode`` makes it, with a lossless WebP
+        twin of the same pixels; the others are that WebP only (a `<source>` shows them).
         """
         if self.image is not None:
             raise RuntimeError(f"{self.name}: a figure script saves exactly one image")
-        path = self.out_dir / f"{self.name}.png"
-        self.image = self._render(fig, "", dark=False)
         figures = {"": fig, "narrow": narrow} if narrow is not None else {"": fig}
-        for role, figure in figures.items():
-            if role:
-                self.renders[role] = self._render(figure, role, dark=False)
-            if dark:
-                shade = f"{role}-dark" if role else "dark"
-                self.renders[shade] = self._render(figure, shade, dark=True)
-        return path
+        # Drawing holds the GIL, encoding does not: each render is encoded in a thread while
+        # the next one draws, and the slowest (a photo's WebP) no longer add up.
+        with ThreadPoolExecutor(encoders(), thread_name_prefix="figgen-encode") as pool:
+            saved = {}
+            for role, figure in figures.items():
+                saved[role] = pool.submit(self._encode, role, rasterize(figure, dark=False))
+                if dark:
+                    shade = f"{role}-dark" if role else "dark"
+                    saved[shade] = pool.submit(self._encode, shade, rasterize(figure, dark=True))
+        self.image = saved.pop("").result()
+        self.renders = {role: future.result() for role, future in saved.items()}
+        return self.out_dir / self.image["file"]
 
-    def _render(self, fig: Any, role: str, dark: bool) -> dict[str, Any]:
-        """Save one render of a figure (PNG and WebP); its manifest entry."""
-        from PIL import Image  # here: a script run only to fail need not import Pillow
-
-        from pelican_figgen.dark import dark_colours
-
+    def _encode(self, role: str, image: Any) -> dict[str, Any]:
+        """Write one render's files (the main one's PNG and WebP, another's WebP); its entry."""
         stem = f"{self.name}.{role}" if role else self.name
-        rendered = io.BytesIO()
-        # Uncompressed: it is read back at once (compressing a photo figure took 0.2 s).
-        with dark_colours(fig) if dark else contextlib.nullcontext():
-            fig.savefig(rendered, format="png", dpi=PNG_DPI, metadata={"Software": None},
-                        pil_kwargs={"compress_level": 0})
-        with Image.open(rendered, formats=["PNG"]) as image:
-            # Re-encoded smaller, with no metadata: the bytes depend only on the pixels.
-            encoded = encode(image)
-        width, height = image.size  # the plugin checks the file itself
-        (self.out_dir / f"{stem}.png").write_bytes(encoded)
-        (self.out_dir / f"{stem}.webp").write_bytes(webp(encoded))
-        return {"file": f"{stem}.png", "webp": f"{stem}.webp", "width": width // CSS_SCALE,
-                "height": height // CSS_SCALE, "density": CSS_SCALE}
+        pixels, options = smallest(image)  # the PNG's pixels, which the WebP holds exactly
+        (self.out_dir / f"{stem}.webp").write_bytes(webp(pixels))
+        width, height = image.size
+        entry = {"file": f"{stem}.webp", "width": width // CSS_SCALE,
+                 "height": height // CSS_SCALE, "density": CSS_SCALE}
+        if role:
+            return entry
+        (self.out_dir / f"{stem}.png").write_bytes(png_bytes(pixels, options))
+        return {**entry, "file": f"{stem}.png", "webp": f"{stem}.webp"}
 
     def save_interactive(
         self, fig: Any, data: dict[str, Any], module: str | Path, ax: Any = None
@@ -156,6 +153,29 @@ def axes_box(fig: Any, ax: Any) -> dict[str, Any]:
     box = ax.get_position(original=False)  # figure fractions, from the bottom left
     return {"left": box.x0, "right": box.x1, "top": 1.0 - box.y1, "bottom": 1.0 - box.y0,
             "xlim": list(ax.get_xlim()), "ylim": list(ax.get_ylim())}
+
+
+def rasterize(fig: Any, dark: bool) -> Any:
+    """A figure's pixels as savefig makes them at PNG_DPI (RGBA), recoloured for a dark page."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image  # here: a script run only to fail need not import Pillow
+
+    from pelican_figgen.dark import dark_colours
+
+    # An Agg canvas of its own keeps the renderer savefig drew with, and so the image's size;
+    # raw pixels spare a PNG's encoding and decoding between matplotlib and the encoders.
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    raw = io.BytesIO()
+    with dark_colours(fig) if dark else contextlib.nullcontext():
+        fig.savefig(raw, format="rgba", dpi=PNG_DPI)
+    size = int(canvas.renderer.width), int(canvas.renderer.height)
+    return Image.frombuffer("RGBA", size, raw.getbuffer(), "raw", "RGBA", 0, 1)
+
+
+def encoders() -> int:
+    """Threads that encode a figure's renders: one per usable core, at most one per render."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cores or 1))
 
 
 def progress(iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:

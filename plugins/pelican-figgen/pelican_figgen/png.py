@@ -1,7 +1,8 @@
-"""PNG files with Pillow: whether one is whole, its size in pixels, and the smallest encoding.
+"""Render files with Pillow: whether one is whole, its size in pixels, the smallest encoding.
 
 The harness measures the image it saved with it, the plugin checks a run's image with it:
-one reader on both sides of the run.
+one reader on both sides of the run. The main render is a PNG (feeds and every browser read
+it); the others are lossless WebPs only (a `<source type="image/webp">` is all that shows them).
 """
 
 from __future__ import annotations
@@ -11,34 +12,42 @@ import math
 from pathlib import Path
 from typing import Any
 
-SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The first bytes of each kind of render file, by suffix; WebP's RIFF header has its size
+# between "RIFF" and "WEBP", so the check reads twelve bytes and skips four.
+SIGNATURE = b"\x89PNG\r\n\x1a\n"  # a PNG's
+SIGNATURES = {".png": (SIGNATURE, b""), ".webp": (b"RIFF", b"WEBP")}
+FORMATS = {".png": "PNG", ".webp": "WEBP"}
 
 
-class PNGError(ValueError):
-    """A file that is not a whole, readable PNG image; the message says why."""
+class ImageFileError(ValueError):
+    """A file that is not a whole, readable render (PNG or WebP); the message says why."""
 
 
-def png_size(path: Path) -> tuple[int, int]:
-    """A whole PNG's width and height in pixels; PNGError saying what is wrong otherwise."""
-    from PIL import Image, UnidentifiedImageError  # here: a no-op build never reads a PNG
+def image_size(path: Path) -> tuple[int, int]:
+    """A whole render file's width and height in pixels; ImageFileError saying why not."""
+    from PIL import Image, UnidentifiedImageError  # here: a no-op build never reads an image
 
+    kind = FORMATS.get(path.suffix)
+    if kind is None:
+        raise ImageFileError(f"a render is a .png or a .webp file, not {path.suffix or 'none'}")
     try:
         with path.open("rb") as handle:
-            head = handle.read(len(SIGNATURE))
+            head = handle.read(12)
     except OSError as err:
-        raise PNGError(f"cannot read it ({err.strerror})") from err
-    if head != SIGNATURE:
-        raise PNGError("no PNG signature")
+        raise ImageFileError(f"cannot read it ({err.strerror})") from err
+    first, second = SIGNATURES[path.suffix]
+    if not head.startswith(first) or not head[8:].startswith(second):
+        raise ImageFileError(f"no {kind} signature")
     try:
-        with Image.open(path, formats=["PNG"]) as image:
-            image.verify()  # its chunks and their checksums, up to IEND
-        with Image.open(path, formats=["PNG"]) as image:  # verify() leaves it unusable
-            image.load()  # the pixels: verify() does not inflate them
+        with Image.open(path, formats=[kind]) as image:
+            image.verify()  # a PNG's chunks and their checksums, up to IEND
+        with Image.open(path, formats=[kind]) as image:  # verify() leaves it unusable
+            image.load()  # the pixels: verify() does not decode them
             return image.size
-    except UnidentifiedImageError as err:  # Pillow hides why: its header chunks are bad
-        raise PNGError("it is truncated or damaged (its header chunks do not read)") from err
+    except UnidentifiedImageError as err:  # Pillow hides why: its header does not read
+        raise ImageFileError("it is truncated or damaged (its header does not read)") from err
     except (OSError, SyntaxError, ValueError) as err:  # Pillow's ways of saying "broken"
-        raise PNGError(f"it is truncated or damaged ({err})") from err
+        raise ImageFileError(f"it is truncated or damaged ({err})") from err
 
 
 # A lossy palette is kept only when it looks the same: PSNR at least this against the
@@ -57,7 +66,12 @@ PALETTE_COVER_MIN = 0.85
 
 
 def encode(image: Any) -> bytes:
-    """The image as the smallest PNG of the ones tried that looks the same as the image.
+    """The image as the smallest PNG of the ones tried that looks the same as the image."""
+    return png_bytes(*smallest(image))
+
+
+def smallest(image: Any) -> tuple[Any, dict[str, Any]]:
+    """The pixels to store for a render, and the PNG options that make them smallest.
 
     Opaque images lose their alpha channel; at most 256 colours make an exact palette PNG;
     more (anti-aliased plots) a 256-colour palette when it passes ``looks_same``, else
@@ -69,32 +83,28 @@ def encode(image: Any) -> bytes:
     if image.mode != "RGBA":  # matplotlib's renders are: no copy of theirs
         image = image.convert("RGBA")
     if image.getextrema()[3][0] < 255:  # some transparency: keep it, losslessly
-        return _png(image, compress_level=RGB_LEVEL)
+        return image, {"compress_level": RGB_LEVEL}
     image = image.convert("RGB")
     if image.getcolors(256) is not None:
-        return _png(exact_palette(image), optimize=True)
+        return exact_palette(image), {"optimize": True}
     if not few_colours(image):
-        return _png(image, compress_level=RGB_LEVEL)
+        return image, {"compress_level": RGB_LEVEL}
     for method in (Image.Quantize.FASTOCTREE, Image.Quantize.MEDIANCUT):  # smaller one first
         palette = image.quantize(256, method=method, dither=Image.Dither.NONE)
         if looks_same(image, palette.convert("RGB")):
-            return _png(palette, optimize=True)
-    return _png(image, compress_level=RGB_LEVEL)
+            return palette, {"optimize": True}
+    return image, {"compress_level": RGB_LEVEL}
 
 
 # Lossless WebP, every option explicit: the same pixels give the same bytes. In lossless mode
-# quality is the effort: 50 with method 2 is within 1 % of the smallest files (100, method 4)
-# on this blog's figures, at a third to a tenth of the time (jigsaw's photos: 0.26 s, not 2.5).
-WEBP_OPTIONS = {"lossless": True, "quality": 50, "method": 2, "exact": True}
+# quality is the effort: 50 with method 1 is within 1 % of the smallest files (100, method 4)
+# on this blog's figures, at a fifth to a tenth of the time (jigsaw's photos: 0.25 s, not 2.5).
+WEBP_OPTIONS = {"lossless": True, "quality": 50, "method": 1, "exact": True}
 
 
-def webp(png: bytes) -> bytes:
-    """A PNG's pixels, exactly, as a lossless WebP (fewer bytes, for browsers that read it)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png), formats=["PNG"]) as image:
-        # Decoded from the PNG as written: a lossy palette's pixels, not the render's.
-        pixels = image.convert("RGBA" if _has_alpha(image) else "RGB")
+def webp(image: Any) -> bytes:
+    """An image's pixels, exactly, as a lossless WebP (``smallest``'s pixels: the PNG's)."""
+    pixels = image.convert("RGBA" if _has_alpha(image) else "RGB")
     out = io.BytesIO()
     pixels.save(out, format="WEBP", **WEBP_OPTIONS)
     return out.getvalue()
@@ -164,7 +174,7 @@ def _db(squared_errors: int, values: int) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
-def _png(image: Any, **options: Any) -> bytes:
+def png_bytes(image: Any, options: dict[str, Any]) -> bytes:
     """The image's PNG bytes, written with these options and no metadata."""
     out = io.BytesIO()
     image.save(out, format="PNG", **options)

@@ -38,7 +38,7 @@ from pelican_figgen.contract import (
 
 logger = logging.getLogger(__name__)
 _UNWRITABLE: set[Path] = set()  # cache folders a build could not write in, warned about once
-FORMAT = 6  # bump when the record layout changes: old records then read as "never run"
+FORMAT = 7  # bump when the record layout changes: old records then read as "never run"
 # path -> [size, mtime_ns, ctime_ns, inode, sha256] of each file the last build hashed: an
 # unchanged file is not read again (a checkout or copy changes ctime: it is).
 HASH_MEMO = "hashes.json"
@@ -54,11 +54,16 @@ class Image:
     width: int  # CSS pixels
     height: int
     density: int = 1  # image pixels per CSS pixel, as the harness saved it
-    webp: str = ""  # sha256 of its lossless WebP twin (suffix .webp); "": none
+    # sha256 of its lossless WebP twin (suffix .webp); "": none (a render that is a WebP)
+    webp: str = ""
 
     def twin(self) -> Asset | None:
         """Its lossless WebP twin as a stored file, if it has one."""
         return Asset(self.webp, ".webp") if self.webp else None
+
+    def for_browsers(self) -> Image | Asset | None:
+        """The lossless WebP a `<source>` offers for it: itself if it is one, else its twin."""
+        return self if self.suffix == ".webp" else self.twin()
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ class Record:
     memory: float | None = None
     # Files beside the image, by role ("module", "data"): none for a plain figure.
     assets: Mapping[str, Asset] = field(default_factory=dict)
-    # Other renders of the same run, by role ("dark", "narrow", "narrow-dark").
+    # Other renders of the same run, by role ("dark", "narrow", "narrow-dark"): WebPs.
     renders: Mapping[str, Image] = field(default_factory=dict)
 
     def objects(self) -> tuple[Image | Asset, ...]:

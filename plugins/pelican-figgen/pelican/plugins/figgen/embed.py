@@ -153,12 +153,12 @@ def _copy(site: Site, source: Path, target: Path, sha256: str) -> None:
 def _publish_sources(
     record: Record, store: Store, site: Site, image_url: str
 ) -> tuple[Source, ...]:
-    """Copy each render's WebP twin beside the image, named by its hash; the <source>s."""
+    """Copy each render's WebP beside the image, named by its hash; the <source>s."""
     sources = []
     folder, _, name = image_url.rpartition("/")
     for role, media in RENDER_MEDIA.items():
         render = record.renders.get(role) if role else record.image
-        twin = render.twin() if render is not None else None
+        twin = render.for_browsers() if render is not None else None
         if twin is None:
             continue
         url = f"{folder}/{name.rsplit('-', 1)[0]}-{twin.sha256[:12]}{twin.suffix}"

@@ -46,7 +46,8 @@ def record_json(record: Record, script: str) -> str:
         **({"assets": {k: a.sha256 for k, a in sorted(record.assets.items())}}
            if record.assets else {}),
         **({"webp": record.image.webp} if record.image.webp else {}),
-        **({"renders": {k: {"png": r.sha256, "webp": r.webp}
+        # Each other render by the kind of its file (WebP: "webp"), as the image is named.
+        **({"renders": {k: {r.suffix.lstrip("."): r.sha256}
                         for k, r in sorted(record.renders.items())}} if record.renders else {}),
         "seconds": record.seconds,
         **record.provenance,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pelican_figgen import contract
-from pelican_figgen.png import PNGError, png_size
+from pelican_figgen.png import ImageFileError, image_size
 from pelican_figgen.progress import follow
 
 from .cache import script_path
@@ -384,15 +384,21 @@ def _manifest_problem(manifest: Any) -> str:
 
 
 def _renders_problem(out_dir: Path, manifest: Mapping[str, Any]) -> str:
-    """Say why the run's image or one of its other renders is not a whole PNG; or ''."""
-    renders = manifest.get(contract.RENDERS) or {}
+    """Say why the run's image, its WebP twin or one of its other renders is not whole; or ''."""
+    image, renders = manifest[contract.IMAGE], manifest.get(contract.RENDERS) or {}
     if not isinstance(renders, dict) or not all(
             isinstance(r, dict) and _own_name(r.get("file")) for r in renders.values()):
         return f"wrote a manifest whose renders are not each an image entry: {renders!r}"
-    for image in (manifest[contract.IMAGE], *renders.values()):
-        problem = _image_problem(out_dir, image)
+    if not image["file"].endswith(".png"):  # feeds and browsers without WebP show it
+        return f"wrote a main image that is not a .png file: {image['file']!r}"
+    if "webp" in image and not _own_name(image["webp"]):
+        return f"wrote a manifest image entry whose WebP is not in its folder: {image!r}"
+    twin = [image["webp"]] if "webp" in image else []
+    for name in (image["file"], *twin, *(r["file"] for r in renders.values())):
+        problem = image_problem(out_dir / name)
         if problem:
-            return problem
+            kind = "PNG" if name.endswith(".png") else "WebP"
+            return f"{name} is not a readable {kind} image: {problem}"
     return ""
 
 
@@ -401,17 +407,11 @@ def _own_name(name: Any) -> bool:
     return isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
 
 
-def _image_problem(out_dir: Path, image: Mapping[str, Any]) -> str:
-    """Say why the run's image is not a readable PNG; or ''."""
-    problem = png_problem(out_dir / image["file"])
-    return f"{image['file']} is not a readable PNG image: {problem}" if problem else ""
-
-
-def png_problem(path: Path) -> str:
-    """Say what is wrong with a PNG (its chunks, checksums, pixel data), or ''."""
+def image_problem(path: Path) -> str:
+    """Say what is wrong with a render file (PNG or WebP: its header, checksums, pixels), or ''."""
     try:
-        png_size(path)
-    except PNGError as err:
+        image_size(path)
+    except ImageFileError as err:
         return str(err)
     return ""
 
