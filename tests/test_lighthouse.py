@@ -11,6 +11,7 @@ which case it fails. Nothing is fetched: Chromium resolves no host but 127.0.0.1
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import os
 
@@ -31,6 +32,19 @@ def need_lighthouse() -> None:
         if os.environ.get("FIGGEN_REQUIRE_CHECKERS"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def test_the_server_takes_a_client_hanging_up_quietly(capsys: pytest.CaptureFixture) -> None:
+    server = lighthouse.QuietServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    with server:
+        # Lighthouse ends a run while a lazy image may still be coming: a broken pipe.
+        for error in (BrokenPipeError(32, "Broken pipe"), ValueError("a real fault")):
+            try:
+                raise error
+            except Exception:  # noqa: BLE001 (as socketserver calls it: inside the except)
+                server.handle_error(None, ("127.0.0.1", 1))
+    shown = capsys.readouterr().err
+    assert "BrokenPipeError" not in shown and "ValueError: a real fault" in shown
 
 
 def test_lighthouse_scores_accessibility_best_practices_and_seo_100_without_layout_shift(
