@@ -73,12 +73,22 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         return None
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    """A threaded server that takes a client hanging up for what it is, not an error."""
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        """Print the traceback of a failed request, unless the client closed the connection."""
+        # Lighthouse ends a run while a lazy image may still be coming: a broken pipe.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @contextmanager
 def serve(folder: Path, compress: bool = True) -> Iterator[str]:
     """Serve a folder on an ephemeral port of 127.0.0.1; yield its base URL."""
     handler_class = type("Handler", (QuietHandler,), {"gzip": compress})
     handler = functools.partial(handler_class, directory=str(folder))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd = QuietServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}/"

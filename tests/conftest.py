@@ -43,6 +43,19 @@ The formula $$ a^2 + b^2 = c^2 $$ is display math.
 ![Points from a file]({figure}gamma "Gamma plots {n} points")
 """
 
+# An article whose first figure comes after a few screens of a phone's text (2,000 characters).
+LONG_POST = """\
+Title: A long read
+Date: 2024-01-03
+Category: Tests
+
+""" + "".join(f"Paragraph {i}. " + "Words that fill the screen before any figure. " * 8 + "\n\n"
+              for i in range(5)) + """\
+![A red line]({figure}alpha "Alpha, after the text")
+
+![A blue line]({figure}beta "Beta, after it")
+"""
+
 HELPER = """\
 from matplotlib.figure import Figure
 

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from conftest import GAMMA, Site, line_script
+from conftest import GAMMA, LONG_POST, Site, line_script
 from pelican.plugins.figgen import cache
 from pelican.plugins.figgen.errors import FigureBuildError, SettingsError
 
@@ -254,6 +254,13 @@ def test_images_declare_their_density_and_load_lazily_after_the_first(site: Site
     for fig in found:
         assert fig["img"]["srcset"] == fig["img"]["src"] + " 2x"  # the PNG is at twice its size
         assert "data-figgen-density" not in fig["img"]
+    # The first figure after a long text is below a phone's first screen: a paragraph is the
+    # largest paint, and the figure waits for layout like the others.
+    site.write("content/long.md", LONG_POST)
+    site.build(RELATIVE_URLS=True)
+    found = figures(site.html("a-long-read.html"))
+    assert [f["img"].get("loading") for f in found] == ["lazy", "lazy"]
+    assert [f["img"].get("fetchpriority") for f in found] == [None, None]
     # The summary on a page one folder down: srcset follows src's relative path there too.
     for fig in figures((site.root / "output" / "category" / "tests.html").read_text()):
         assert fig["img"]["src"].startswith("../") and fig["img"]["srcset"].startswith("../")

@@ -320,6 +320,19 @@ def test_srcset_is_made_from_each_images_own_resolved_src() -> None:
     )
 
 
+def test_a_figure_is_in_the_first_screen_until_enough_text_comes_before_it() -> None:
+    marker = '<figgen-ref data-x="1"></figgen-ref>'
+    limit = embed.FIRST_SCREEN_TEXT
+    # Text is counted as a reader sees it: tags and runs of white space are not, entities
+    # are one character each.
+    lead = "<h2>T</h2>\n<p>" + "&amp;" * (limit - 1) + " \n\t <em></em></p>\n"
+    assert embed.in_first_screen(lead + marker, marker)
+    assert not embed.in_first_screen(lead.replace("T", "Tw") + marker, marker)
+    # Only the text before the marker counts; with no marker, the whole text.
+    assert embed.in_first_screen(marker + "<p>" + "x" * 2 * limit + "</p>", marker)
+    assert not embed.in_first_screen("x" * (limit + 1), marker)
+
+
 def test_a_feed_entry_is_the_page_without_the_stylesheet_loader_and_hooks() -> None:
     tag = '<figure id="fig-a">\n  <img src="a.png" alt="a">\n</figure>'
     interactive = tag.replace('id="fig-a"', 'id="fig-a" data-figgen-module="a.js" '

@@ -65,6 +65,11 @@ SOURCE_TAG = re.compile(r'<source\b[^>]*?\s' + SOURCE_MARK + r'"([^"]*)"[^>]*>')
 # What a feed keeps of a <picture>: its <img> (the PNG, which every feed reader shows).
 PICTURE = re.compile(r"<picture data-figgen-picture>\s*(?:<source\b[^>]*>\s*)*(<img\b[^>]*>)"
                      r"\s*</picture>")
+# A phone's first screen shows the site's header, the article's title and about this many
+# characters of its text (40 a line at 360 to 412 CSS px): a first figure after more is below
+# it, so a paragraph, not the figure, is the page's largest paint there (on a desktop too).
+FIRST_SCREEN_TEXT = 500
+TEXT_RUN = re.compile(r"(?:^|>)([^<]*)")  # the text between two tags
 LEFTOVER = re.compile(rf"<{MARKER_TAG}\b[^>]*>(?:\s*</{MARKER_TAG}\s*>)?|</{MARKER_TAG}\s*>")
 
 
@@ -225,6 +230,18 @@ def with_stylesheet(tag: str, stylesheet: str) -> str:
     return f"{tag[:end]}\n  {link}{tag[end:]}"
 
 
+def in_first_screen(html_text: str, marker: str) -> bool:
+    """Whether little enough of an article's text comes before a marker to show it unscrolled."""
+    end, seen = html_text.find(marker), 0
+    # Text run by text run, stopping at the threshold: a figure deep in a long article
+    # costs no more to judge than one near its top.
+    for run in TEXT_RUN.finditer(html_text, 0, end if end >= 0 else len(html_text)):
+        seen += len(" ".join(html.unescape(run.group(1)).split()))
+        if seen > FIRST_SCREEN_TEXT:
+            return False
+    return True
+
+
 def figure_html(
     ref: FigureRef, record: Record, where: Published, lazy: bool, stale: str = ""
 ) -> str:
@@ -232,7 +249,9 @@ def figure_html(
     script = where.script
     alt = html.escape(fill(ref.alt, record.fields, ref, "alt text"), quote=True)
     caption = caption_html(ref, record.fields)
-    # The first figure is likely the page's largest paint: fetched first, not after the CSS.
+    # A figure in the first screen is likely the page's largest paint: fetched first, not
+    # after the CSS. Any other waits for layout, at low priority: fetched early, it would
+    # share the phone's bandwidth with the CSS and the text that paints first.
     loading = ' loading="lazy"' if lazy else ' fetchpriority="high"'
     anchor = _anchor(ref)
     mark = (f'  <p class="figgen-stale-mark">This figure could not be updated; it shows the '

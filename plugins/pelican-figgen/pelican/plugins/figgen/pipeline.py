@@ -254,7 +254,9 @@ def _embed(
         html, scripted = content._content, False
         for index, ref in enumerate(refs.get(id(content), [])):
             try:
-                tag = _figure_tag(ref, index, into)
+                # Only a first figure in the first screen is fetched eagerly.
+                lazy = index > 0 or not embed.in_first_screen(html, ref.marker)
+                tag = _figure_tag(ref, lazy, into)
             except FigureError as err:
                 errors.append(err)
                 tag = None
@@ -274,7 +276,7 @@ def _embed(
     embed.CAPTIONS.save(settings.cache_dir)
 
 
-def _figure_tag(ref: FigureRef, index: int, into: Embedding) -> str | None:
+def _figure_tag(ref: FigureRef, lazy: bool, into: Embedding) -> str | None:
     """The <figure> of one reference; None when its figure has no record to show."""
     outcome = into.outcome
     record = outcome.records.get(ref.name)
@@ -284,7 +286,7 @@ def _figure_tag(ref: FigureRef, index: int, into: Embedding) -> str | None:
         into.published[ref.name] = embed.publish(into.figures[ref.name], record, outcome.store,
                                                  into.site)
     stale = outcome.stale.get(ref.name, "")
-    return embed.figure_html(ref, record, into.published[ref.name], index > 0, stale)
+    return embed.figure_html(ref, record, into.published[ref.name], lazy, stale)
 
 
 def _rel(path: Path, settings: FiggenSettings) -> str:
