@@ -135,7 +135,8 @@ def publish(figure: Figure, record: Record, store: Store, site: Site) -> Publish
         static_content[page] = StaticLink(page)
         source = "{static}/" + page
     record_link = "{static}/" + record_url
-    code = _focusable(_highlighted(figure.script, settings.cache_dir), f"The code of {script}")
+    code = _focusable(_highlighted(figure.script, settings.cache_dir, site.hashes(figure.script)),
+                      f"The code of {script}")
     return Published(
         "{static}/" + image_url, source, image.width, image.height, record_link, code,
         image.density, script, _publish_assets(figure, record, store, site, image_url),
@@ -450,6 +451,8 @@ CAPTIONS = _Captions()
 def without_markers(text: str, where: str) -> tuple[str, list[FigureError]]:
     """Replace every reference marker left in a page by an error box: none reaches a reader."""
     errors: list[FigureError] = []
+    if MARKER_TAG not in text:  # the pattern starts at any `<`: a long page is not scanned
+        return text, errors
 
     def box(match: re.Match) -> str:
         if match.group().startswith("</"):  # the end tag of a marker already boxed
@@ -583,16 +586,19 @@ def _with_srcset(match: re.Match) -> str:
     return tag.replace(f' {DENSITY_MARK}"{density}"', srcset, 1)
 
 
-def _highlighted(script: Path, cache_dir: Path) -> str:
-    """The script as highlighted HTML, kept by content hash: a no-op build highlights nothing."""
-    source = script.read_text(encoding="utf-8")
-    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
+def _highlighted(script: Path, cache_dir: Path, digest: str | None = None) -> str:
+    """The script as highlighted HTML, kept by content hash: a no-op build highlights nothing.
+
+    `digest`: the sha256 of the script's bytes, as the build's hash memo knows it (the script
+    is then not read when its highlighted code is kept).
+    """
+    digest = digest or hashlib.sha256(script.read_bytes()).hexdigest()
     cached = cache_dir / "code" / f"{digest}-pygments-{pygments_version}.html"
-    if cached.is_file():
+    with contextlib.suppress(OSError):  # none kept (or no cache folder): highlighted now
         return cached.read_text(encoding="utf-8")
     from pygments.lexers.python import PythonLexer  # here: a no-op build never needs it
 
-    code = highlight(source, PythonLexer(), HtmlFormatter())
+    code = highlight(script.read_text(encoding="utf-8"), PythonLexer(), HtmlFormatter())
     write_optional(cached, code, cache_dir)  # a read-only cache: highlighted again next build
     return code
 
