@@ -254,7 +254,9 @@ def _embed(
     embed.CAPTIONS.load(settings.cache_dir)
     loader = ""
     for content in contents:
-        html, scripted = content._content, False
+        # The page is put together once: each marker is found after the one before it (refs
+        # are in the page's order), not replaced in a new copy of the whole page each time.
+        html, scripted, parts, at = content._content, False, [], 0
         for index, ref in enumerate(refs.get(id(content), [])):
             try:
                 tag = _figure_tag(ref, index, into)
@@ -269,7 +271,11 @@ def _embed(
             if not scripted and embed.is_interactive(tag):  # and the first interactive one, JS
                 loader = loader or embed.publish_loader(into.site)
                 tag, scripted = embed.with_loader(tag, loader), True
-            html = html.replace(ref.marker, tag, 1)
+            found = html.find(ref.marker, at)
+            if found >= 0:
+                parts += [html[at:found], tag]
+                at = found + len(ref.marker)
+        html = "".join(parts) + html[at:] if parts else html
         # Every marker is replaced above; one left (changed by another plugin?) is an error.
         html, leftovers = embed.without_markers(html, _article(content, settings))
         errors.extend(leftovers)
