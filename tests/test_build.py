@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 
 from conftest import GAMMA, LONG_POST, Site, line_script
-from pelican.plugins.figgen import cache
+from pelican.plugins.figgen import cache, discover
 from pelican.plugins.figgen.errors import FigureBuildError, SettingsError
 
 ALL = {"alpha", "beta", "gamma"}
@@ -135,6 +135,23 @@ def test_editing_a_declared_data_file_reruns_its_figure(site: Site) -> None:
     site.write("data/points.txt", "1 2 3 4 5 6")
     assert set(site.build()["ran"]) == {"gamma"}
     assert "Gamma plots 6 points" in site.html()
+
+
+def test_a_no_op_build_parses_no_script_and_sees_new_declarations(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site.build()
+    with monkeypatch.context() as patched:  # a script unchanged: its last build's __figure__
+        patched.setattr(discover, "declarations", lambda *a: pytest.fail(f"parsed {a[0]}"))
+        assert site.build()["ran"] == {}
+    # An edited script is read again: its new declaration is its figure's key from now on.
+    site.write("data/more.txt", "7 8")
+    site.write("figs/gamma.py", GAMMA.replace('["data/points.txt"]',
+                                              '["data/points.txt", "data/more.txt"]'))
+    assert set(site.build()["ran"]) == {"gamma"}
+    assert site.build()["ran"] == {}
+    site.write("data/more.txt", "9")
+    assert set(site.build()["ran"]) == {"gamma"}
 
 
 def test_a_script_opens_only_the_data_files_it_declared(site: Site) -> None:

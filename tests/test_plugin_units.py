@@ -333,6 +333,24 @@ def test_a_figure_is_in_the_first_screen_until_enough_text_comes_before_it() -> 
     assert not embed.in_first_screen("x" * (limit + 1), marker)
 
 
+def test_srcset_rewrites_only_the_tags_that_hold_a_mark() -> None:
+    # The marks are found by str.find: one in the text, or in a plain <img>, is left alone.
+    page = ('<p>Set data-figgen-density="2" by hand? <img src="x.png" alt="plain"></p>\n'
+            '<picture data-figgen-picture>\n'
+            '  <source type="image/webp" media="(x)" data-figgen-src="a-d.webp" '
+            'data-figgen-density="2" width="3">\n'
+            '  <source type="image/webp" data-figgen-src="a.webp" data-figgen-density="1">\n'
+            '  <img src="a.png" alt="a" data-figgen-density="2">\n</picture>')
+    assert embed.with_srcset(page) == (
+        '<p>Set data-figgen-density="2" by hand? <img src="x.png" alt="plain"></p>\n'
+        '<picture data-figgen-picture>\n'
+        '  <source type="image/webp" media="(x)" srcset="a-d.webp 2x" width="3">\n'
+        '  <source type="image/webp" srcset="a.webp">\n'
+        '  <img src="a.png" alt="a" srcset="a.png 2x">\n</picture>')
+    assert embed._for_feeds(embed.with_srcset(page)).endswith(
+        'plain"></p>\n<img src="a.png" alt="a" srcset="a.png 2x">')
+
+
 def test_a_feed_entry_is_the_page_without_the_stylesheet_loader_and_hooks() -> None:
     tag = '<figure id="fig-a">\n  <img src="a.png" alt="a">\n</figure>'
     interactive = tag.replace('id="fig-a"', 'id="fig-a" data-figgen-module="a.js" '

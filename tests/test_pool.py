@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -259,6 +260,16 @@ def test_a_no_op_build_never_loads_the_run_phase(site: Site) -> None:
     assert "pelican.plugins.figgen.pipeline" in loaded  # the plugin did its part
     for module in ("execute", "run", "launch", "schedule"):
         assert f"pelican.plugins.figgen.{module}'" not in loaded
+
+
+def test_prctl_is_looked_up_before_any_fork_and_never_by_a_no_op_build() -> None:
+    # Looking up a library in a forked child could deadlock: each module that calls prctl
+    # there looks it up at its import. The no-op build imports contract alone, without ctypes.
+    code = ("import sys\nfrom pelican_figgen import contract\nprint('ctypes' in sys.modules)\n"
+            "import pelican.plugins.figgen.launch, pelican_figgen.reaper\n"
+            "print(bool(contract._PRCTL))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["False", "True"], result.stderr
 
 
 def test_when_the_warm_server_dies_its_figures_run_in_their_own_interpreters(

@@ -9,7 +9,6 @@ torch, nothing slow: a figure's process loads it before anything else.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import sys
@@ -50,14 +49,26 @@ SCRATCH = "{pid}-build"  # a build's scratch folder in the cache's tmp/, named b
 # Linux's prctl options (linux/prctl.h).
 PR_SET_PDEATHSIG = 1  # a signal for this process when its parent thread dies
 PR_SET_CHILD_SUBREAPER = 36  # orphans below this process are re-parented to it
-# Looked up now, not in a forked child, where loading a library could deadlock.
-_PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+_PRCTL: list[Callable[[int, int], int]] = []  # Linux's prctl, once load_prctl() found it
+
+
+def load_prctl() -> None:
+    """Look up Linux's prctl now: each module that calls prctl does at its import.
+
+    Not in a forked child, where loading a library could deadlock; not at this module's
+    import either: the build's no-op path never calls it, and ctypes takes ~2 ms to import.
+    """
+    if not _PRCTL and sys.platform.startswith("linux"):
+        import ctypes
+
+        _PRCTL.append(ctypes.CDLL(None).prctl)
 
 
 def prctl(option: int, value: int) -> None:
     """Call Linux's prctl; nothing elsewhere."""
-    if _PRCTL is not None:
-        _PRCTL(option, value)
+    load_prctl()  # found already (at the caller's import): a lookup
+    if _PRCTL:
+        _PRCTL[0](option, value)
 
 
 def scratch_owner(name: str) -> str:

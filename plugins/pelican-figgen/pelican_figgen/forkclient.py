@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from pelican_figgen import contract
 
+contract.load_prctl()  # now: die_with_parent calls it in a forked child
 logger = logging.getLogger(__name__)
 READY_TIMEOUT = 600.0  # seconds the server may take to import the libraries asked for
 CLOSE_WAIT = 5.0  # seconds a closed server may take to exit before it is killed

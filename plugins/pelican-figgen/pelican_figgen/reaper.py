@@ -28,7 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from pelican_figgen.contract import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
+from pelican_figgen.contract import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, load_prctl, prctl
+
+load_prctl()  # now: a forked child calls prctl (the warm server imports this module)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 

@@ -36,6 +36,8 @@ from pelican_figgen.forkclient import READY_TIMEOUT, ForkClient, Run, ServerGone
 from pelican_figgen.imports import closure
 from pelican_figgen.progress import follow
 
+contract.load_prctl()  # now: _stop_with_worker calls it in a forked child
+
 logger = logging.getLogger(__name__)
 
 STOP_WAIT = 5.0  # seconds the supervisor may take to kill what the script started

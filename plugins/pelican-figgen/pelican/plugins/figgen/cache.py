@@ -158,6 +158,15 @@ class Hashes:
         self._memo_path = memo  # None: every build reads every file
         self._memo: dict[str, list] | None = None  # read on first use
         self._used: dict[str, list] = {}  # the entries this build confirmed or made
+        self._joined: dict[tuple[Path, str], Path] = {}  # (root, relative path) -> path
+
+    def under(self, root: Path, rel: str) -> str | None:
+        """Hash a file by its path relative to root (or absolute), as records name inputs."""
+        # Figures share most inputs: each path is joined once a build (pathlib's `/` costs).
+        path = self._joined.get((root, rel))
+        if path is None:
+            path = self._joined[root, rel] = root / rel
+        return self(path)
 
     def __call__(self, path: Path) -> str | None:
         """Hash a file's bytes; None when it does not exist."""
@@ -218,7 +227,7 @@ class Store:
 
     def object_path(self, image: Image | Asset) -> Path:
         """Where an image (or asset) is kept, named by its hash."""
-        return self.path / "objects" / f"{image.sha256}{image.suffix}"
+        return self.path.joinpath("objects", f"{image.sha256}{image.suffix}")
 
     def failure_path(self, name: str) -> Path:
         """Where the cause of a figure's last failed run is kept."""
@@ -477,7 +486,7 @@ class Cache:
 
     def hash(self, rel: str) -> str | None:
         """The hash of a file, by its path relative to the root (or absolute); None: absent."""
-        return self.hashes(self.root / rel)
+        return self.hashes.under(self.root, rel)
 
     def _objects_verdict(self, record: Record) -> Verdict | None:
         """A stale verdict when the record's image or an asset is missing or damaged; else None."""
@@ -504,7 +513,7 @@ def _changed(run: Record | Failure, root: Path, expected: Expected, hashes: Hash
     if missing:
         return f"new input {sorted(missing)[0]}"
     for rel, digest in (run.inputs or {}).items():
-        now = hashes(root / rel)
+        now = hashes.under(root, rel)
         if now != digest:
             return f"{rel} {'deleted' if now is None else 'changed'}"
     return ""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -107,7 +110,12 @@ def script_names(scripts: Path) -> list[str]:
     )
 
 
-def resolve(ref: FigureRef, settings: FiggenSettings, names: list[str]) -> Figure:
+Hasher = Callable[[Path], "str | None"]  # a file's sha256 (cache.Hashes), None: absent
+
+
+def resolve(
+    ref: FigureRef, settings: FiggenSettings, names: list[str], hashes: Hasher | None = None
+) -> Figure:
     """Check a reference and find the script it names, with the script's declarations."""
     if ref.problem:
         raise FigureError(ref.article, ref.name, ref.problem)
@@ -116,11 +124,18 @@ def resolve(ref: FigureRef, settings: FiggenSettings, names: list[str]) -> Figur
     if not ref.caption.strip():
         raise FigureError(ref.article, ref.name, 'no caption: add one, ({figure}name "caption")'
                           " in Markdown, :caption: in reStructuredText")
-    return load_figure(ref.article, ref.name, settings, names)
+    return load_figure(ref.article, ref.name, settings, names, hashes)
 
 
-def load_figure(article: str, name: str, settings: FiggenSettings, names: list[str]) -> Figure:
-    """Find the script of a figure name, refusing any path out of the scripts folder."""
+def load_figure(
+    article: str, name: str, settings: FiggenSettings, names: list[str],
+    hashes: Hasher | None = None,
+) -> Figure:
+    """Find the script of a figure name, refusing any path out of the scripts folder.
+
+    With `hashes`, its declarations are taken from the last build's when the script's hash
+    is the same (DECLARED): a no-op build reads and parses no script.
+    """
     if not NAME.fullmatch(name):
         cause = f"not a figure name (letters, digits, _ - and /): {name!r}"
         raise FigureError(article, name, cause)
@@ -142,7 +157,12 @@ def load_figure(article: str, name: str, settings: FiggenSettings, names: list[s
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise FigureError(article, name, f"no script {name}.py in {settings.scripts} "
                           f"(FIGGEN['scripts']){hint}")
-    declared = declarations(script, article, name)
+    sha256 = hashes(script) if hashes is not None else None
+    declared = DECLARED.kept.get(sha256) if sha256 else None
+    if declared is None:
+        declared = declarations(script, article, name)
+    if sha256:
+        DECLARED.used[sha256] = declared
     data = tuple(_data_path(settings.root, p, article, name) for p in declared.get("data", []))
     return Figure(
         name=name,
@@ -152,6 +172,34 @@ def load_figure(article: str, name: str, settings: FiggenSettings, names: list[s
         params=figure_params(name, settings.params),
         gpu=bool(declared.get("gpu", False)),
     )
+
+
+class _Declared:
+    """Each script's `__figure__` by the script's hash, kept in the cache between builds."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.kept: dict[str, dict[str, Any]] = {}  # sha256 -> declarations, the last build's
+        self.used: dict[str, dict[str, Any]] = {}  # this build's
+
+    def load(self, cache_dir: Path) -> None:
+        """Read what the last build found (named by this code's hash: its checks may change)."""
+        code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+        path = cache_dir / "code" / f"declarations-{code}.json"
+        if path != self.path:  # a long-lived process (make serve) keeps what it read
+            self.path, self.kept = path, {}
+            with contextlib.suppress(OSError, ValueError):
+                self.kept = json.loads(path.read_text(encoding="utf-8"))
+        self.used = {}
+
+    def save(self, write: Callable[[Path, str], None]) -> None:
+        """Keep this build's declarations for the next build, unless they are those kept."""
+        if self.path is not None and self.used and self.used != self.kept:
+            self.kept = self.used
+            write(self.path, json.dumps(self.used))
+
+
+DECLARED = _Declared()
 
 
 def figure_params(name: str, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import json
 import logging
 import re
 import string
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -140,7 +140,8 @@ def publish(figure: Figure, record: Record, store: Store, site: Site) -> Publish
         static_content[page] = StaticLink(page)
         source = "{static}/" + page
     record_link = "{static}/" + record_url
-    code = _focusable(_highlighted(figure.script, settings.cache_dir), f"The code of {script}")
+    code = _focusable(_highlighted(figure.script, settings.cache_dir, site.hashes(figure.script)),
+                      f"The code of {script}")
     return Published(
         "{static}/" + image_url, source, image.width, image.height, record_link, code,
         image.density, script, _publish_assets(figure, record, store, site, image_url),
@@ -469,6 +470,8 @@ CAPTIONS = _Captions()
 def without_markers(text: str, where: str) -> tuple[str, list[FigureError]]:
     """Replace every reference marker left in a page by an error box: none reaches a reader."""
     errors: list[FigureError] = []
+    if MARKER_TAG not in text:  # the pattern starts at any `<`: a long page is not scanned
+        return text, errors
 
     def box(match: re.Match) -> str:
         if match.group().startswith("</"):  # the end tag of a marker already boxed
@@ -505,23 +508,64 @@ def add_srcset_to_feed(context: Mapping[str, Any], feed: Any) -> None:
     """The same for the entries of a feed, before it is written."""
     for item in feed.items:
         for key in ("content", "description"):
-            text = item.get(key) or ""
-            if DENSITY_MARK in text or SOURCE_MARK in text or MARKER_TAG in text:
-                text = with_srcset(_guarded(text, item.get("link") or "a feed entry"))
+            text = _guarded(item.get(key) or "", item.get("link") or "a feed entry")
             # Feed readers ignore a page's CSS and scripts; some show a <link> as an error.
-            item[key] = _for_feeds(text) if text else item.get(key)
+            item[key] = _feed_entry(text) if text else item.get(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _feed_entry(text: str) -> str:
+    """A page's HTML as a feed entry: every feed holding an article gets the same text."""
+    if DENSITY_MARK in text or SOURCE_MARK in text:
+        text = with_srcset(text)
+    return _for_feeds(text)
 
 
 def _for_feeds(text: str) -> str:
     """An entry without the page's stylesheet, its loader, interactive hooks and WebP renders."""
     if "data-figgen" not in text:  # each pattern names it: an entry without it is not scanned
         return text
-    text = PICTURE.sub(r"\1", text)  # the PNG alone: not every feed reader shows WebP
+    # The PNG alone: not every feed reader shows WebP.
+    text = _substituted(text, PICTURE, ("<picture data-figgen-picture>",), lambda m: m[1])
     parts, end = [], 0
-    for match in PAGE_ONLY_TAG.finditer(text):
+    for match in _found(text, PAGE_ONLY_TAG, (" data-figgen-js>", " data-figgen-css>")):
         parts.append(text[end:match.start()].rstrip())  # with the white space before the tag
         end = match.end()
-    return INTERACTIVE_ATTRS.sub("", "".join(parts) + text[end:])
+    text = "".join(parts) + text[end:]
+    return _substituted(text, INTERACTIVE_ATTRS, (" data-figgen-module=", " data-figgen-data="),
+                        lambda m: "")
+
+
+def _found(text: str, pattern: re.Pattern, marks: tuple[str, ...]) -> Iterator[re.Match]:
+    """pattern.finditer(text) for a pattern whose every match holds one of marks.
+
+    Each mark is found by str.find, several times faster over a long page than re's scan for
+    a tag's `<`: a match starts at the mark, or at the last `<` before it (its tag).
+    """
+    end = 0
+    while True:
+        at = min((i for i in (text.find(mark, end) for mark in marks) if i >= 0), default=-1)
+        if at < 0:
+            return
+        match = pattern.match(text, at)
+        if match is None and (start := text.rfind("<", end, at)) >= 0:
+            match = pattern.match(text, start)
+        if match is not None and match.end() > at:
+            yield match
+            end = match.end()
+        else:
+            end = at + 1
+
+
+def _substituted(
+    text: str, pattern: re.Pattern, marks: tuple[str, ...], replace: Callable[[re.Match], str]
+) -> str:
+    """pattern.sub(replace, text), each match found from a mark it holds (_found)."""
+    parts, end = [], 0
+    for match in _found(text, pattern, marks):
+        parts += [text[end:match.start()], replace(match)]
+        end = match.end()
+    return "".join(parts) + text[end:] if parts else text
 
 
 def _guarded(text: str, where: str) -> str:
@@ -540,8 +584,8 @@ def with_srcset(html_text: str) -> str:
     Each <source>'s URL and density marker become its `srcset` the same way.
     """
     if SOURCE_MARK in html_text:
-        html_text = SOURCE_TAG.sub(_source_srcset, html_text)
-    return DENSITY_IMG.sub(_with_srcset, html_text)
+        html_text = _substituted(html_text, SOURCE_TAG, (SOURCE_MARK,), _source_srcset)
+    return _substituted(html_text, DENSITY_IMG, (DENSITY_MARK,), _with_srcset)
 
 
 def _source_srcset(match: re.Match) -> str:
@@ -561,16 +605,19 @@ def _with_srcset(match: re.Match) -> str:
     return tag.replace(f' {DENSITY_MARK}"{density}"', srcset, 1)
 
 
-def _highlighted(script: Path, cache_dir: Path) -> str:
-    """The script as highlighted HTML, kept by content hash: a no-op build highlights nothing."""
-    source = script.read_text(encoding="utf-8")
-    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
+def _highlighted(script: Path, cache_dir: Path, digest: str | None = None) -> str:
+    """The script as highlighted HTML, kept by content hash: a no-op build highlights nothing.
+
+    `digest`: the sha256 of the script's bytes, as the build's hash memo knows it (the script
+    is then not read when its highlighted code is kept).
+    """
+    digest = digest or hashlib.sha256(script.read_bytes()).hexdigest()
     cached = cache_dir / "code" / f"{digest}-pygments-{pygments_version}.html"
-    if cached.is_file():
+    with contextlib.suppress(OSError):  # none kept (or no cache folder): highlighted now
         return cached.read_text(encoding="utf-8")
     from pygments.lexers.python import PythonLexer  # here: a no-op build never needs it
 
-    code = highlight(source, PythonLexer(), HtmlFormatter())
+    code = highlight(script.read_text(encoding="utf-8"), PythonLexer(), HtmlFormatter())
     write_optional(cached, code, cache_dir)  # a read-only cache: highlighted again next build
     return code
 

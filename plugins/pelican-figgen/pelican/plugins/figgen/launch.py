@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from pelican_figgen.contract import PR_SET_PDEATHSIG, prctl
+from pelican_figgen.contract import PR_SET_PDEATHSIG, load_prctl, prctl
 from pelican_figgen.forkclient import ForkClient, Run, ServerGone, die_with_parent
+
+load_prctl()  # now: stop_with_parent calls it in a forked child
 
 __all__ = ["ForkClient", "Process", "Request", "ServerGone", "WarmProcess", "WarmServer",
            "available", "die_with_parent", "start_direct", "stop_with_parent"]

@@ -47,13 +47,16 @@ def build_figures(generators: list[Any]) -> None:
     settings = merge(generators[0].settings.get("FIGGEN"), generators[0].settings["PATH"])
     contents = list(_contents(generators))
     errors: list[FigureError] = []
-    refs = _discover(contents, settings, errors)
-    figures = _resolve(refs, settings, errors)
-    articles = articles_of(refs.values())
     # One memo of file hashes for the build: its inputs, cached images and their output copies
     # (none in frozen mode, which writes only to the output).
     frozen = settings.mode == "frozen"
     hashes = Hashes(None if frozen else settings.cache_dir / cache.HASH_MEMO)
+    refs = _discover(contents, settings, errors)
+    if not frozen:  # scripts' declarations as the last build read them, by the scripts' hashes
+        discover.DECLARED.load(settings.cache_dir)
+    figures = resolve_all((r for rs in refs.values() for r in rs), settings, errors,
+                          None if frozen else hashes)
+    articles = articles_of(refs.values())
     if frozen:
         outcome = take_frozen(figures, settings, articles)
     else:
@@ -63,6 +66,9 @@ def build_figures(generators: list[Any]) -> None:
                       generators[0].context["static_content"], hashes)
     _embed(contents, refs, Embedding(figures, outcome, site), errors)
     hashes.save(settings.cache_dir)
+    if not frozen:
+        discover.DECLARED.save(lambda path, text: cache.write_optional(path, text,
+                                                                       settings.cache_dir))
     save_report(settings, outcome)
     finish(errors, settings)
 
@@ -119,22 +125,19 @@ def _discover(
     return refs
 
 
-def _resolve(
-    refs: dict[int, list[FigureRef]], settings: FiggenSettings, errors: list[FigureError]
-) -> dict[str, Figure]:
-    """Resolve every distinct figure name to its script."""
-    return resolve_all((r for rs in refs.values() for r in rs), settings, errors)
-
-
 def resolve_all(
-    refs: Iterable[FigureRef], settings: FiggenSettings, errors: list[FigureError]
+    refs: Iterable[FigureRef], settings: FiggenSettings, errors: list[FigureError],
+    hashes: Hashes | None = None,
 ) -> dict[str, Figure]:
-    """Resolve each distinct name among the references, collecting errors."""
+    """Resolve each distinct name among the references, collecting errors.
+
+    With `hashes` (the build's), a script unchanged since the last build is not parsed again.
+    """
     names = discover.script_names(settings.scripts)
     figures: dict[str, Figure] = {}
     for ref in refs:
         try:
-            figures.setdefault(ref.name, discover.resolve(ref, settings, names))
+            figures.setdefault(ref.name, discover.resolve(ref, settings, names, hashes))
         except FigureError as err:
             errors.append(err)
     return figures
@@ -251,7 +254,9 @@ def _embed(
     embed.CAPTIONS.load(settings.cache_dir)
     loader = ""
     for content in contents:
-        html, scripted = content._content, False
+        # The page is put together once: each marker is found after the one before it (refs
+        # are in the page's order), not replaced in a new copy of the whole page each time.
+        html, scripted, parts, at = content._content, False, [], 0
         for index, ref in enumerate(refs.get(id(content), [])):
             try:
                 # Only a first figure in the first screen is fetched eagerly.
@@ -268,7 +273,11 @@ def _embed(
             if not scripted and embed.is_interactive(tag):  # and the first interactive one, JS
                 loader = loader or embed.publish_loader(into.site)
                 tag, scripted = embed.with_loader(tag, loader), True
-            html = html.replace(ref.marker, tag, 1)
+            found = html.find(ref.marker, at)
+            if found >= 0:
+                parts += [html[at:found], tag]
+                at = found + len(ref.marker)
+        html = "".join(parts) + html[at:] if parts else html
         # Every marker is replaced above; one left (changed by another plugin?) is an error.
         html, leftovers = embed.without_markers(html, _article(content, settings))
         errors.extend(leftovers)
