@@ -88,6 +88,9 @@ class Context:
         """
         if self.image is not None:
             raise RuntimeError(f"{self.name}: a figure script saves exactly one image")
+        if drafting():  # make serve's preview: the final renders follow in a full run
+            self.image = self._draft(fig)
+            return self.out_dir / self.image["file"]
         path = self.out_dir / f"{self.name}.png"
         self.image = self._render(fig, "", dark=False)
         figures = {"": fig, "narrow": narrow} if narrow is not None else {"": fig}
@@ -120,6 +123,20 @@ class Context:
         return {"file": f"{stem}.png", "webp": f"{stem}.webp", "width": width // CSS_SCALE,
                 "height": height // CSS_SCALE, "density": CSS_SCALE}
 
+    def _draft(self, fig: Any) -> dict[str, Any]:
+        """Save the main render alone as a quickly made lossless PNG; its manifest entry."""
+        # No palette search, no WebP, no dark or narrow render, zlib's fastest level: a
+        # photo figure's draft costs one savefig instead of four renders.
+        from PIL import Image  # loaded by matplotlib's savefig already
+
+        path = self.out_dir / f"{self.name}.png"
+        fig.savefig(path, format="png", dpi=PNG_DPI, metadata={"Software": None},
+                    pil_kwargs={"compress_level": 1})
+        with Image.open(path, formats=["PNG"]) as image:  # the header only: a tight bbox
+            width, height = image.size  # changes the size
+        return {"file": f"{self.name}.png", "width": width // CSS_SCALE,
+                "height": height // CSS_SCALE, "density": CSS_SCALE}
+
     def save_interactive(
         self, fig: Any, data: dict[str, Any], module: str | Path, ax: Any = None
     ) -> Path:
@@ -148,6 +165,11 @@ class Context:
     ) -> Iterator[T]:
         """Yield the items of ``iterable`` with a progress report (see ``progress``)."""
         return progress(iterable, total, description or self.name)
+
+
+def drafting() -> bool:
+    """Whether this run is a draft (make serve's preview, contract.DRAFT)."""
+    return os.environ.get(contract.DRAFT) == "1"
 
 
 def axes_box(fig: Any, ax: Any) -> dict[str, Any]:
@@ -500,6 +522,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
             "seconds": round(seconds, 3),
             "device": device(),
             "peak_rss_mib": peak_rss_mib(),
+            **({contract.DRAFTED: True} if drafting() else {}),
         }
         if "pelican_figgen.intermediates" in sys.modules:  # hits, misses, seconds spent waiting
             manifest["intermediates"] = sys.modules["pelican_figgen.intermediates"].stats()

@@ -109,7 +109,9 @@ def run_stale(
     """Run the stale figures (all of them if force); return how each one ended."""
     pending = {name: Pending(figure, want, verdict.record, "forced" if force else verdict.reason)
                for name, (figure, want, verdict) in stale.items()}
-    shared = remote.open_remote(settings)
+    # A draft (make serve's preview) is never taken from, nor sent to, a shared cache.
+    draft = environment.get(contract.DRAFTED) == "true"
+    shared = None if draft else remote.open_remote(settings)
     # Readers only: a writer (CI) makes what it signs, so a bad record never outlives its next
     # build; forced, nothing made before is reused.
     reads = shared is not None and not shared.write and not force
@@ -117,7 +119,8 @@ def run_stale(
     rest = {name: job for name, job in pending.items() if name not in done}
     preloaded: tuple[str, ...] = ()
     if rest:
-        if settings.executor != "local":  # a Dask cluster (imported only then)
+        # A Dask cluster (imported only then); a draft runs here, on the kept warm server.
+        if settings.executor != "local" and not draft:
             from . import cluster
 
             ran = cluster.run_pending(rest, settings, cached, force, environment)
@@ -169,11 +172,13 @@ def _pool(
     # Found only when a figure wants one: nvidia-smi may take seconds to answer.
     gpus = _gpus(settings) if scripts and any(job.gpu for job in jobs) else ()
     scratch = _scratch(cached.store, list(pending))
-    run.STOPPING.clear()  # a server's earlier build may have been interrupted
+    if KEEP_WARM is None:  # make serve clears it before each build: it may cancel one early
+        run.STOPPING.clear()
     with _intermediates(settings, scratch, force) as shared, \
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
         extra = {contract.INTERMEDIATES: str(shared),
-                 contract.ENVIRONMENT: json.dumps(environment, sort_keys=True)}
+                 contract.ENVIRONMENT: json.dumps(environment, sort_keys=True),
+                 contract.DRAFT: "1" if environment.get(contract.DRAFTED) == "true" else ""}
         context = RunContext(settings, cached, force, server, board, extra, scratch, retry)
         preloaded = tuple(server.ready.get("preloaded", [])) if server else ()
         workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)  # a core per lane
@@ -480,6 +485,11 @@ def _record(made: Made, cached: Cache) -> Record:
     """Put a successful run's image in the store and describe it as a record."""
     figure, expected, result = made.figure, made.expected, made.result
     manifest = result.manifest or {}
+    # A draft is never taken for a real result, nor a real result for a draft.
+    if bool(manifest.get(contract.DRAFTED)) != (expected.environment.get(contract.DRAFTED)
+                                                == "true"):
+        raise ValueError(f"a {'draft' if manifest.get(contract.DRAFTED) else 'full'} run's "
+                         "manifest where the other was expected")
     image = _put_render(manifest[contract.IMAGE], result.out_dir, cached.store)
     renders = {str(role): _put_render(entry, result.out_dir, cached.store)
                for role, entry in manifest.get(contract.RENDERS, {}).items()}
