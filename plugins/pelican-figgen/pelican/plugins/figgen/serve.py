@@ -277,6 +277,27 @@ class Finisher:
         return served
 
 
+def warm_up(site: Site) -> None:
+    """Start the kept warm server now: the first edit's figure must not wait for it."""
+    from pelican.settings import read_settings
+
+    from . import execute, launch
+    from .cache import Store
+    from .settings import merge
+
+    conf = read_settings(str(site.settings))
+    settings = merge(conf.get("FIGGEN"), conf["PATH"])
+    if execute.KEEP_WARM is None or not settings.preload or settings.mode == "frozen" \
+            or not launch.available():
+        return
+    try:
+        scratch = Store(settings.cache_dir).scratch()
+    except OSError as err:  # a read-only cache: the build that needs to run a figure says so
+        logger.warning("figgen serve: no warm server started (%s)", err)
+        return
+    execute.KEEP_WARM.server(settings, scratch)
+
+
 def preview(site: Site, served: dict[str, str], finisher: Finisher) -> dict[str, str]:
     """Cancel the running full build, build a preview, then finish it in the background."""
     served = rebuild(site, finisher.stop() or served, draft=True)
@@ -390,6 +411,8 @@ def main(argv: list[str] | None = None) -> None:
         server = serve(site.output, args.host, args.port)
         logger.info("serving %s at http://%s:%d/ ; every edit rebuilds", site.output, args.host,
                     args.port)
+        if not shows_drafts(served):  # else the full build has it started
+            warm_up(site)
         watched = watched_paths(site.root, (site.output, site.cache))
         for changes in watchfiles.watch(*watched, debounce=400, step=10):
             changed = {p for _, p in changes}
