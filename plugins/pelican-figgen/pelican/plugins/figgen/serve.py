@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -207,7 +207,6 @@ def build(settings: Path, draft: bool = False) -> bool:
     from . import pipeline, run
 
     pipeline.DRAFT = draft  # builds never overlap: the full one ends before the next preview
-    run.STOPPING.clear()  # a cancelled build's stop must not stop this one
     try:
         # Read anew each build: an edit of the settings file takes effect, as --autoreload does.
         conf = with_templates_kept(read_settings(str(settings)))
@@ -246,7 +245,8 @@ def shows_drafts(served: Mapping[str, str]) -> bool:
 
 
 class Finisher:
-    """The full build that follows a preview in the background, until done or cancelled."""
+    """The background work of make serve: the full build that follows a preview, until done or
+    cancelled, or the warm server's start; the next preview waits for either."""
 
     def __init__(self, site: Site) -> None:
         self._site = site
@@ -255,8 +255,19 @@ class Finisher:
 
     def start(self, served: dict[str, str]) -> None:
         """Build in full in the background, from the pages the preview served."""
+        from . import run
+
+        run.STOPPING.clear()  # here, not in the thread: a stop() right after start must count
         self._served = served
-        self._thread = threading.Thread(target=self._finish, name="figgen-full", daemon=True)
+        self._begin(self._finish)
+
+    def warm(self) -> None:
+        """Start the warm server in the background: the watcher starts meanwhile."""
+        self._begin(functools.partial(warm_up, self._site))
+
+    def _begin(self, work: Callable[[], None]) -> None:
+        """Run work in a thread of its own."""
+        self._thread = threading.Thread(target=work, name="figgen-background", daemon=True)
         self._thread.start()
 
     def _finish(self) -> None:
@@ -300,7 +311,11 @@ def warm_up(site: Site) -> None:
 
 def preview(site: Site, served: dict[str, str], finisher: Finisher) -> dict[str, str]:
     """Cancel the running full build, build a preview, then finish it in the background."""
-    served = rebuild(site, finisher.stop() or served, draft=True)
+    from . import run
+
+    served = finisher.stop() or served
+    run.STOPPING.clear()  # the cancelled build's stop must not stop this one
+    served = rebuild(site, served, draft=True)
     if shows_drafts(served):
         finisher.start(served)
     return served
@@ -412,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("serving %s at http://%s:%d/ ; every edit rebuilds", site.output, args.host,
                     args.port)
         if not shows_drafts(served):  # else the full build has it started
-            warm_up(site)
+            finisher.warm()
         watched = watched_paths(site.root, (site.output, site.cache))
         for changes in watchfiles.watch(*watched, debounce=400, step=10):
             changed = {p for _, p in changes}
