@@ -159,6 +159,36 @@ def test_a_library_printing_while_preloaded_goes_to_the_log_not_the_protocol(
     assert "hello from noisy" in (tmp_path / "server.log").read_text()
 
 
+def test_a_child_runs_its_own_finalizers_at_exit_never_the_preloaded_libraries(
+    tmp_path: Path,
+) -> None:
+    lib, out = tmp_path / "lib", tmp_path / "finalized"
+    lib.mkdir()
+    # A library that, when imported, leaves a finalizer for exit (torch drops its operator
+    # libraries so; tempfile removes a folder so): the server's object, not a child's.
+    write(lib, "tidy.py", f"""\
+        import weakref
+        class Held: pass
+        HELD = Held()
+        weakref.finalize(HELD, open, {str(out)!r} + ".library", "w")
+    """)
+    scripts = [write(tmp_path, f"{n}.py", f"""\
+        import weakref, tidy
+        class Own: pass
+        OWN = Own()
+        weakref.finalize(OWN, open, {str(out)!r} + ".script", "w")
+    """) for n in ("a", "b")]
+    env = ENV | {"PYTHONPATH": os.pathsep.join([str(REPO), str(lib)])}
+    warm = WarmServer(sys.executable, scripts, REPO, env, tmp_path / "server.log")
+    try:
+        assert warm.ready["preloaded"] == ["tidy"]
+        assert start(warm, scripts[0]).wait(timeout=60) == 0
+        assert Path(f"{out}.script").exists()  # its own finalizer ran, as at any exit
+        assert not Path(f"{out}.library").exists()  # the server's is left to the server
+    finally:
+        warm.close()
+
+
 def test_a_forked_script_exits_as_python_does(server: WarmServer, tmp_path: Path) -> None:
     out = tmp_path / "exit.txt"
     script = write(tmp_path, "exits.py", f"""\

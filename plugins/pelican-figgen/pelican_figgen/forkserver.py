@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
@@ -403,6 +404,11 @@ def _become_script(request: dict[str, Any]) -> None:
     # them itself, or its record would list files it never used and miss edits to them.
     for name in _forgotten(Path(request["cwd"]).resolve()):
         sys.modules.pop(name, None)
+    # The finalizers the preloaded libraries registered belong to the server's objects (torch
+    # drops its operator libraries at exit: 30-60 ms of copied pages in each child; one could
+    # be a temporary folder the server still uses): a child's exit leaves them to the server.
+    for finalizer in list(weakref.finalize._registry):  # type: ignore[attr-defined]
+        finalizer.atexit = False
     # What preload() imported, and this server: the interpreter's start-up modules (.pth hooks)
     # are any run's, forked or not, and count alike in both.
     PRELOADED.update(*LOADED_BY.values(), [SELF])
