@@ -15,7 +15,7 @@ import pytest
 
 from pelican.plugins.figgen import launch
 from pelican.plugins.figgen.launch import Request, ServerGone, WarmServer
-from pelican_figgen.forkserver import shared_libraries
+from pelican_figgen.forkserver import SAVE_IMPORTS, shared_libraries
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = os.environ | {"PYTHONPATH": str(REPO), "FIGGEN_ROOT": str(REPO), "MARK": "server"}
@@ -66,6 +66,16 @@ def test_what_two_scripts_import_is_preloaded_and_what_one_imports_is_not(tmp_pa
     # Read, not imported: nothing of torch is loaded to decide.
     assert shared_libraries([a, b], tmp_path) == ["numpy", "torch"]
     assert shared_libraries([a], tmp_path) == []
+
+
+def test_scripts_that_draw_with_matplotlib_get_what_saving_imports_preloaded(
+    tmp_path: Path,
+) -> None:
+    # No script names the Agg canvas or Pillow's plugins: ctx.save's savefig imports them.
+    scripts = [write(tmp_path, f"{n}.py", "from matplotlib.figure import Figure\n")
+               for n in ("a", "b")]
+    found = set(shared_libraries(scripts, tmp_path))
+    assert found == {"matplotlib.figure", "matplotlib.figure.Figure", *SAVE_IMPORTS}
 
 
 def test_a_forked_script_starts_like_a_fresh_interpreter(
