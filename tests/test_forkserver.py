@@ -199,6 +199,27 @@ def test_a_child_runs_its_own_finalizers_at_exit_never_the_preloaded_libraries(
         warm.close()
 
 
+def test_a_child_imports_a_project_module_as_it_is_now_not_as_the_server_compiled_it(
+    tmp_path: Path,
+) -> None:
+    helper = write(tmp_path, "helper.py", "VALUE = 1\n")
+    scripts = [write(tmp_path, f"{n}.py", f"""\
+        import helper, numpy
+        open({str(tmp_path / n)!r} + ".out", "w").write(str(helper.VALUE))
+    """) for n in ("a", "b")]
+    warm = WarmServer(sys.executable, scripts, REPO, ENV, tmp_path / "server.log")
+    try:
+        assert start(warm, scripts[0]).wait(timeout=60) == 0
+        assert (tmp_path / "a.out").read_text() == "1"
+        before = helper.stat().st_mtime_ns
+        helper.write_text("VALUE = 2\n")  # edited while the server runs: the same size
+        os.utime(helper, ns=(before + 10**7, before + 10**7))  # later, whatever the clock's step
+        assert start(warm, scripts[1]).wait(timeout=60) == 0
+        assert (tmp_path / "b.out").read_text() == "2", scripts[1].with_suffix(".err").read_text()
+    finally:
+        warm.close()
+
+
 def test_a_forked_script_exits_as_python_does(server: WarmServer, tmp_path: Path) -> None:
     out = tmp_path / "exit.txt"
     script = write(tmp_path, "exits.py", f"""\
