@@ -425,3 +425,19 @@ def test_drafts_never_land_in_the_normal_cache_a_remote_or_a_feed(
     # Once the full records are there, a preview takes them and drafts nothing.
     monkeypatch.setattr(pipeline, "DRAFT", True)
     assert set(site.build(**feeds)["ran"]) == set() and "figgen-draft" not in site.html()
+
+
+def test_a_page_is_served_as_the_last_build_left_it_never_half_written(tmp_path: Path) -> None:
+    (tmp_path / "post.html").write_text("<html><body><p>whole page</p></body></html>")
+    port = free_port()
+    httpd = serve.serve(tmp_path, "127.0.0.1", port)
+    try:
+        serve.BUILDS.announce((), serve.pages(tmp_path))
+        (tmp_path / "post.html").write_text("<html><bo")  # a build writing it meanwhile
+        page = _get(f"http://127.0.0.1:{port}/post.html")
+        assert "<p>whole page</p>" in page and serve.EVENTS_PATH in page
+        (tmp_path / "other.html").write_text("<p>new</p>")  # not built yet: read from disk
+        assert "<p>new</p>" in _get(f"http://127.0.0.1:{port}/other.html")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -123,13 +123,16 @@ class Announcer:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self.last = Build(0, f"{os.getpid()}-{time.time_ns()}-0", ())
+        # The HTML pages as that build left them, served instead of the files: a build writes
+        # a page in place, and a reader must never get one half written.
+        self.pages: Mapping[str, str] = {}
 
-    def announce(self, figures: tuple[str, ...] | None) -> Build:
-        """Record a finished build and wake every stream."""
+    def announce(self, figures: tuple[str, ...] | None, pages: Mapping[str, str]) -> Build:
+        """Record a finished build and the pages it left, and wake every stream."""
         with self._changed:
             number = self.last.number + 1
             token = f"{self.last.token.rpartition('-')[0]}-{number}"
-            self.last = Build(number, token, figures)
+            self.last, self.pages = Build(number, token, figures), pages
             self._changed.notify_all()
             return self.last
 
@@ -231,7 +234,7 @@ def rebuild(site: Site, before: dict[str, str], draft: bool = False) -> dict[str
     start = time.perf_counter()
     build(site.settings, draft)
     after = pages(site.output)
-    event = BUILDS.announce(changed_figures(before, after))
+    event = BUILDS.announce(changed_figures(before, after), after)
     logger.info("figgen serve: %sbuild %d in %.2f s (%s)", "preview " if draft else "",
                 event.number, time.perf_counter() - start,
                 "reload" if event.figures is None else f"figures {', '.join(event.figures)}"
@@ -333,7 +336,8 @@ class ReloadingHandler(SimpleHTTPRequestHandler):
         if page.suffix != ".html" or not page.is_file() or (path.is_dir() and
                                                               not self.path.endswith("/")):
             return super().do_GET()
-        html = page.read_text(encoding="utf-8")
+        html = BUILDS.pages.get(page.relative_to(self.directory).as_posix()) \
+            or page.read_text(encoding="utf-8")
         where = html.rfind("</body>")
         html = html[:where] + SCRIPT + html[where:] if where >= 0 else html + SCRIPT
         return self._send(html.encode(), "text/html; charset=utf-8")
