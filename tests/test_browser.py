@@ -385,6 +385,11 @@ def until(driver: object, script: str, seconds: float = 120) -> object:
 
 
 BETA_SRC = "return document.querySelector('#fig-beta img').getAttribute('src')"
+# Notes whether a draft's <figure> was ever swapped into the page, however briefly.
+SEE_DRAFTS = """new MutationObserver(function(records) {
+  for (const r of records) for (const n of r.addedNodes)
+    if (n.querySelector && n.querySelector('[data-figgen-draft]')) window.figgenSawDraft = true;
+}).observe(document.body, {childList: true, subtree: true});"""
 LONG_POST = "\n\n".join(f"Paragraph {i} of a post long enough to scroll." for i in range(60))
 
 
@@ -403,8 +408,12 @@ def test_serve_swaps_a_changed_figure_in_place_and_reloads_for_text(
             BETA_SRC)
         assert scrolled > 0
         gamma = browser.execute_script("return document.getElementById('fig-gamma').outerHTML")
+        browser.execute_script(SEE_DRAFTS)
         site.write("figs/beta.py", line_script("green"))  # only beta's image changes
-        new = until(browser, f"const s = {BETA_SRC[7:]}; return s !== {src!r} && s")
+        # Its draft render first, swapped in, then its final renders.
+        new = until(browser, f"const s = {BETA_SRC[7:]}; return s !== {src!r} && !document"
+                             ".querySelector('#fig-beta [data-figgen-draft]') && s")
+        assert browser.execute_script("return window.figgenSawDraft") is True
         state = browser.execute_script("""return {marker: window.figgenMarker, y: window.scrollY,
             gamma: document.getElementById('fig-gamma').outerHTML}""")
         # Swapped in place: no reload (the marker is there), the reader stays where they were.

@@ -15,7 +15,7 @@ import pytest
 
 from pelican.plugins.figgen import launch
 from pelican.plugins.figgen.launch import Request, ServerGone, WarmServer
-from pelican_figgen.forkserver import shared_libraries
+from pelican_figgen.forkserver import SAVE_IMPORTS, shared_libraries
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = os.environ | {"PYTHONPATH": str(REPO), "FIGGEN_ROOT": str(REPO), "MARK": "server"}
@@ -66,6 +66,16 @@ def test_what_two_scripts_import_is_preloaded_and_what_one_imports_is_not(tmp_pa
     # Read, not imported: nothing of torch is loaded to decide.
     assert shared_libraries([a, b], tmp_path) == ["numpy", "torch"]
     assert shared_libraries([a], tmp_path) == []
+
+
+def test_scripts_that_draw_with_matplotlib_get_what_saving_imports_preloaded(
+    tmp_path: Path,
+) -> None:
+    # No script names the Agg canvas or Pillow's plugins: ctx.save's savefig imports them.
+    scripts = [write(tmp_path, f"{n}.py", "from matplotlib.figure import Figure\n")
+               for n in ("a", "b")]
+    found = set(shared_libraries(scripts, tmp_path))
+    assert found == {"matplotlib.figure", "matplotlib.figure.Figure", *SAVE_IMPORTS}
 
 
 def test_a_forked_script_starts_like_a_fresh_interpreter(
@@ -157,6 +167,57 @@ def test_a_library_printing_while_preloaded_goes_to_the_log_not_the_protocol(
     finally:
         warm.close()
     assert "hello from noisy" in (tmp_path / "server.log").read_text()
+
+
+def test_a_child_runs_its_own_finalizers_at_exit_never_the_preloaded_libraries(
+    tmp_path: Path,
+) -> None:
+    lib, out = tmp_path / "lib", tmp_path / "finalized"
+    lib.mkdir()
+    # A library that, when imported, leaves a finalizer for exit (torch drops its operator
+    # libraries so; tempfile removes a folder so): the server's object, not a child's.
+    write(lib, "tidy.py", f"""\
+        import weakref
+        class Held: pass
+        HELD = Held()
+        weakref.finalize(HELD, open, {str(out)!r} + ".library", "w")
+    """)
+    scripts = [write(tmp_path, f"{n}.py", f"""\
+        import weakref, tidy
+        class Own: pass
+        OWN = Own()
+        weakref.finalize(OWN, open, {str(out)!r} + ".script", "w")
+    """) for n in ("a", "b")]
+    env = ENV | {"PYTHONPATH": os.pathsep.join([str(REPO), str(lib)])}
+    warm = WarmServer(sys.executable, scripts, REPO, env, tmp_path / "server.log")
+    try:
+        assert warm.ready["preloaded"] == ["tidy"]
+        assert start(warm, scripts[0]).wait(timeout=60) == 0
+        assert Path(f"{out}.script").exists()  # its own finalizer ran, as at any exit
+        assert not Path(f"{out}.library").exists()  # the server's is left to the server
+    finally:
+        warm.close()
+
+
+def test_a_child_imports_a_project_module_as_it_is_now_not_as_the_server_compiled_it(
+    tmp_path: Path,
+) -> None:
+    helper = write(tmp_path, "helper.py", "VALUE = 1\n")
+    scripts = [write(tmp_path, f"{n}.py", f"""\
+        import helper, numpy
+        open({str(tmp_path / n)!r} + ".out", "w").write(str(helper.VALUE))
+    """) for n in ("a", "b")]
+    warm = WarmServer(sys.executable, scripts, REPO, ENV, tmp_path / "server.log")
+    try:
+        assert start(warm, scripts[0]).wait(timeout=60) == 0
+        assert (tmp_path / "a.out").read_text() == "1"
+        before = helper.stat().st_mtime_ns
+        helper.write_text("VALUE = 2\n")  # edited while the server runs: the same size
+        os.utime(helper, ns=(before + 10**7, before + 10**7))  # later, whatever the clock's step
+        assert start(warm, scripts[1]).wait(timeout=60) == 0
+        assert (tmp_path / "b.out").read_text() == "2", scripts[1].with_suffix(".err").read_text()
+    finally:
+        warm.close()
 
 
 def test_a_forked_script_exits_as_python_does(server: WarmServer, tmp_path: Path) -> None:

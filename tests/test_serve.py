@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, Site, free_port
-from pelican.plugins.figgen import serve
+from pelican.plugins.figgen import pipeline, serve
 from pelican.plugins.figgen.serve import changed_figures, read_site, watched_paths
 
 
@@ -98,7 +99,9 @@ class Served:
 def serving(site: Site, env: dict | None = None) -> Iterator[Served]:
     served = Served(site, env)
     try:
-        assert _wait_for(lambda: "Gamma plots 4 points" in _get(served.url)), served.text()
+        # Served, and its figures' final renders too (the first build is a preview as well).
+        assert _wait_for(lambda: "Gamma plots 4 points" in (page := _get(served.url))
+                         and serve.DRAFT_MARK not in page), served.text()
         time.sleep(1)  # let the watcher start before an edit
         yield served
     finally:
@@ -132,12 +135,12 @@ def test_the_events_name_the_changed_figures_or_ask_for_a_reload(site: Site) -> 
     with serving(site) as served:
         served.listen()
         site.write("data/points.txt", "1 2 3 4 5 6")  # gamma's image and caption change
-        assert _wait_for(lambda: len(served.events) >= 2)
-        assert served.events[-1]["figures"] == ["fig-gamma"]
+        assert _wait_for(lambda: len(served.events) >= 3)  # its draft, then its final render
+        assert [e["figures"] for e in served.events[1:]] == [["fig-gamma"], ["fig-gamma"]]
         site.append("content/post.md", "\nA new closing line.\n")  # text: the page reloads
-        assert _wait_for(lambda: len(served.events) >= 3)
+        assert _wait_for(lambda: len(served.events) >= 4)
         assert served.events[-1]["figures"] is None
-        assert len({e["build"] for e in served.events}) == 3
+        assert len({e["build"] for e in served.events}) == 4
 
 
 def test_changed_figures_tells_figures_from_text() -> None:
@@ -262,3 +265,179 @@ def test_ctrl_c_leaves_no_process_behind(site: Site) -> None:
         served.proc.send_signal(signal.SIGINT)
         served.proc.wait(timeout=30)
     assert _wait_for(lambda: not any(_alive(p) for p in below), 10)
+
+
+# A figure whose full run (not its draft) waits while the test holds the gate, after noting
+# its process id and starting a child in a session of its own.
+GATED = """\
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from pelican_figgen.harness import run
+
+
+def main(ctx):
+    gate = Path(os.environ["FIGGEN_TEST_GATE"])
+    if os.environ.get("FIGGEN_DRAFT") != "1":
+        (gate / f"full-{os.getpid()}").write_text("")
+        subprocess.Popen(["sleep", "300"], start_new_session=True)
+        while (gate / "hold").exists():
+            time.sleep(0.05)
+    fig = Figure(figsize=(3, 2))
+    fig.subplots().plot([0, 2, 1, 3], color=%r, linewidth=3)
+    ctx.save(fig)
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+
+def _gated_site(site: Site) -> Path:
+    """Add the gated figure to the tiny site; return its gate folder (open)."""
+    gate = Path(tempfile.mkdtemp(prefix="figgen-gate-"))  # outside the watched project
+    site.write("figs/gated.py", GATED % "tab:orange")
+    site.append("content/post.md", '\n![An orange line]({figure}gated "Gated")\n')
+    return gate
+
+
+def _store_image(site: Site, store: str, name: str) -> tuple[dict, Path]:
+    """A figure's record in a store below the cache, and its main image's file."""
+    record = json.loads((site.root / ".figgen-cache" / store / f"{name}.json").read_text())
+    image = record["image"]
+    folder = (site.root / ".figgen-cache" / store).parent / "objects"
+    return record, folder / f"{image['sha256']}{image['suffix']}"
+
+
+def _psnr(one: Path, two: Path) -> float:
+    """PSNR in dB between two images' RGB pixels (infinite when identical)."""
+    import numpy as np
+    from PIL import Image
+
+    a, b = (np.asarray(Image.open(p).convert("RGB"), dtype=float) for p in (one, two))
+    assert a.shape == b.shape
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def _running(gate: Path) -> set[int]:
+    """The process ids of the gated figure's full runs alive now."""
+    return {int(f.name[5:]) for f in gate.glob("full-*") if _alive(int(f.name[5:]))}
+
+
+def test_a_restyle_shows_a_draft_then_the_final_render(site: Site) -> None:
+    gate = _gated_site(site)
+    with serving(site, {"FIGGEN_TEST_GATE": str(gate)}) as served:
+        served.listen()
+        (gate / "hold").write_text("")  # the full run waits: the draft stays on the page
+        site.write("figs/gated.py", GATED % "tab:green")
+        assert _wait_for(lambda: serve.DRAFT_MARK in _get(served.url)), served.text()
+        page = _get(served.url)
+        assert 'class="figgen-draft-mark"' in page and "Draft render" in page
+        draft, draft_png = _store_image(site, "drafts/records", "gated")
+        assert draft["environment"]["draft"] == "true" and not draft["renders"]
+        assert f"gated-{draft['image']['sha256'][:12]}.png" in page
+        assert "<picture" not in page.split('id="fig-gated"')[1].split("</figure>")[0]
+        assert _wait_for(lambda: bool(_running(gate)))  # the full run has started
+        (gate / "hold").unlink()
+        assert _wait_for(lambda: serve.DRAFT_MARK not in _get(served.url)), served.text()
+        final, final_png = _store_image(site, "records", "gated")
+        assert "draft" not in final["environment"] and final["renders"]
+        assert f"gated-{final['image']['sha256'][:12]}.png" in _get(served.url)
+        assert _psnr(draft_png, final_png) >= 45
+        # The draft swapped in, then the final render: two builds that changed only it.
+        assert [e["figures"] for e in served.events[-2:]] == [["fig-gated"], ["fig-gated"]]
+
+
+def test_a_new_edit_cancels_the_running_full_build(site: Site) -> None:
+    gate = _gated_site(site)
+    with serving(site, {"FIGGEN_TEST_GATE": str(gate)}) as served:
+        before = (site.root / ".figgen-cache/records/gated.json").read_text()
+        (gate / "hold").write_text("")
+        site.write("figs/gated.py", GATED % "tab:green")
+        assert _wait_for(lambda: bool(_running(gate))), served.text()
+        first = _running(gate)
+        site.write("figs/gated.py", GATED % "tab:purple")  # while the full build runs
+        assert _wait_for(lambda: "full build cancelled" in served.text()), served.text()
+        assert _wait_for(lambda: not first & _running(gate), 10)  # its run was killed
+        # Nothing stored of it: neither a record nor a failure; the new draft is on the page.
+        assert (site.root / ".figgen-cache/records/gated.json").read_text() == before
+        assert not (site.root / ".figgen-cache/failures/gated.json").exists()
+        assert _wait_for(lambda: _running(gate) - first), served.text()  # the new full run
+        draft, _ = _store_image(site, "drafts/records", "gated")
+        assert f"gated-{draft['image']['sha256'][:12]}.png" in _get(served.url)
+        (gate / "hold").unlink()
+        assert _wait_for(lambda: serve.DRAFT_MARK not in _get(served.url)), served.text()
+        final = json.loads((site.root / ".figgen-cache/records/gated.json").read_text())
+        script = hashlib.sha256((site.root / "figs/gated.py").read_bytes()).hexdigest()
+        assert final["inputs"]["figs/gated.py"] == script  # the last edit's, in full
+    assert not (site.root / ".figgen-cache/failures/gated.json").exists()
+
+
+def test_ctrl_c_during_a_full_build_leaves_no_process_behind(site: Site) -> None:
+    gate = _gated_site(site)
+    with serving(site, {"FIGGEN_TEST_GATE": str(gate)}) as served:
+        (gate / "hold").write_text("")
+        site.write("figs/gated.py", GATED % "tab:green")
+
+        def sleeping() -> bool:
+            return any(_cmdline(p).startswith(b"sleep\x00300")
+                       for p in _descendants(served.proc.pid) if _alive(p))
+
+        assert _wait_for(sleeping), served.text()
+        below = _descendants(served.proc.pid)
+        served.proc.send_signal(signal.SIGINT)
+        served.proc.wait(timeout=30)
+    assert _wait_for(lambda: not any(_alive(p) for p in below), 10)
+    assert not _running(gate)
+
+
+def test_drafts_never_land_in_the_normal_cache_a_remote_or_a_feed(
+    site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FIGGEN_REMOTE_KEY", "a test key")
+    for variable in ("FIGGEN_REMOTE", "FIGGEN_REMOTE_WRITE", "FIGGEN_REMOTE_OPTIONS"):
+        monkeypatch.delenv(variable, raising=False)
+    bucket = tmp_path.parent / f"{tmp_path.name}-bucket"  # a folder remote CI would write
+    figgen = {"scripts": "figs", "remote": bucket.as_uri(), "remote_write": True}
+    feeds = {"FEED_ALL_ATOM": "feeds/all.atom.xml", "FIGGEN": figgen}
+    cache = site.root / ".figgen-cache"
+    monkeypatch.setattr(pipeline, "DRAFT", True)  # what make serve's previews set
+    assert set(site.build(**feeds)["ran"]) == {"alpha", "beta", "gamma"}
+    assert site.html().count('class="figgen-draft-mark" data-figgen-draft>Draft render') == 3
+    feed = (site.root / "output/feeds/all.atom.xml").read_text()
+    assert "figgen-draft" in site.html() and "draft" not in feed.lower()
+    assert not list(cache.glob("records/*")) and not list(cache.glob("objects/*"))
+    assert not bucket.exists() or not list(bucket.rglob("*.json"))  # nothing sent
+    drafted = [json.loads(p.read_text()) for p in cache.glob("drafts/records/*.json")]
+    assert len(drafted) == 3 and all(r["environment"]["draft"] == "true" for r in drafted)
+    assert {p.suffix for p in cache.glob("drafts/objects/*")} == {".png"}  # no WebP, no dark
+    assert set(site.build(**feeds)["ran"]) == set()  # the next preview takes the drafts
+    # A normal build (make html, freeze, verify read the same records) never takes a draft.
+    monkeypatch.setattr(pipeline, "DRAFT", False)
+    assert set(site.build(**feeds)["ran"]) == {"alpha", "beta", "gamma"}
+    assert "figgen-draft" not in site.html()
+    assert len(list(bucket.glob("records/*/*.json"))) == 3  # the full runs are sent
+    # Once the full records are there, a preview takes them and drafts nothing.
+    monkeypatch.setattr(pipeline, "DRAFT", True)
+    assert set(site.build(**feeds)["ran"]) == set() and "figgen-draft" not in site.html()
+
+
+def test_a_page_is_served_as_the_last_build_left_it_never_half_written(tmp_path: Path) -> None:
+    (tmp_path / "post.html").write_text("<html><body><p>whole page</p></body></html>")
+    port = free_port()
+    httpd = serve.serve(tmp_path, "127.0.0.1", port)
+    try:
+        serve.BUILDS.announce((), serve.pages(tmp_path))
+        (tmp_path / "post.html").write_text("<html><bo")  # a build writing it meanwhile
+        page = _get(f"http://127.0.0.1:{port}/post.html")
+        assert "<p>whole page</p>" in page and serve.EVENTS_PATH in page
+        (tmp_path / "other.html").write_text("<p>new</p>")  # not built yet: read from disk
+        assert "<p>new</p>" in _get(f"http://127.0.0.1:{port}/other.html")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -24,6 +24,8 @@ THREADS = "FIGGEN_THREADS"  # compute threads of a run (torch's); default 1
 PROGRESS = "FIGGEN_PROGRESS"  # the file the harness appends JSON lines of progress to
 INTERMEDIATES = "FIGGEN_INTERMEDIATES"  # where @cached results are stored; unset: none
 ENVIRONMENT = "FIGGEN_ENVIRONMENT"  # JSON: Python and library versions, for their keys
+# "1": a preview (make serve): ctx.save makes only the main render, a fast lossless PNG
+DRAFT = "FIGGEN_DRAFT"
 
 # Files a run leaves in its output folder, and the manifest's keys.
 MANIFEST = "manifest.json"  # written by the harness: what the run made, or what it imported
@@ -36,6 +38,7 @@ RENDERS = "renders"
 MODULES = "modules"  # files the run imported that no installed distribution holds (root-relative)
 DISTRIBUTIONS = "distributions"  # the installed distributions the run imported -> versions
 FAILED = "failed"  # true in the manifest of a run whose main() raised
+DRAFTED = "draft"  # true in the manifest of a draft run (DRAFT): never a real result
 # The manifest's files published beside the image, {"module": {"file"}, "data": {"file"}}
 ASSETS = "assets"
 

@@ -29,6 +29,7 @@ import builtins
 import contextlib
 import gc
 import importlib
+import importlib.machinery
 import importlib.util
 import io
 import json
@@ -40,6 +41,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
@@ -60,9 +62,17 @@ def shared_libraries(scripts: list[Path], root: Path) -> list[str]:
             continue
         counts.update(found.external + found.maybe_external)
     stdlib = sys.stdlib_module_names
-    return sorted(n for n, c in counts.items() if c >= 2 and n.partition(".")[0] not in stdlib)
+    shared = {n for n, c in counts.items() if c >= 2 and n.partition(".")[0] not in stdlib}
+    # What the harness's ctx.save imports when a script draws with matplotlib (no script
+    # names it): without it, every run imported the Agg canvas and Pillow's plugins anew.
+    if any(n.partition(".")[0] == "matplotlib" for n in shared):
+        shared.update(SAVE_IMPORTS)
+    return sorted(shared)
 
 
+# Imported by matplotlib's savefig and Pillow's first save (PIL.Image.preinit), in every run.
+SAVE_IMPORTS = ("matplotlib.backends.backend_agg", "PIL.BmpImagePlugin", "PIL.GifImagePlugin",
+                "PIL.JpegImagePlugin", "PIL.PngImagePlugin", "PIL.PpmImagePlugin")
 # What the preloading added to sys.modules (in a child: every module it found loaded), and
 # each module's subtree: those first loaded while its own import ran. A child's record names
 # only the libraries its own run imports, each with what importing it alone would load.
@@ -190,6 +200,43 @@ def _added_since(last: str, count: int) -> frozenset[str]:
     return frozenset(added[:max(len(sys.modules) - count, 0)])
 
 
+# Source file -> ((mtime_ns, size), code): the project's modules and the runtime's, compiled
+# once by the server. A child imports each anew (its record must list it) but compiles none:
+# the runs write no bytecode (PYTHONDONTWRITEBYTECODE), so each compiled the harness and the
+# project's modules again (40 ms a run here). A file changed since is compiled as usual.
+CODE: dict[str, tuple[tuple[int, int], Any]] = {}
+
+
+def precompile(scripts: list[Path], root: Path) -> None:
+    """Compile the modules the scripts' runs import themselves, and have imports use them."""
+    files = {str(p) for p in Path(contract.__file__).parent.glob("*.py")}
+    for script in scripts:
+        with contextlib.suppress(SyntaxError, ValueError, OSError):  # its run will say
+            files.update(str(f) for f in closure(script, [root, script.parent]).files[1:])
+    for file in files:
+        with contextlib.suppress(SyntaxError, ValueError, OSError):
+            stat = os.stat(file)
+            loader = importlib.machinery.SourceFileLoader("", file)
+            CODE[file] = ((stat.st_mtime_ns, stat.st_size),
+                          loader.source_to_code(loader.get_data(file), file))
+    importlib.machinery.SourceFileLoader.get_code = _get_code  # type: ignore[method-assign]
+
+
+_COMPILE = importlib.machinery.SourceFileLoader.get_code
+
+
+def _get_code(self: Any, fullname: str) -> Any:
+    """SourceFileLoader.get_code, from the server's compiled code while the file is the same."""
+    file = self.get_filename(fullname)
+    kept = CODE.get(file)
+    if kept is not None:
+        with contextlib.suppress(OSError):
+            stat = os.stat(file)
+            if (stat.st_mtime_ns, stat.st_size) == kept[0]:
+                return kept[1]
+    return _COMPILE(self, fullname)
+
+
 def preloaded_for() -> tuple[set[str], set[str]]:
     """In a child: the modules it found loaded, and those of them its run imported.
 
@@ -201,14 +248,21 @@ def preloaded_for() -> tuple[set[str], set[str]]:
     if not PRELOADED:  # not a forked child: every module in sys.modules is the script's own
         return set(), set()
     wanted: set[str] = set()
-    todo, done = list(REQUESTED), set()
+    # `seen`: with torch preloaded, the subtrees ask for the same modules tens of thousands
+    # of times; each name is expanded once (a third of a small figure's run went here).
+    todo, done, seen = list(REQUESTED), set(), set()
     while todo:
-        for name in _parents(todo.pop()):  # importing a.b.c runs a, a.b and a.b.c
+        asked = todo.pop()
+        if asked in seen:
+            continue
+        seen.add(asked)
+        for name in _parents(asked):  # importing a.b.c runs a, a.b and a.b.c
             if name in PRELOADED and name not in done:
                 done.add(name)
                 for module in (name, *SUBTREE.get(name, ())):
                     wanted.add(module)
-                    todo.extend(ASKED.get(module, ()))  # what it found loaded, alone loads
+                    # What it found loaded, alone loads.
+                    todo.extend(a for a in ASKED.get(module, ()) if a not in seen)
     # This server under another name (multiprocessing's __mp_main__ is the __main__ it found):
     # alone, that name is the script's own module.
     server = sys.modules.get(SELF)
@@ -248,6 +302,7 @@ def serve(scripts: list[Path], root: Path, out: int) -> None:
     # Run as __main__: registered under its name, the harness of a child finds what it preloaded.
     sys.modules.setdefault(SELF, sys.modules[__name__])
     loaded = preload(shared_libraries(scripts, root))
+    precompile(scripts, root)
     global WARM
     WARM = dists.Classifier()
     WARM.sources(dists.module_files())  # each child's record sorts these: once, here
@@ -293,6 +348,7 @@ def _preload_more(request: dict[str, Any], out: int) -> None:
 
 def _start(request: dict[str, Any], out: int, children: dict[int, tuple[int, int]]) -> None:
     """Fork the requested script and say its pid; or say why it could not be forked."""
+    _forgotten(Path(request["cwd"]).resolve())  # found here, once: each child inherits it
     try:
         pid = _fork(request, [out, *children])
     except OSError as err:  # no memory, too many processes: the build starts it itself
@@ -385,20 +441,45 @@ def _become_script(request: dict[str, Any]) -> None:
     sys.path[1:1] = request.get("path", [])
     # The server imported project modules (pelican_figgen.imports, ...): the script must import
     # them itself, or its record would list files it never used and miss edits to them.
-    root = Path(request["cwd"]).resolve()
-    # So must the runtime's own modules (the supervisor, the import reader, ...), wherever they
-    # are installed: a script run alone never has them, and its record must be the same.
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        runtime = name.partition(".")[0] == "pelican_figgen" and name != SELF
-        # A string test before resolving: most of them (torch's, ...) are installed packages.
-        if runtime or (file and "site-packages" not in file
-                       and contract.project_file(Path(file).resolve(), root)):
-            del sys.modules[name]
+    for name in _forgotten(Path(request["cwd"]).resolve()):
+        sys.modules.pop(name, None)
+    # The finalizers the preloaded libraries registered belong to the server's objects (torch
+    # drops its operator libraries at exit: 30-60 ms of copied pages in each child; one could
+    # be a temporary folder the server still uses): a child's exit leaves them to the server.
+    for finalizer in list(weakref.finalize._registry):  # type: ignore[attr-defined]
+        finalizer.atexit = False
     # What preload() imported, and this server: the interpreter's start-up modules (.pth hooks)
     # are any run's, forked or not, and count alike in both.
     PRELOADED.update(*LOADED_BY.values(), [SELF])
     _note_imports()
+
+
+_FORGOTTEN: dict[tuple[Path, int], tuple[str, ...]] = {}  # (root, modules loaded) -> names
+
+
+def _forgotten(root: Path) -> tuple[str, ...]:
+    """The modules a child must import itself: the project's, and the runtime's own.
+
+    Found in the server before each fork and kept while its modules stay the same (resolving
+    every standard library file took a tenth of a second per run).
+    """
+    key = (root, len(sys.modules))
+    if key not in _FORGOTTEN:
+        # The runtime's own modules (the supervisor, the import reader, ...), wherever they are
+        # installed: a script run alone never has them, and its record must be the same.
+        _FORGOTTEN[key] = tuple(
+            name for name, module in list(sys.modules.items())
+            if (name.partition(".")[0] == "pelican_figgen" and name != SELF)
+            or _project_module(module, root))
+    return _FORGOTTEN[key]
+
+
+def _project_module(module: Any, root: Path) -> bool:
+    """Whether a loaded module is a file of the project (below the root, not installed)."""
+    file = getattr(module, "__file__", None)
+    # A string test before resolving: most of them (torch's, ...) are installed packages.
+    return bool(file) and "site-packages" not in file and \
+        contract.project_file(Path(file).resolve(), root)
 
 
 def _run_script(argv: list[str]) -> int:

@@ -90,6 +90,9 @@ class Context:
         """
         if self.image is not None:
             raise RuntimeError(f"{self.name}: a figure script saves exactly one image")
+        if drafting():  # make serve's preview: the final renders follow in a full run
+            self.image = self._draft(fig)
+            return self.out_dir / self.image["file"]
         figures = {"": fig, "narrow": narrow} if narrow is not None else {"": fig}
         # Drawing holds the GIL, encoding does not: each render is encoded in a thread while
         # the next one draws, and the slowest (a photo's WebP) no longer add up.
@@ -116,6 +119,16 @@ class Context:
             return entry
         (self.out_dir / f"{stem}.png").write_bytes(png_bytes(pixels, options))
         return {**entry, "file": f"{stem}.png", "webp": f"{stem}.webp"}
+
+    def _draft(self, fig: Any) -> dict[str, Any]:
+        """Save the main render alone as a quickly made lossless PNG; its manifest entry."""
+        # No palette search, no WebP, no dark or narrow render, zlib's fastest level: a
+        # photo figure's draft costs one savefig instead of four renders.
+        image = rasterize(fig, dark=False)
+        (self.out_dir / f"{self.name}.png").write_bytes(png_bytes(image, {"compress_level": 1}))
+        width, height = image.size
+        return {"file": f"{self.name}.png", "width": width // CSS_SCALE,
+                "height": height // CSS_SCALE, "density": CSS_SCALE}
 
     def save_interactive(
         self, fig: Any, data: dict[str, Any], module: str | Path, ax: Any = None
@@ -145,6 +158,11 @@ class Context:
     ) -> Iterator[T]:
         """Yield the items of ``iterable`` with a progress report (see ``progress``)."""
         return progress(iterable, total, description or self.name)
+
+
+def drafting() -> bool:
+    """Whether this run is a draft (make serve's preview, contract.DRAFT)."""
+    return os.environ.get(contract.DRAFT) == "1"
 
 
 def axes_box(fig: Any, ax: Any) -> dict[str, Any]:
@@ -520,6 +538,7 @@ def run(main: Callable[[Context], None], argv: list[str] | None = None) -> Conte
             "seconds": round(seconds, 3),
             "device": device(),
             "peak_rss_mib": peak_rss_mib(),
+            **({contract.DRAFTED: True} if drafting() else {}),
         }
         if "pelican_figgen.intermediates" in sys.modules:  # hits, misses, seconds spent waiting
             manifest["intermediates"] = sys.modules["pelican_figgen.intermediates"].stats()

@@ -26,6 +26,7 @@ from .cache import Hashes, Record, Store, copy_atomic, write_atomic, write_optio
 from .discover import Figure, FigureRef, find_refs
 from .errors import FigureError
 from .markdown_ext import MARKER_TAG
+from .outcome import is_draft
 from .settings import FiggenSettings
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,11 @@ LOADER = Path(__file__).with_name("static") / "figgen.js"
 # both. No leading `\s*`: a pattern that starts with a literal is found by a fast scan (a
 # tenth of the time on this blog's article), the white space before it is cut after.
 PAGE_ONLY_TAG = re.compile(r'<(?:script type="module" src="[^"]*" data-figgen-js></script>'
-                           r'|link rel="stylesheet" href="[^"]*" data-figgen-css>)')
+                           r'|link rel="stylesheet" href="[^"]*" data-figgen-css>'
+                           r'|p class="figgen-draft-mark" data-figgen-draft>[^<]*</p>)')
+# What a draft's <figure> says to the author (make serve's preview; feeds leave it out).
+DRAFT_NOTE = ('  <p class="figgen-draft-mark" data-figgen-draft>Draft render: the final one '
+              "follows.</p>\n")
 # An interactive figure's module and data, named beside its image: nothing in a feed runs them.
 INTERACTIVE_ATTRS = re.compile(r' data-figgen-(?:module|data)="[^"]*"')
 # A figure's other renders, each a <source> of its <picture>, by role, in the order a browser
@@ -257,6 +262,8 @@ def figure_html(
     anchor = _anchor(ref)
     mark = (f'  <p class="figgen-stale-mark">This figure could not be updated; it shows the '
             f"last good version ({html.escape(stale)}).</p>\n") if stale else ""
+    if is_draft(record):  # make serve's preview
+        mark += DRAFT_NOTE
     # Pelican resolves one link per tag, so srcset is added once the page is written.
     density = f' {DENSITY_MARK}"{where.density}"' if where.density > 1 else ""
     img = (f'<img src="{html.escape(where.image, quote=True)}" alt="{alt}" '

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -109,7 +110,9 @@ def run_stale(
     """Run the stale figures (all of them if force); return how each one ended."""
     pending = {name: Pending(figure, want, verdict.record, "forced" if force else verdict.reason)
                for name, (figure, want, verdict) in stale.items()}
-    shared = remote.open_remote(settings)
+    # A draft (make serve's preview) is never taken from, nor sent to, a shared cache.
+    draft = environment.get(contract.DRAFTED) == "true"
+    shared = None if draft else remote.open_remote(settings)
     # Readers only: a writer (CI) makes what it signs, so a bad record never outlives its next
     # build; forced, nothing made before is reused.
     reads = shared is not None and not shared.write and not force
@@ -117,7 +120,8 @@ def run_stale(
     rest = {name: job for name, job in pending.items() if name not in done}
     preloaded: tuple[str, ...] = ()
     if rest:
-        if settings.executor != "local":  # a Dask cluster (imported only then)
+        # A Dask cluster (imported only then); a draft runs here, on the kept warm server.
+        if settings.executor != "local" and not draft:
             from . import cluster
 
             ran = cluster.run_pending(rest, settings, cached, force, environment)
@@ -169,11 +173,13 @@ def _pool(
     # Found only when a figure wants one: nvidia-smi may take seconds to answer.
     gpus = _gpus(settings) if scripts and any(job.gpu for job in jobs) else ()
     scratch = _scratch(cached.store, list(pending))
-    run.STOPPING.clear()  # a server's earlier build may have been interrupted
+    if KEEP_WARM is None:  # make serve clears it before each build: it may cancel one early
+        run.STOPPING.clear()
     with _intermediates(settings, scratch, force) as shared, \
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
         extra = {contract.INTERMEDIATES: str(shared),
-                 contract.ENVIRONMENT: json.dumps(environment, sort_keys=True)}
+                 contract.ENVIRONMENT: json.dumps(environment, sort_keys=True),
+                 contract.DRAFT: "1" if environment.get(contract.DRAFTED) == "true" else ""}
         context = RunContext(settings, cached, force, server, board, extra, scratch, retry)
         preloaded = tuple(server.ready.get("preloaded", [])) if server else ()
         workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)  # a core per lane
@@ -259,10 +265,13 @@ class KeptServer:
         self._key: str = ""
         self._tops: tuple[str, ...] = ()
         self.starts = 0  # how many servers it started, for the log and the tests
+        # The last versions read, by the distributions installed then (a listing per path
+        # entry): reading every top_level.txt again cost each build of make serve 50 ms.
+        self._versions: tuple[str, dict[str, str]] = ("", {})
 
     def server(self, settings: FiggenSettings, scratch: Path) -> WarmServer | None:
         """The running server, started or restarted if needed; None if it cannot start."""
-        key = self._key_of(settings, self._tops)
+        key = self._key_of(settings, self._versions_of(self._tops))
         if self._server is not None and (key != self._key or self._server.gone()):
             logger.info("figgen: restarting the warm server (%s)",
                         "it died" if self._server.gone() else "a preloaded library or the "
@@ -285,18 +294,24 @@ class KeptServer:
         self._server, self.starts = server, self.starts + 1
         self._tops = tuple(sorted({n.partition(".")[0]
                                    for n in server.ready.get("preloaded", [])}))
-        self._key = self._key_of(settings, self._tops)
+        self._key = self._key_of(settings, self._versions_of(self._tops))
         logger.info("figgen: warm server %d started, kept across builds (%d libraries "
                     "preloaded)", self.starts, len(server.ready.get("preloaded", [])))
 
+    def _versions_of(self, tops: tuple[str, ...]) -> dict[str, str]:
+        """The versions of the distributions providing these top-level modules, as now."""
+        # Listed anew each time (a directory listing): an upgrade while serving must be seen.
+        listing = json.dumps([tops, dists.installed(sys.path)])
+        if listing != self._versions[0]:
+            self._versions = (listing, dists.versions_of(tops, fresh=True) if tops else {})
+        return self._versions[1]
+
     @staticmethod
-    def _key_of(settings: FiggenSettings, tops: tuple[str, ...]) -> str:
+    def _key_of(settings: FiggenSettings, versions: Mapping[str, str]) -> str:
         """What the server's state depends on: its interpreter, environment, runtime, versions."""
         runtime = Path(contract.__file__).parent
         files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                  for p in sorted(runtime.glob("*.py"))}
-        # Read anew each time (a directory listing): an upgrade while serving must be seen.
-        versions = dists.versions_of(tops, fresh=True) if tops else {}
         return json.dumps([settings.python, str(settings.root), script_env(settings), files,
                            versions], sort_keys=True)
 
@@ -480,6 +495,11 @@ def _record(made: Made, cached: Cache) -> Record:
     """Put a successful run's image in the store and describe it as a record."""
     figure, expected, result = made.figure, made.expected, made.result
     manifest = result.manifest or {}
+    # A draft is never taken for a real result, nor a real result for a draft.
+    if bool(manifest.get(contract.DRAFTED)) != (expected.environment.get(contract.DRAFTED)
+                                                == "true"):
+        raise ValueError(f"a {'draft' if manifest.get(contract.DRAFTED) else 'full'} run's "
+                         "manifest where the other was expected")
     image = _put_render(manifest[contract.IMAGE], result.out_dir, cached.store)
     renders = {str(role): _put_render(entry, result.out_dir, cached.store)
                for role, entry in manifest.get(contract.RENDERS, {}).items()}

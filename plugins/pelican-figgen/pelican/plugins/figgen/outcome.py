@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pelican_figgen import contract
+
 from . import cache
 from .cache import Record, Store
 from .errors import FigureError
@@ -38,6 +40,7 @@ class Outcome:
     """The records to embed (fresh, or the last good one), and what happened to each figure."""
 
     store: Store  # where the records' images are
+    draft_store: Store | None = None  # where the drafts' images are (make serve's preview)
     records: dict[str, Record] = field(default_factory=dict)
     stale: dict[str, str] = field(default_factory=dict)  # shown although stale -> why
     errors: list[FigureError] = field(default_factory=list)
@@ -72,6 +75,11 @@ class Outcome:
                 self.report.ran[end.name] = end.seconds
                 self.report.compute[end.name] = end.compute
                 self.records[end.name] = end.record
+
+
+def is_draft(record: Record) -> bool:
+    """Whether a record is a draft's (make serve's preview, pipeline.DRAFT)."""
+    return record.environment.get(contract.DRAFTED) == "true"
 
 
 def save_report(settings: FiggenSettings, outcome: Outcome) -> None:

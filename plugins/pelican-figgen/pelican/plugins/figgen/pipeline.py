@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pelican_figgen import contract
 from pelican_figgen.dists import normalize
 
 from . import cache, discover, embed
-from .cache import Cache, Expected, Hashes, Store
+from .cache import Cache, Expected, Hashes, Record, Store
 from .discover import Figure, FigureRef
 from .errors import FigureBuildError, FigureError
 from .markdown_ext import FigureReferenceExtension
-from .outcome import Outcome, save_report
+from .outcome import Outcome, is_draft, save_report
 from .settings import FiggenSettings, merge
 
 logger = logging.getLogger(__name__)
+# Set by make serve for its preview builds: a stale figure runs as a draft (contract.DRAFT),
+# kept in a store of its own below the cache (DRAFTS), never among the real records.
+DRAFT = False
+DRAFTS = "drafts"
 CONTENT_LISTS = (  # every list of content objects Pelican's generators keep
     "articles", "translations", "drafts", "drafts_translations", "hidden_articles",
     "hidden_translations", "pages", "hidden_pages", "draft_pages", "draft_translations",
@@ -186,7 +191,9 @@ def update_figures(
             outcome.take_cached(verdict.record)
         else:
             stale[name] = (figure, want, verdict)
-    if stale:
+    if stale and DRAFT and not force:
+        _drafts(Stale(stale, cached, environment), settings, articles, outcome)
+    elif stale:
         from . import execute  # here: a no-op build never imports the run phase (~6 ms)
 
         outcome.take_run(execute.run_stale(stale, settings, force, cached, environment),
@@ -194,6 +201,52 @@ def update_figures(
     if hashes is None:
         memo.save(settings.cache_dir)
     return outcome
+
+
+@dataclass(frozen=True)
+class Stale:
+    """The figures a build found stale in its cache, with that cache and the run environment."""
+
+    figures: Mapping[str, tuple[Figure, Expected, cache.Verdict]]
+    cache: Cache
+    environment: Mapping[str, str]
+
+
+def drafted(environment: Mapping[str, str]) -> dict[str, str]:
+    """A run environment as a draft's key has it: a draft never matches a real record."""
+    return {**environment, contract.DRAFTED: "true"}
+
+
+def _drafts(
+    stale: Stale, settings: FiggenSettings, articles: Mapping[str, list[str]], outcome: Outcome
+) -> None:
+    """Preview: take each stale figure's fresh draft, or run it as a draft, into the outcome."""
+    from . import execute  # here: a no-op build never imports the run phase (~6 ms)
+
+    drafts = Cache(settings.root, Store(settings.cache_dir / DRAFTS), stale.cache.hashes)
+    outcome.draft_store = drafts.store
+    environment = drafted(stale.environment)
+    to_run: dict[str, tuple[Figure, Expected, cache.Verdict]] = {}
+    for name, (figure, want, _) in stale.figures.items():
+        want = replace(want, environment=drafted(want.environment))
+        verdict = drafts.verdict(name, want)
+        if verdict.fresh and verdict.record:
+            outcome.take_cached(verdict.record)
+        else:
+            to_run[name] = (figure, want, verdict)
+    if not to_run:
+        return
+    phase = execute.run_stale(to_run, settings, False, drafts, environment)
+    # A failed draft shows the last real image, as a failed run does, not an older draft.
+    ends = tuple(replace(end, record=_last_good(stale, end.name)) if end.failure else end
+                 for end in phase.ends)
+    outcome.take_run(replace(phase, ends=ends), articles)
+
+
+def _last_good(stale: Stale, name: str) -> Record | None:
+    """A stale figure's last real record, if its images are intact."""
+    record = stale.figures[name][2].record
+    return record if record and stale.cache.intact(record) else None
 
 
 def run_environment(settings: FiggenSettings, installed: Mapping[str, str]) -> dict[str, str]:
@@ -292,7 +345,8 @@ def _figure_tag(ref: FigureRef, lazy: bool, into: Embedding) -> str | None:
     if record is None:
         return None
     if ref.name not in into.published:
-        into.published[ref.name] = embed.publish(into.figures[ref.name], record, outcome.store,
+        store = outcome.draft_store if is_draft(record) and outcome.draft_store else outcome.store
+        into.published[ref.name] = embed.publish(into.figures[ref.name], record, store,
                                                  into.site)
     stale = outcome.stale.get(ref.name, "")
     return embed.figure_html(ref, record, into.published[ref.name], lazy, stale)

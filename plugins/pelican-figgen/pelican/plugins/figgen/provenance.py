@@ -63,8 +63,9 @@ def disclosure_html(record: Record, script: str, json_url: str) -> str:
         f"<li><code>{html.escape(path)}</code> {_hash_html(digest)}</li>"
         for path, digest in sorted(record.inputs.items(), key=lambda kv: kv[0] != script)
     )
+    # Not libraries: the thread count (below), a draft's mark (its note says so, not feeds).
     versions = ", ".join(f"{k} {v}" for k, v in sorted(record.environment.items())
-                         if k != "threads")
+                         if k not in ("threads", "draft"))
     setting = f"seed {html.escape(str(params['seed']))}"
     if "threads" in record.environment:
         setting += f", {html.escape(record.environment['threads'])} compute thread(s)"

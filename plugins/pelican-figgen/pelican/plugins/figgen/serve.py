@@ -6,6 +6,9 @@ One long-lived process: each rebuild runs Pelican in-process (settings read anew
 figures also depend on `figgen/` and the plugin, so the whole project is watched; an edit of
 the plugin's own code restarts this process (its modules are loaded once). Builds run with
 on_error "keep-going": a failing figure shows its error on the page, the server stays up.
+Each rebuild is first a preview: a stale figure runs as a draft (its main render alone, a
+fast PNG; pipeline.DRAFT), and once that page is served the same figures run in full in the
+background (Finisher), swapped in when done; a new edit cancels that full build.
 Served pages get a small script (never written into output/) that listens to this server's
 events (`/__figgen/events`, Server-Sent Events): after a build that changed only figures it
 swaps those `<figure>` elements in place, after any other change it reloads the page.
@@ -24,7 +27,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 IGNORED = {".git", "node_modules", "__pycache__"}
 EVENTS_PATH = "/__figgen/events"  # Server-Sent Events: one per finished build
 KEEPALIVE = 15.0  # seconds between two comments on an idle event stream (proxies close it)
+DRAFT_MARK = "data-figgen-draft"  # on a draft's note (embed.DRAFT_NOTE)
 FIGURE = re.compile(r'<figure\b[^>]*\bid="(fig-[^"]+)"[^>]*>.*?</figure>', re.S)
 # The page's listener: swap the figures a build changed, reload for anything else. On
 # reconnecting (this process restarted, or the connection dropped) the first event names the
@@ -119,13 +123,16 @@ class Announcer:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self.last = Build(0, f"{os.getpid()}-{time.time_ns()}-0", ())
+        # The HTML pages as that build left them, served instead of the files: a build writes
+        # a page in place, and a reader must never get one half written.
+        self.pages: Mapping[str, str] = {}
 
-    def announce(self, figures: tuple[str, ...] | None) -> Build:
-        """Record a finished build and wake every stream."""
+    def announce(self, figures: tuple[str, ...] | None, pages: Mapping[str, str]) -> Build:
+        """Record a finished build and the pages it left, and wake every stream."""
         with self._changed:
             number = self.last.number + 1
             token = f"{self.last.token.rpartition('-')[0]}-{number}"
-            self.last = Build(number, token, figures)
+            self.last, self.pages = Build(number, token, figures), pages
             self._changed.notify_all()
             return self.last
 
@@ -196,10 +203,13 @@ def _figures(html: str) -> dict[str, str]:
     return {match[1]: match[0] for match in FIGURE.finditer(html)}
 
 
-def build(settings: Path) -> bool:
-    """Run one Pelican build in this process; True if it worked."""
+def build(settings: Path, draft: bool = False) -> bool:
+    """Run one Pelican build in this process (a preview if draft); True if it worked."""
     from pelican.settings import read_settings
 
+    from . import pipeline, run
+
+    pipeline.DRAFT = draft  # builds never overlap: the full one ends before the next preview
     try:
         # Read anew each build: an edit of the settings file takes effect, as --autoreload does.
         conf = with_templates_kept(read_settings(str(settings)))
@@ -211,21 +221,107 @@ def build(settings: Path) -> bool:
         return True
     except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or the figures' BuildInterrupted
         raise KeyboardInterrupt from stop
+    except run.Interrupted:  # a full build cancelled by a new edit: its figures were killed
+        logger.info("figgen serve: full build cancelled by a new edit")
+        return False
     except Exception:  # noqa: BLE001 (any failure of a build: log it, keep serving)
         logger.exception("build failed; still serving the last good output")
         return False
 
 
-def rebuild(site: Site, before: dict[str, str]) -> dict[str, str]:
-    """Build, announce what changed on the pages, and return the pages now served."""
+def rebuild(site: Site, before: dict[str, str], draft: bool = False) -> dict[str, str]:
+    """Build (a preview if draft), announce what changed on the pages, return the pages served."""
     start = time.perf_counter()
-    build(site.settings)
+    build(site.settings, draft)
     after = pages(site.output)
-    event = BUILDS.announce(changed_figures(before, after))
-    logger.info("figgen serve: build %d in %.2f s (%s)", event.number, time.perf_counter() - start,
+    event = BUILDS.announce(changed_figures(before, after), after)
+    logger.info("figgen serve: %sbuild %d in %.2f s (%s)", "preview " if draft else "",
+                event.number, time.perf_counter() - start,
                 "reload" if event.figures is None else f"figures {', '.join(event.figures)}"
                 if event.figures else "no page changed")
     return after
+
+
+def shows_drafts(served: Mapping[str, str]) -> bool:
+    """Whether a served page shows a figure's draft render."""
+    return any(DRAFT_MARK in page for page in served.values())
+
+
+class Finisher:
+    """The background work of make serve: the full build that follows a preview, until done or
+    cancelled, or the warm server's start; the next preview waits for either."""
+
+    def __init__(self, site: Site) -> None:
+        self._site = site
+        self._thread: threading.Thread | None = None
+        self._served: dict[str, str] = {}
+
+    def start(self, served: dict[str, str]) -> None:
+        """Build in full in the background, from the pages the preview served."""
+        from . import run
+
+        run.STOPPING.clear()  # here, not in the thread: a stop() right after start must count
+        self._served = served
+        self._begin(self._finish)
+
+    def warm(self) -> None:
+        """Start the warm server in the background: the watcher starts meanwhile."""
+        self._begin(functools.partial(warm_up, self._site))
+
+    def _begin(self, work: Callable[[], None]) -> None:
+        """Run work in a thread of its own."""
+        self._thread = threading.Thread(target=work, name="figgen-background", daemon=True)
+        self._thread.start()
+
+    def _finish(self) -> None:
+        """Build in full and announce the final figures."""
+        self._served = rebuild(self._site, self._served)
+
+    def stop(self) -> dict[str, str]:
+        """Cancel the full build if it runs (its figures killed, nothing stored).
+
+        Returns the pages it served, once; {} when none since the last call.
+        """
+        from . import run
+
+        if self._thread is not None and self._thread.is_alive():
+            run.stop_all()  # its runs raise Interrupted: the build ends before writing a page
+            self._thread.join()
+        served, self._thread, self._served = self._served, None, {}
+        return served
+
+
+def warm_up(site: Site) -> None:
+    """Start the kept warm server now: the first edit's figure must not wait for it."""
+    from pelican.settings import read_settings
+
+    from . import execute, launch
+    from .cache import Store
+    from .settings import merge
+
+    conf = read_settings(str(site.settings))
+    settings = merge(conf.get("FIGGEN"), conf["PATH"])
+    if execute.KEEP_WARM is None or not settings.preload or settings.mode == "frozen" \
+            or not launch.available():
+        return
+    try:
+        scratch = Store(settings.cache_dir).scratch()
+    except OSError as err:  # a read-only cache: the build that needs to run a figure says so
+        logger.warning("figgen serve: no warm server started (%s)", err)
+        return
+    execute.KEEP_WARM.server(settings, scratch)
+
+
+def preview(site: Site, served: dict[str, str], finisher: Finisher) -> dict[str, str]:
+    """Cancel the running full build, build a preview, then finish it in the background."""
+    from . import run
+
+    served = finisher.stop() or served
+    run.STOPPING.clear()  # the cancelled build's stop must not stop this one
+    served = rebuild(site, served, draft=True)
+    if shows_drafts(served):
+        finisher.start(served)
+    return served
 
 
 class ReloadingHandler(SimpleHTTPRequestHandler):
@@ -240,7 +336,8 @@ class ReloadingHandler(SimpleHTTPRequestHandler):
         if page.suffix != ".html" or not page.is_file() or (path.is_dir() and
                                                               not self.path.endswith("/")):
             return super().do_GET()
-        html = page.read_text(encoding="utf-8")
+        html = BUILDS.pages.get(page.relative_to(self.directory).as_posix()) \
+            or page.read_text(encoding="utf-8")
         where = html.rfind("</body>")
         html = html[:where] + SCRIPT + html[where:] if where >= 0 else html + SCRIPT
         return self._send(html.encode(), "text/html; charset=utf-8")
@@ -326,23 +423,27 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("FIGGEN_ON_ERROR", "keep-going")
     site = read_site(args.settings)
     execute.KEEP_WARM = execute.KeptServer()
-    server = None
+    server, finisher = None, Finisher(site)
     try:
-        served = rebuild(site, {})
+        served = preview(site, {}, finisher)
         site.output.mkdir(parents=True, exist_ok=True)
         server = serve(site.output, args.host, args.port)
         logger.info("serving %s at http://%s:%d/ ; every edit rebuilds", site.output, args.host,
                     args.port)
+        if not shows_drafts(served):  # else the full build has it started
+            finisher.warm()
         watched = watched_paths(site.root, (site.output, site.cache))
         for changes in watchfiles.watch(*watched, debounce=400, step=10):
             changed = {p for _, p in changes}
             logger.info("changed: %s", ", ".join(sorted({Path(p).name for p in changed})))
             if edits_own_code(changed):
+                finisher.stop()
                 _restart(server, execute.KEEP_WARM)
-            served = rebuild(site, served)
+            served = preview(site, served, finisher)
     except KeyboardInterrupt:
         logger.info("figgen serve: stopped")
     finally:
+        finisher.stop()  # before the warm server goes: its runs are killed, not orphaned
         execute.KEEP_WARM.close()
         if server is not None:
             server.server_close()
