@@ -52,6 +52,7 @@ LOADER = Path(__file__).with_name("static") / "figgen.js"
 PAGE_ONLY_TAG = re.compile(r'<(?:script type="module" src="[^"]*" data-figgen-js></script>'
                            r'|link rel="stylesheet" href="[^"]*" data-figgen-css>'
                            r'|p class="figgen-draft-mark" data-figgen-draft>[^<]*</p>)')
+PAGE_ONLY_MARKS = (" data-figgen-js>", " data-figgen-css>", " data-figgen-draft>")  # one each
 # What a draft's <figure> says to the author (make serve's preview; feeds leave it out).
 DRAFT_NOTE = ('  <p class="figgen-draft-mark" data-figgen-draft>Draft render: the final one '
               "follows.</p>\n")
@@ -535,7 +536,7 @@ def _for_feeds(text: str) -> str:
     # The PNG alone: not every feed reader shows WebP.
     text = _substituted(text, PICTURE, ("<picture data-figgen-picture>",), lambda m: m[1])
     parts, end = [], 0
-    for match in _found(text, PAGE_ONLY_TAG, (" data-figgen-js>", " data-figgen-css>")):
+    for match in _found(text, PAGE_ONLY_TAG, PAGE_ONLY_MARKS):
         parts.append(text[end:match.start()].rstrip())  # with the white space before the tag
         end = match.end()
     text = "".join(parts) + text[end:]
