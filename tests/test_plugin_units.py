@@ -20,6 +20,7 @@ import pytest
 from pelican.plugins.figgen import cache, discover, embed
 from pelican.plugins.figgen.cache import Cache, Expected, Hashes, Image, Record, Store
 from pelican.plugins.figgen.errors import FigureError, SettingsError
+from pelican.plugins.figgen.kept import KeptMap
 from pelican.plugins.figgen.markdown_ext import FigureReferenceExtension
 from pelican.plugins.figgen.outcome import Outcome, report_lines
 from pelican.plugins.figgen.run import image_problem, trim_traceback
@@ -365,18 +366,24 @@ def test_captions_are_rendered_once_and_kept_for_the_next_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "code").mkdir()
-    monkeypatch.setattr(embed, "CAPTIONS", embed._Captions())
-    embed.CAPTIONS.load(tmp_path)
+
+    def next_build() -> None:  # a build's own process: nothing read yet
+        monkeypatch.setattr(embed, "CAPTIONS", KeptMap("captions", embed.__file__))
+        embed.CAPTIONS.load(tmp_path)
+
+    def save(path: Path, text: str) -> None:
+        path.write_text(text)
+
+    next_build()
     rendered = 'A <em>bold</em> <a href="x.html">link</a>'
     assert embed.render_caption("A *bold* [link](x.html)") == rendered
-    embed.CAPTIONS.save(tmp_path)
+    embed.CAPTIONS.save(save)
     (kept,) = (tmp_path / "code").glob("captions-*.json")
     kept.write_text(json.dumps({"A *bold* [link](x.html)": "as kept"}))
-    monkeypatch.setattr(embed, "CAPTIONS", embed._Captions())  # the next build's process
-    embed.CAPTIONS.load(tmp_path)
+    next_build()
     assert embed.render_caption("A *bold* [link](x.html)") == "as kept"  # not rendered again
     assert embed.render_caption("New") == "New"
-    embed.CAPTIONS.save(tmp_path)  # what this build used, no more
+    embed.CAPTIONS.save(save)  # what this build used, no more
     assert json.loads(kept.read_text()) == {"A *bold* [link](x.html)": "as kept", "New": "New"}
 
 

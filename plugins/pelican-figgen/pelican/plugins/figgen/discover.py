@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import ast
-import contextlib
-import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FigureError
+from .kept import KeptMap
 from .markdown_ext import MARKER_TAG
 from .settings import FiggenSettings, seconds
 
@@ -174,32 +172,8 @@ def load_figure(
     )
 
 
-class _Declared:
-    """Each script's `__figure__` by the script's hash, kept in the cache between builds."""
-
-    def __init__(self) -> None:
-        self.path: Path | None = None
-        self.kept: dict[str, dict[str, Any]] = {}  # sha256 -> declarations, the last build's
-        self.used: dict[str, dict[str, Any]] = {}  # this build's
-
-    def load(self, cache_dir: Path) -> None:
-        """Read what the last build found (named by this code's hash: its checks may change)."""
-        code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-        path = cache_dir / "code" / f"declarations-{code}.json"
-        if path != self.path:  # a long-lived process (make serve) keeps what it read
-            self.path, self.kept = path, {}
-            with contextlib.suppress(OSError, ValueError):
-                self.kept = json.loads(path.read_text(encoding="utf-8"))
-        self.used = {}
-
-    def save(self, write: Callable[[Path, str], None]) -> None:
-        """Keep this build's declarations for the next build, unless they are those kept."""
-        if self.path is not None and self.used and self.used != self.kept:
-            self.kept = self.used
-            write(self.path, json.dumps(self.used))
-
-
-DECLARED = _Declared()
+# Each script's `__figure__` by the script's hash.
+DECLARED = KeptMap("declarations", __file__)
 
 
 def figure_params(name: str, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import hashlib
 import html
-import json
 import logging
 import re
 import string
@@ -25,6 +24,7 @@ from . import provenance
 from .cache import Hashes, Record, Store, copy_atomic, write_atomic, write_optional
 from .discover import Figure, FigureRef, find_refs
 from .errors import FigureError
+from .kept import KeptMap
 from .markdown_ext import MARKER_TAG
 from .outcome import is_draft
 from .settings import FiggenSettings
@@ -447,32 +447,8 @@ def render_caption(text: str) -> str:
     return rendered
 
 
-class _Captions:
-    """Captions as rendered, kept in the cache between builds: a no-op build renders none."""
-
-    def __init__(self) -> None:
-        self.path: Path | None = None
-        self.kept: dict[str, str] = {}  # Markdown -> HTML, as the last build saved them
-        self.used: dict[str, str] = {}  # this build's
-
-    def load(self, cache_dir: Path) -> None:
-        """Read what the last build rendered (named by Markdown's version and this code's)."""
-        code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-        path = cache_dir / "code" / f"captions-markdown-{markdown.__version__}-{code}.json"
-        if path != self.path:  # a long-lived process (make serve) keeps what it read
-            self.path, self.kept = path, {}
-            with contextlib.suppress(OSError, ValueError):
-                self.kept = json.loads(path.read_text(encoding="utf-8"))
-        self.used = {}
-
-    def save(self, cache_dir: Path) -> None:
-        """Keep this build's captions for the next build, unless they are those kept already."""
-        if self.path is not None and self.used and self.used != self.kept:
-            self.kept = self.used
-            write_optional(self.path, json.dumps(self.used), cache_dir)
-
-
-CAPTIONS = _Captions()
+# Captions as rendered (Markdown -> HTML): a no-op build renders none.
+CAPTIONS = KeptMap(f"captions-markdown-{markdown.__version__}", __file__)
 
 
 def without_markers(text: str, where: str) -> tuple[str, list[FigureError]]:

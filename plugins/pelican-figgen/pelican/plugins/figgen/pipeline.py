@@ -335,7 +335,7 @@ def _embed(
         html, leftovers = embed.without_markers(html, _article(content, settings))
         errors.extend(leftovers)
         content._content = html
-    embed.CAPTIONS.save(settings.cache_dir)
+    embed.CAPTIONS.save(lambda path, text: cache.write_optional(path, text, settings.cache_dir))
 
 
 def _figure_tag(ref: FigureRef, lazy: bool, into: Embedding) -> str | None:
