@@ -277,8 +277,6 @@ def _parents(name: str) -> list[str]:
 
 def _note_imports() -> None:
     """In a child: note every module an import statement or import_module asks for."""
-    import builtins
-
     original, by_name = builtins.__import__, importlib.import_module
 
     def note(name: str, globals: Any = None, locals: Any = None,  # noqa: A002 (its names)

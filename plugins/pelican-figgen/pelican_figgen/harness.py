@@ -112,13 +112,10 @@ class Context:
         stem = f"{self.name}.{role}" if role else self.name
         pixels, options = smallest(image)  # the PNG's pixels, which the WebP holds exactly
         (self.out_dir / f"{stem}.webp").write_bytes(webp(pixels))
-        width, height = image.size
-        entry = {"file": f"{stem}.webp", "width": width // CSS_SCALE,
-                 "height": height // CSS_SCALE, "density": CSS_SCALE}
         if role:
-            return entry
+            return render_entry(f"{stem}.webp", image)
         (self.out_dir / f"{stem}.png").write_bytes(png_bytes(pixels, options))
-        return {**entry, "file": f"{stem}.png", "webp": f"{stem}.webp"}
+        return {**render_entry(f"{stem}.png", image), "webp": f"{stem}.webp"}
 
     def _draft(self, fig: Any) -> dict[str, Any]:
         """Save the main render alone as a quickly made lossless PNG; its manifest entry."""
@@ -126,9 +123,7 @@ class Context:
         # photo figure's draft costs one savefig instead of four renders.
         image = rasterize(fig, dark=False)
         (self.out_dir / f"{self.name}.png").write_bytes(png_bytes(image, {"compress_level": 1}))
-        width, height = image.size
-        return {"file": f"{self.name}.png", "width": width // CSS_SCALE,
-                "height": height // CSS_SCALE, "density": CSS_SCALE}
+        return render_entry(f"{self.name}.png", image)
 
     def save_interactive(
         self, fig: Any, data: dict[str, Any], module: str | Path, ax: Any = None
@@ -188,6 +183,13 @@ def rasterize(fig: Any, dark: bool) -> Any:
         fig.savefig(raw, format="rgba", dpi=PNG_DPI)
     size = int(canvas.renderer.width), int(canvas.renderer.height)
     return Image.frombuffer("RGBA", size, raw.getbuffer(), "raw", "RGBA", 0, 1)
+
+
+def render_entry(file: str, image: Any) -> dict[str, Any]:
+    """A render's manifest entry: its file, its size in CSS pixels and its pixel density."""
+    width, height = image.size
+    return {"file": file, "width": width // CSS_SCALE, "height": height // CSS_SCALE,
+            "density": CSS_SCALE}
 
 
 def encoders() -> int:

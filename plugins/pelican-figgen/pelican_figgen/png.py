@@ -111,7 +111,7 @@ def webp(image: Any) -> bytes:
 
 
 def _has_alpha(image: Any) -> bool:
-    """Whether a decoded PNG has an alpha channel or a transparent palette entry."""
+    """Whether an image has an alpha channel or a transparent palette entry."""
     return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
 
 
