@@ -487,9 +487,12 @@ def test_the_warm_server_is_replaced_when_a_preloaded_library_changes(
     first = worker._SERVER
     assert first is not None and worker.run_task(task)["status"] == 0
     assert worker._SERVER is first  # nothing changed: kept
-    versions = worker.dists.versions_of
-    monkeypatch.setattr(worker.dists, "versions_of",
-                        lambda tops: {**versions(tops), "matplotlib": "upgraded"})
+    # An upgrade: the installed distributions change, and with them matplotlib's version.
+    versions, installed = worker.dists.versions_of, worker.dists.installed
+    monkeypatch.setattr(worker.dists, "installed",
+                        lambda entries: {**installed(entries), "matplotlib": "upgraded"})
+    monkeypatch.setattr(worker.dists, "versions_of", lambda tops, fresh=False:
+                        {**versions(tops, fresh), "matplotlib": "upgraded"})
     reply = worker.run_task(task)
     assert reply["status"] == 0 and worker._SERVER is not first
     first.owner.join(timeout=60)  # the old one ends, its runs done

@@ -15,6 +15,7 @@ import pytest
 
 from pelican.plugins.figgen import launch
 from pelican.plugins.figgen.launch import Request, ServerGone, WarmServer
+from pelican_figgen.forkclient import Run
 from pelican_figgen.forkserver import SAVE_IMPORTS, shared_libraries
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def server(tmp_path: Path) -> Iterator[WarmServer]:
     warm.close()
 
 
-def start(server: WarmServer, script: Path, *args: str, **env: str) -> launch.WarmProcess:
+def start(server: WarmServer, script: Path, *args: str, **env: str) -> Run:
     """Fork a script from the server, its stderr beside it."""
     return server.start(Request((str(script), *args), ENV | env, REPO,
                                 script.with_suffix(".err"), script.with_suffix(".reaper.json")))

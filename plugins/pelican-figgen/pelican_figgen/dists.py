@@ -251,3 +251,23 @@ def versions_of(tops: Iterable[str], fresh: bool = False) -> dict[str, str]:
 
 if __name__ == "__main__":
     print(json.dumps({"python": sys.version.split()[0], **installed(sys.path)}))
+
+
+class InstalledVersions:
+    """Versions of the distributions providing top-level modules, as installed now.
+
+    For a long-lived process keeping a warm server (make serve, a Dask worker): an upgrade
+    must be seen, but reading every top_level.txt again cost each build 50 ms, so the versions
+    are read anew only when the installed distributions (a listing per path entry) change.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[str, dict[str, str]] = ("", {})
+
+    def __call__(self, tops: Iterable[str]) -> dict[str, str]:
+        """The versions for these top-level modules, read again if anything was installed."""
+        tops = sorted(set(tops))
+        listing = json.dumps([tops, installed(sys.path)])
+        if listing != self._last[0]:
+            self._last = (listing, versions_of(tops, fresh=True) if tops else {})
+        return self._last[1]

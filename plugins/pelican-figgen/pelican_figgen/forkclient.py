@@ -10,6 +10,7 @@ which the caller waits for and signals as it would a Popen: the run's supervisor
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import signal
@@ -27,6 +28,19 @@ READY_TIMEOUT = 600.0  # seconds the server may take to import the libraries ask
 CLOSE_WAIT = 5.0  # seconds a closed server may take to exit before it is killed
 LOG_LINES = 15  # lines of the server's stderr that say why it died
 
+
+def server_key(
+    python: str, env: Mapping[str, str], versions: Mapping[str, str], project: str = ""
+) -> str:
+    """What a warm server's state depends on: interpreter, environment, runtime, versions.
+
+    ``versions`` are those of the libraries it preloaded (dists.InstalledVersions), and
+    ``project`` the root it serves, if only one: a server whose key changed is replaced.
+    """
+    runtime = Path(contract.__file__).parent
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(runtime.glob("*.py"))}
+    return json.dumps([python, project, dict(env), files, dict(versions)], sort_keys=True)
 
 class ServerGone(ChildProcessError):
     """The warm server died, or could not start a run: the scripts it ran died with it."""

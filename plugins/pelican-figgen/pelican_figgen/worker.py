@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pelican_figgen import contract, dists
-from pelican_figgen.forkclient import READY_TIMEOUT, ForkClient, Run, ServerGone
+from pelican_figgen.forkclient import READY_TIMEOUT, ForkClient, Run, ServerGone, server_key
 from pelican_figgen.imports import closure
 from pelican_figgen.progress import follow
 
@@ -306,6 +306,7 @@ def warm_server(task: Mapping[str, Any], root: Path) -> WarmServer | None:
         try:
             if server is None:
                 server = _SERVER = WarmServer(_key_of(env, set()), env)
+            loaded = set(server.loaded)
             server.preload(libraries(root / task["script"], root))
         except ServerGone as err:
             logger.warning("figgen worker: %s; scripts start their own interpreter", err)
@@ -313,7 +314,8 @@ def warm_server(task: Mapping[str, Any], root: Path) -> WarmServer | None:
                 server.close()
             _SERVER = None
             return None
-        server.key = _key_of(env, server.loaded)
+        if server.loaded != loaded:  # hashed again only when it preloaded more
+            server.key = _key_of(env, server.loaded)
         return server
 
 
@@ -341,11 +343,10 @@ def _worker_env() -> dict[str, str]:
 
 def _key_of(env: Mapping[str, str], tops: set[str]) -> str:
     """What the server's state depends on: its environment, the runtime, preloaded versions."""
-    runtime = Path(contract.__file__).parent
-    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(runtime.glob("*.py"))}
-    versions = dists.versions_of(tops) if tops else {}
-    return json.dumps([sys.executable, dict(env), files, versions], sort_keys=True)
+    return server_key(sys.executable, env, _VERSIONS(tops))
+
+
+_VERSIONS = dists.InstalledVersions()  # a worker lives on: an upgrade must be seen
 
 
 @atexit.register

@@ -7,11 +7,9 @@ fails is recorded as a failure and shown by the embed phase; the others go on.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pelican_figgen import contract, dists
+from pelican_figgen.forkclient import server_key
 
 from . import cache, discover, launch, progress, provenance, remote, run, schedule
 from .cache import Cache, Expected, Failure, Image, Record, Store
@@ -265,13 +264,11 @@ class KeptServer:
         self._key: str = ""
         self._tops: tuple[str, ...] = ()
         self.starts = 0  # how many servers it started, for the log and the tests
-        # The last versions read, by the distributions installed then (a listing per path
-        # entry): reading every top_level.txt again cost each build of make serve 50 ms.
-        self._versions: tuple[str, dict[str, str]] = ("", {})
+        self._versions = dists.InstalledVersions()
 
     def server(self, settings: FiggenSettings, scratch: Path) -> WarmServer | None:
         """The running server, started or restarted if needed; None if it cannot start."""
-        key = self._key_of(settings, self._versions_of(self._tops))
+        key = self._key_of(settings)
         if self._server is not None and (key != self._key or self._server.gone()):
             logger.info("figgen: restarting the warm server (%s)",
                         "it died" if self._server.gone() else "a preloaded library or the "
@@ -294,26 +291,14 @@ class KeptServer:
         self._server, self.starts = server, self.starts + 1
         self._tops = tuple(sorted({n.partition(".")[0]
                                    for n in server.ready.get("preloaded", [])}))
-        self._key = self._key_of(settings, self._versions_of(self._tops))
+        self._key = self._key_of(settings)
         logger.info("figgen: warm server %d started, kept across builds (%d libraries "
                     "preloaded)", self.starts, len(server.ready.get("preloaded", [])))
 
-    def _versions_of(self, tops: tuple[str, ...]) -> dict[str, str]:
-        """The versions of the distributions providing these top-level modules, as now."""
-        # Listed anew each time (a directory listing): an upgrade while serving must be seen.
-        listing = json.dumps([tops, dists.installed(sys.path)])
-        if listing != self._versions[0]:
-            self._versions = (listing, dists.versions_of(tops, fresh=True) if tops else {})
-        return self._versions[1]
-
-    @staticmethod
-    def _key_of(settings: FiggenSettings, versions: Mapping[str, str]) -> str:
+    def _key_of(self, settings: FiggenSettings) -> str:
         """What the server's state depends on: its interpreter, environment, runtime, versions."""
-        runtime = Path(contract.__file__).parent
-        files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                 for p in sorted(runtime.glob("*.py"))}
-        return json.dumps([settings.python, str(settings.root), script_env(settings), files,
-                           versions], sort_keys=True)
+        return server_key(settings.python, script_env(settings), self._versions(self._tops),
+                          str(settings.root))
 
     def close(self) -> None:
         """Stop the server (the figures it ran have ended with their builds)."""

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Protocol
 
 from pelican_figgen.contract import PR_SET_PDEATHSIG, load_prctl, prctl
-from pelican_figgen.forkclient import ForkClient, Run, ServerGone, die_with_parent
+from pelican_figgen.forkclient import ForkClient, Run, ServerGone
 
 load_prctl()  # now: stop_with_parent calls it in a forked child
 
-__all__ = ["ForkClient", "Process", "Request", "ServerGone", "WarmProcess", "WarmServer",
-           "available", "die_with_parent", "start_direct", "stop_with_parent"]
+__all__ = ["Process", "Request", "ServerGone", "WarmServer", "available", "start_direct",
+           "stop_with_parent"]
 
 
 class Process(Protocol):
@@ -66,9 +66,6 @@ def start_direct(python: str, request: Request) -> subprocess.Popen:
             start_new_session=True,  # no terminal's Ctrl-C reaches it: the build stops it
             preexec_fn=stop_with_parent,
         )
-
-
-WarmProcess = Run  # a script forked by the warm server, by the name the build knew it
 
 
 class WarmServer(ForkClient):
