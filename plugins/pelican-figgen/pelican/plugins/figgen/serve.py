@@ -221,9 +221,8 @@ def build(settings: Path, draft: bool = False) -> bool:
         return True
     except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or the figures' BuildInterrupted
         raise KeyboardInterrupt from stop
-    except run.Interrupted:  # a full build cancelled by a new edit: its figures were killed
-        logger.info("figgen serve: full build cancelled by a new edit")
-        return False
+    except run.Interrupted:  # a full build cancelled by a new edit: rebuild() says so
+        raise
     except Exception:  # noqa: BLE001 (any failure of a build: log it, keep serving)
         logger.exception("build failed; still serving the last good output")
         return False
@@ -231,8 +230,14 @@ def build(settings: Path, draft: bool = False) -> bool:
 
 def rebuild(site: Site, before: dict[str, str], draft: bool = False) -> dict[str, str]:
     """Build (a preview if draft), announce what changed on the pages, return the pages served."""
+    from . import run
+
     start = time.perf_counter()
-    build(site.settings, draft)
+    try:
+        build(site.settings, draft)
+    except run.Interrupted:  # cancelled by a new edit: its figures killed, no page written
+        logger.info("figgen serve: full build cancelled by a new edit")
+        return before
     after = pages(site.output)
     event = BUILDS.announce(changed_figures(before, after), after)
     logger.info("figgen serve: %sbuild %d in %.2f s (%s)", "preview " if draft else "",
