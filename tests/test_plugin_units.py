@@ -371,19 +371,16 @@ def test_captions_are_rendered_once_and_kept_for_the_next_build(
         monkeypatch.setattr(embed, "CAPTIONS", KeptMap("captions", embed.__file__))
         embed.CAPTIONS.load(tmp_path)
 
-    def save(path: Path, text: str) -> None:
-        path.write_text(text)
-
     next_build()
     rendered = 'A <em>bold</em> <a href="x.html">link</a>'
     assert embed.render_caption("A *bold* [link](x.html)") == rendered
-    embed.CAPTIONS.save(save)
+    embed.CAPTIONS.save(tmp_path)
     (kept,) = (tmp_path / "code").glob("captions-*.json")
     kept.write_text(json.dumps({"A *bold* [link](x.html)": "as kept"}))
     next_build()
     assert embed.render_caption("A *bold* [link](x.html)") == "as kept"  # not rendered again
     assert embed.render_caption("New") == "New"
-    embed.CAPTIONS.save(save)  # what this build used, no more
+    embed.CAPTIONS.save(tmp_path)  # what this build used, no more
     assert json.loads(kept.read_text()) == {"A *bold* [link](x.html)": "as kept", "New": "New"}
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .cache import write_optional
 
 
 class KeptMap:
@@ -30,8 +31,8 @@ class KeptMap:
                 self.kept = json.loads(path.read_text(encoding="utf-8"))
         self.used = {}
 
-    def save(self, write: Callable[[Path, str], None]) -> None:
+    def save(self, cache_dir: Path) -> None:
         """Keep this build's entries for the next build, unless they are those kept already."""
         if self.path is not None and self.used and self.used != self.kept:
             self.kept = self.used
-            write(self.path, json.dumps(self.used))
+            write_optional(self.path, json.dumps(self.used), cache_dir)

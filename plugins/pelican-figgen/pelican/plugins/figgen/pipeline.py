@@ -72,8 +72,7 @@ def build_figures(generators: list[Any]) -> None:
     _embed(contents, refs, Embedding(figures, outcome, site), errors)
     hashes.save(settings.cache_dir)
     if not frozen:
-        discover.DECLARED.save(lambda path, text: cache.write_optional(path, text,
-                                                                       settings.cache_dir))
+        discover.DECLARED.save(settings.cache_dir)
     save_report(settings, outcome)
     finish(errors, settings)
 
@@ -335,7 +334,7 @@ def _embed(
         html, leftovers = embed.without_markers(html, _article(content, settings))
         errors.extend(leftovers)
         content._content = html
-    embed.CAPTIONS.save(lambda path, text: cache.write_optional(path, text, settings.cache_dir))
+    embed.CAPTIONS.save(settings.cache_dir)
 
 
 def _figure_tag(ref: FigureRef, lazy: bool, into: Embedding) -> str | None:
