@@ -25,6 +25,7 @@ from .cache import Cache, Expected, Failure, Image, Record, Store
 from .discover import Figure
 from .errors import BuildInterrupted, SettingsError
 from .launch import WarmServer
+from .outcome import drafting
 from .run import RunResult, run_figure, script_env, stop_all
 from .settings import FiggenSettings
 
@@ -110,7 +111,7 @@ def run_stale(
     pending = {name: Pending(figure, want, verdict.record, "forced" if force else verdict.reason)
                for name, (figure, want, verdict) in stale.items()}
     # A draft (make serve's preview) is never taken from, nor sent to, a shared cache.
-    draft = environment.get(contract.DRAFTED) == "true"
+    draft = drafting(environment)
     shared = None if draft else remote.open_remote(settings)
     # Readers only: a writer (CI) makes what it signs, so a bad record never outlives its next
     # build; forced, nothing made before is reused.
@@ -178,7 +179,7 @@ def _pool(
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
         extra = {contract.INTERMEDIATES: str(shared),
                  contract.ENVIRONMENT: json.dumps(environment, sort_keys=True),
-                 contract.DRAFT: "1" if environment.get(contract.DRAFTED) == "true" else ""}
+                 contract.DRAFT: "1" if drafting(environment) else ""}
         context = RunContext(settings, cached, force, server, board, extra, scratch, retry)
         preloaded = tuple(server.ready.get("preloaded", [])) if server else ()
         workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)  # a core per lane
@@ -481,8 +482,7 @@ def _record(made: Made, cached: Cache) -> Record:
     figure, expected, result = made.figure, made.expected, made.result
     manifest = result.manifest or {}
     # A draft is never taken for a real result, nor a real result for a draft.
-    if bool(manifest.get(contract.DRAFTED)) != (expected.environment.get(contract.DRAFTED)
-                                                == "true"):
+    if bool(manifest.get(contract.DRAFTED)) != drafting(expected.environment):
         raise ValueError(f"a {'draft' if manifest.get(contract.DRAFTED) else 'full'} run's "
                          "manifest where the other was expected")
     image = _put_render(manifest[contract.IMAGE], result.out_dir, cached.store)

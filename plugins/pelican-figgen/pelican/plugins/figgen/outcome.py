@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -77,9 +77,14 @@ class Outcome:
                 self.records[end.name] = end.record
 
 
+def drafting(environment: Mapping[str, str]) -> bool:
+    """Whether a run environment (a key's) is a draft's (make serve's preview, pipeline.DRAFT)."""
+    return environment.get(contract.DRAFTED) == "true"
+
+
 def is_draft(record: Record) -> bool:
-    """Whether a record is a draft's (make serve's preview, pipeline.DRAFT)."""
-    return record.environment.get(contract.DRAFTED) == "true"
+    """Whether a record is a draft's."""
+    return drafting(record.environment)
 
 
 def save_report(settings: FiggenSettings, outcome: Outcome) -> None:
