@@ -215,8 +215,8 @@ def reply_of(value: Any) -> Reply:
     if not isinstance(files, dict) or not all(
             isinstance(k, str) and isinstance(v, bytes) for k, v in files.items()):
         raise ValueError("the worker's answer holds files that are not bytes by name")
-    for name in files:  # a plain name in the run's folder, as run._own_file insists too
-        if Path(name).name != name or name.startswith(".") or name in ("", ".."):
+    for name in files:  # a plain name in the run's folder, as for a local run
+        if not run.own_name(name):
             raise ValueError(f"the worker sent a file outside the run's folder: {name!r}")
     return Reply(status, value["killed"], float(value.get("seconds", 0.0)),
                  str(value.get("root", "")), str(value.get("stderr", "")), files)

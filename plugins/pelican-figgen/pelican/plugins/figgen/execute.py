@@ -522,7 +522,7 @@ def _put_render(saved: Mapping[str, Any], folder: Path, store: Store) -> Image:
 
 def _own_file(folder: Path, name: str) -> Path:
     """A file the run left in its own output folder; ValueError for any other name."""
-    if Path(name).name != name or name.startswith("."):
+    if not run.own_name(name):
         raise ValueError(f"the manifest names a file outside the run's folder: {name!r}")
     return folder / name
 

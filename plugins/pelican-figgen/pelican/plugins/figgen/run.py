@@ -378,7 +378,7 @@ def _manifest_problem(manifest: Any) -> str:
         return "produced no image"
     if not isinstance(image, dict):
         return "wrote a manifest whose image is not an object"
-    if not _own_name(image.get("file")):
+    if not own_name(image.get("file")):
         return f"wrote a manifest image entry without a file name in its folder: {image!r}"
     return ""
 
@@ -387,11 +387,11 @@ def _renders_problem(out_dir: Path, manifest: Mapping[str, Any]) -> str:
     """Say why the run's image, its WebP twin or one of its other renders is not whole; or ''."""
     image, renders = manifest[contract.IMAGE], manifest.get(contract.RENDERS) or {}
     if not isinstance(renders, dict) or not all(
-            isinstance(r, dict) and _own_name(r.get("file")) for r in renders.values()):
+            isinstance(r, dict) and own_name(r.get("file")) for r in renders.values()):
         return f"wrote a manifest whose renders are not each an image entry: {renders!r}"
     if not image["file"].endswith(".png"):  # feeds and browsers without WebP show it
         return f"wrote a main image that is not a .png file: {image['file']!r}"
-    if "webp" in image and not _own_name(image["webp"]):
+    if "webp" in image and not own_name(image["webp"]):
         return f"wrote a manifest image entry whose WebP is not in its folder: {image!r}"
     twin = [image["webp"]] if "webp" in image else []
     for name in (image["file"], *twin, *(r["file"] for r in renders.values())):
@@ -402,9 +402,11 @@ def _renders_problem(out_dir: Path, manifest: Mapping[str, Any]) -> str:
     return ""
 
 
-def _own_name(name: Any) -> bool:
-    """Whether a manifest's file name is a plain name in the run's folder."""
-    return isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
+def own_name(name: Any) -> bool:
+    """Whether a file name a run gives is a plain, visible name in the run's folder."""
+    # Hidden names too are refused: half-written files (contract.aside) start with a dot.
+    return isinstance(name, str) and name != "" and Path(name).name == name \
+        and not name.startswith(".")
 
 
 def image_problem(path: Path) -> str:
