@@ -182,14 +182,9 @@ def update_figures(
     installed = cache.installed(settings.python, settings.root)
     environment = run_environment(settings, installed)
     outcome = Outcome(store=cached.store)
-    stale: dict[str, tuple[Figure, Expected, cache.Verdict]] = {}
-    for name, figure in figures.items():
-        want = expected(figure, settings, environment, installed)
-        verdict = cached.verdict(name, want)
-        if verdict.fresh and verdict.record and not force:
-            outcome.take_cached(verdict.record)
-        else:
-            stale[name] = (figure, want, verdict)
+    wants = {name: (figure, expected(figure, settings, environment, installed))
+             for name, figure in figures.items()}
+    stale = _take_fresh(cached, wants, outcome, force)
     if stale and DRAFT and not force:
         _drafts(Stale(stale, cached, environment), settings, articles, outcome)
     elif stale:
@@ -200,6 +195,21 @@ def update_figures(
     if hashes is None:
         memo.save(settings.cache_dir)
     return outcome
+
+
+def _take_fresh(
+    cached: Cache, wants: Mapping[str, tuple[Figure, Expected]], outcome: Outcome,
+    force: bool = False,
+) -> dict[str, tuple[Figure, Expected, cache.Verdict]]:
+    """Take each figure whose record is fresh (unless force) into the outcome; the stale rest."""
+    stale = {}
+    for name, (figure, want) in wants.items():
+        verdict = cached.verdict(name, want)
+        if verdict.fresh and verdict.record and not force:
+            outcome.take_cached(verdict.record)
+        else:
+            stale[name] = (figure, want, verdict)
+    return stale
 
 
 @dataclass(frozen=True)
@@ -225,14 +235,9 @@ def _drafts(
     drafts = Cache(settings.root, Store(settings.cache_dir / DRAFTS), stale.cache.hashes)
     outcome.draft_store = drafts.store
     environment = drafted(stale.environment)
-    to_run: dict[str, tuple[Figure, Expected, cache.Verdict]] = {}
-    for name, (figure, want, _) in stale.figures.items():
-        want = replace(want, environment=drafted(want.environment))
-        verdict = drafts.verdict(name, want)
-        if verdict.fresh and verdict.record:
-            outcome.take_cached(verdict.record)
-        else:
-            to_run[name] = (figure, want, verdict)
+    wants = {name: (figure, replace(want, environment=drafted(want.environment)))
+             for name, (figure, want, _) in stale.figures.items()}
+    to_run = _take_fresh(drafts, wants, outcome)
     if not to_run:
         return
     phase = execute.run_stale(to_run, settings, False, drafts, environment)
