@@ -80,6 +80,18 @@ def test_the_dark_render_keeps_the_layout_of_the_light_one(tmp_path: Path) -> No
     assert where[0] == where[1]
 
 
+def test_the_dark_render_is_drawn_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # savefig draws a figure with a layout engine twice (the first time for its layout); the
+    # dark render keeps the light one's layout, so it needs only the drawing itself.
+    draws = []
+    monkeypatch.setattr(Figure, "draw", lambda self, renderer, _draw=Figure.draw: (
+        draws.append(self), _draw(self, renderer))[1])
+    fig = Figure(figsize=(3, 2), layout="constrained")
+    fig.subplots().plot([0, 1], [0, 1])
+    save(tmp_path, fig)
+    assert len(draws) == 3  # the light render's layout pass and drawing, the dark drawing
+
+
 def test_the_dark_render_leaves_an_images_pixels_alone(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)

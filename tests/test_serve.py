@@ -313,15 +313,13 @@ def _store_image(site: Site, store: str, name: str) -> tuple[dict, Path]:
     return record, folder / f"{image['sha256']}{image['suffix']}"
 
 
-def _psnr(one: Path, two: Path) -> float:
-    """PSNR in dB between two images' RGB pixels (infinite when identical)."""
+def _share_near(png: Path, rgb: tuple[int, int, int]) -> float:
+    """The share of an image's pixels within a few levels of one colour."""
     import numpy as np
     from PIL import Image
 
-    a, b = (np.asarray(Image.open(p).convert("RGB"), dtype=float) for p in (one, two))
-    assert a.shape == b.shape
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+    pixels = np.asarray(Image.open(png).convert("RGB"), dtype=int)
+    return float((np.abs(pixels - rgb).max(axis=2) <= 8).mean())
 
 
 def _running(gate: Path) -> set[int]:
@@ -348,7 +346,13 @@ def test_a_restyle_shows_a_draft_then_the_final_render(site: Site) -> None:
         final, final_png = _store_image(site, "records", "gated")
         assert "draft" not in final["environment"] and final["renders"]
         assert f"gated-{final['image']['sha256'][:12]}.png" in _get(served.url)
-        assert _psnr(draft_png, final_png) >= 45
+        # The draft is the final render at one pixel per CSS pixel: the same size on the page.
+        assert draft["image"]["density"] == 1 and final["image"]["density"] == 2
+        assert [draft["image"][k] for k in ("width", "height")] == \
+            [final["image"][k] for k in ("width", "height")]
+        # Both show the restyle (a green line now), and not the orange one it replaced.
+        for png in (draft_png, final_png):
+            assert _share_near(png, (44, 160, 44)) > 0.01 and not _share_near(png, (255, 127, 14))
         # The draft swapped in, then the final render: two builds that changed only it.
         assert [e["figures"] for e in served.events[-2:]] == [["fig-gated"], ["fig-gated"]]
 

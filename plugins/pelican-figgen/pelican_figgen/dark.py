@@ -54,9 +54,10 @@ def dark_colours(fig: Any) -> Iterator[None]:
     try:
         # A layout engine run again moves the axes a little (constrained layout starts from
         # its last result): the dark render must lie exactly where the light one does, for
-        # an explorable figure's layer and for the swap between them.
+        # an explorable figure's layer and for the swap between them. No engine at all, not
+        # "none": savefig draws a figure with any engine twice, the first time for its layout.
         if engine is not None:
-            fig.set_layout_engine("none")
+            _without_layout(fig)
         for artist in fig.findobj():
             _recolour(artist, undo)
         yield
@@ -65,6 +66,15 @@ def dark_colours(fig: Any) -> Iterator[None]:
             setter(old)
         if engine is not None:
             fig.set_layout_engine(engine)
+
+
+def _without_layout(fig: Any) -> None:
+    """Drop a figure's layout engine (set_layout_engine(None) may pick one from rcParams)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"figure.autolayout": False,
+                                "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)
 
 
 def _recolour(artist: Any, undo: Undo) -> None:

@@ -118,12 +118,13 @@ class Context:
         return {**render_entry(f"{stem}.png", image), "webp": f"{stem}.webp"}
 
     def _draft(self, fig: Any) -> dict[str, Any]:
-        """Save the main render alone as a quickly made lossless PNG; its manifest entry."""
-        # No palette search, no WebP, no dark or narrow render, zlib's fastest level: a
-        # photo figure's draft costs one savefig instead of four renders.
-        image = rasterize(fig, dark=False)
+        """Save the main render alone, at one pixel per CSS pixel, as a quick PNG; its entry."""
+        # No palette search, no WebP, no dark or narrow render, zlib's fastest level, and a
+        # quarter of the pixels to draw and compress: a photo figure's draft costs a small
+        # savefig instead of four full renders. The page shows it at the final size.
+        image = rasterize(fig, dark=False, density=1)
         (self.out_dir / f"{self.name}.png").write_bytes(png_bytes(image, {"compress_level": 1}))
-        return render_entry(f"{self.name}.png", image)
+        return render_entry(f"{self.name}.png", image, density=1)
 
     def save_interactive(
         self, fig: Any, data: dict[str, Any], module: str | Path, ax: Any = None
@@ -168,8 +169,8 @@ def axes_box(fig: Any, ax: Any) -> dict[str, Any]:
             "xlim": list(ax.get_xlim()), "ylim": list(ax.get_ylim())}
 
 
-def rasterize(fig: Any, dark: bool) -> Any:
-    """A figure's pixels as savefig makes them at PNG_DPI (RGBA), recoloured for a dark page."""
+def rasterize(fig: Any, dark: bool, density: int = CSS_SCALE) -> Any:
+    """A figure's RGBA pixels, ``density`` per CSS pixel (PNG_DPI's), recoloured if dark."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image  # here: a script run only to fail need not import Pillow
 
@@ -180,16 +181,16 @@ def rasterize(fig: Any, dark: bool) -> Any:
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     raw = io.BytesIO()
     with dark_colours(fig) if dark else contextlib.nullcontext():
-        fig.savefig(raw, format="rgba", dpi=PNG_DPI)
+        fig.savefig(raw, format="rgba", dpi=PNG_DPI * density / CSS_SCALE)
     size = int(canvas.renderer.width), int(canvas.renderer.height)
     return Image.frombuffer("RGBA", size, raw.getbuffer(), "raw", "RGBA", 0, 1)
 
 
-def render_entry(file: str, image: Any) -> dict[str, Any]:
+def render_entry(file: str, image: Any, density: int = CSS_SCALE) -> dict[str, Any]:
     """A render's manifest entry: its file, its size in CSS pixels and its pixel density."""
     width, height = image.size
-    return {"file": file, "width": width // CSS_SCALE, "height": height // CSS_SCALE,
-            "density": CSS_SCALE}
+    return {"file": file, "width": width // density, "height": height // density,
+            "density": density}
 
 
 def encoders() -> int:
