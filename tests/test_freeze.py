@@ -133,3 +133,38 @@ def test_verify_reports_identical_close_and_drifted(site: Site) -> None:
     site.write("helpers/common.py", helper.replace("color=color", "color='green'"))
     result = site.figgen("verify")
     assert result.returncode == 1 and "alpha: drifted (RMS difference" in result.stdout
+
+
+SHADED = """\
+from matplotlib.figure import Figure
+
+from helpers.shade import KEEP
+from pelican_figgen.dark import keep
+from pelican_figgen.harness import run
+
+
+def main(ctx):
+    fig = Figure(figsize=(2, 1.5))
+    ax = fig.add_axes((0, 0, 1, 1), xlim=(-0.5, 0.5), ylim=(0, 1))
+    bar = ax.bar([0], [1], width=1, color="0.9")[0]  # a light grey that may be data, all over
+    if KEEP:
+        keep(bar)
+    ctx.save(fig)
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+
+def test_verify_compares_every_render_not_only_the_main_one(site: Site) -> None:
+    site.write("helpers/shade.py", "KEEP = False\n")
+    site.write("figs/shaded.py", SHADED)
+    site.append("content/post.md", '\n![A grey bar]({figure}shaded "Shaded")\n')
+    assert site.figgen("freeze").returncode == 0
+    site.write("helpers/shade.py", "KEEP = True\n")  # the dark render keeps the grey now
+    result = site.figgen("verify")
+    assert result.returncode == 1, result.stdout
+    # The main render is the same bytes: only the dark one tells the drift.
+    assert "shaded: drifted (its dark render: RMS difference" in result.stdout
+    assert "alpha: identical" in result.stdout

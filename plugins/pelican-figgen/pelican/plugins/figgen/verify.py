@@ -1,11 +1,11 @@
-"""Verify: re-run every frozen figure and compare its image with the frozen one."""
+"""Verify: re-run every frozen figure and compare its renders with the frozen ones."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import Cache, Record, Store
+from .cache import Cache, Image, Record, Store
 
 
 @dataclass(frozen=True)
@@ -25,19 +25,43 @@ class Comparison:
 def compare(
     frozen: Record, freeze: Cache, fresh: Record, fresh_store: Store, tolerance: float
 ) -> Comparison:
-    """Compare a figure's re-run image with its frozen image: by hash, then by pixels."""
-    name, old, new = frozen.name, frozen.image, fresh.image
+    """Compare each render of a figure's re-run with its frozen one: the worst one counts."""
+    name = frozen.name
     if not freeze.intact(frozen):
-        where = freeze.store.object_path(old)
-        return Comparison(name, "damaged", f"its frozen image {where} is missing or damaged; "
-                                           "`make freeze` copies it again")
-    if old.sha256 == new.sha256:
+        where = freeze.store.object_path(frozen.image)
+        return Comparison(name, "damaged", f"its frozen image {where} (or a render of it) is "
+                                           "missing or damaged; `make freeze` copies it again")
+    pairs = {"": (frozen.image, fresh.image)} | {
+        role: (frozen.renders.get(role), fresh.renders.get(role))
+        for role in sorted({*frozen.renders, *fresh.renders})}
+    found = [_compare_render(role, old, new, (freeze.store, fresh_store), tolerance)
+             for role, (old, new) in pairs.items()]
+    worst = max(found, key=lambda verdict_detail: VERDICTS.index(verdict_detail[0]))
+    if worst[0] == "identical":
         return Comparison(name, "identical", "same bytes")
-    distance = image_distance(freeze.store.object_path(old), fresh_store.object_path(new))
+    return Comparison(name, worst[0], "; ".join(detail for verdict, detail in found
+                                                if verdict != "identical"))
+
+
+VERDICTS = ("identical", "close", "drifted")  # a figure's verdict is its worst render's
+
+
+def _compare_render(
+    role: str, old: Image | None, new: Image | None, stores: tuple[Store, Store],
+    tolerance: float,
+) -> tuple[str, str]:
+    """One render's verdict and what it says: by hash, then by pixels (role "": the main)."""
+    what = f"its {role} render: " if role else ""
+    if old is None or new is None:
+        return "drifted", f"{what}{'new' if old is None else 'gone'} since the freeze"
+    if old.sha256 == new.sha256:
+        return "identical", f"{what}same bytes"
+    distance = image_distance(stores[0].object_path(old), stores[1].object_path(new))
     if distance is None:
-        return Comparison(name, "drifted", "the image size changed")
-    detail = f"RMS difference {distance:.4f} of RGBA values in [0, 1]; tolerance {tolerance:g}"
-    return Comparison(name, "close" if distance <= tolerance else "drifted", detail)
+        return "drifted", f"{what}the image size changed"
+    verdict = "close" if distance <= tolerance else "drifted"
+    return verdict, f"{what}RMS difference {distance:.4f} of RGBA values in [0, 1]; " \
+                    f"tolerance {tolerance:g}"
 
 
 def image_distance(a: Path, b: Path) -> float | None:
