@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class Imports:
 def closure(path: Path, search: Iterable[Path]) -> Imports:
     """Follow the imports of `path` through the project files found in `search` folders."""
     folders = tuple(p.resolve() for p in search)
+    tops = _top_names(folders)
     todo, files, external, maybe_external = [path.resolve()], [], set(), set()
     while todo:
         current = todo.pop(0)
@@ -40,7 +42,8 @@ def closure(path: Path, search: Iterable[Path]) -> Imports:
             continue
         files.append(current)
         for name, maybe in _imported(current, _package(current, folders)):
-            found = _project_files(name, folders)
+            # Most names are installed libraries': a name no folder holds needs no stat.
+            found = _project_files(name, folders) if name.partition(".")[0] in tops else []
             todo.extend(found)
             if not found:
                 (maybe_external if maybe else external).add(name)
@@ -100,6 +103,18 @@ def _absolute(module: str | None, level: int, package: str) -> str:
         return ""
     base = parts[: len(parts) - (level - 1)]
     return ".".join([*base, module] if module else base)
+
+
+def _top_names(folders: tuple[Path, ...]) -> set[str]:
+    """The names an import of a project module may start with: the folders' entries."""
+    names: set[str] = set()
+    for folder in folders:
+        try:
+            entries = os.listdir(folder)
+        except OSError:  # not there (any more): it holds no module
+            continue
+        names.update(entry.removesuffix(".py") for entry in entries)
+    return names
 
 
 def _project_files(name: str, folders: tuple[Path, ...]) -> list[Path]:
