@@ -7,6 +7,7 @@ import io
 import re
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -90,6 +91,29 @@ def test_the_dark_render_is_drawn_once(tmp_path: Path, monkeypatch: pytest.Monke
     fig.subplots().plot([0, 1], [0, 1])
     save(tmp_path, fig)
     assert len(draws) == 3  # the light render's layout pass and drawing, the dark drawing
+
+
+def test_a_draft_is_drawn_once_at_one_pixel_per_css_pixel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draws = []
+    monkeypatch.setattr(Figure, "draw", lambda self, renderer, _draw=Figure.draw: (
+        draws.append(self), _draw(self, renderer))[1])
+    monkeypatch.setenv("FIGGEN_DRAFT", "1")
+    fig = Figure(figsize=(3, 2), layout="constrained")
+    fig.subplots().plot([0, 1], [0, 1], color="tab:green")
+    ctx = save(tmp_path, fig)
+    assert len(draws) == 1 and ctx.image["density"] == 1 and not ctx.renders
+    with Image.open(tmp_path / ctx.image["file"]) as image:
+        assert image.size == (300, 200) == (ctx.image["width"], ctx.image["height"])
+        assert has(np.asarray(image.convert("RGB")), (44, 160, 44))  # the line, drawn
+    assert fig.dpi == 100  # given back as it was
+    # A site's own savefig colours are savefig's to apply: the draft is saved as a render is.
+    monkeypatch.setitem(matplotlib.rcParams, "savefig.facecolor", "#ffeeee")
+    (tmp_path / "pink").mkdir()
+    save(tmp_path / "pink", fig)
+    with Image.open(tmp_path / "pink" / "fig.png") as image:
+        assert near(np.asarray(image.convert("RGB"))[0, 0], (0xFF, 0xEE, 0xEE))
 
 
 def test_the_dark_render_leaves_an_images_pixels_alone(tmp_path: Path) -> None:

@@ -122,7 +122,7 @@ class Context:
         # No palette search, no WebP, no dark or narrow render, zlib's fastest level, and a
         # quarter of the pixels to draw and compress: a photo figure's draft costs a small
         # savefig instead of four full renders. The page shows it at the final size.
-        image = rasterize(fig, dark=False, density=1)
+        image = sketch(fig)
         (self.out_dir / f"{self.name}.png").write_bytes(png_bytes(image, {"compress_level": 1}))
         return render_entry(f"{self.name}.png", image, density=1)
 
@@ -184,6 +184,28 @@ def rasterize(fig: Any, dark: bool, density: int = CSS_SCALE) -> Any:
         fig.savefig(raw, format="rgba", dpi=PNG_DPI * density / CSS_SCALE)
     size = int(canvas.renderer.width), int(canvas.renderer.height)
     return Image.frombuffer("RGBA", size, raw.getbuffer(), "raw", "RGBA", 0, 1)
+
+
+def sketch(fig: Any) -> Any:
+    """A draft's RGBA pixels, one per CSS pixel, from a single draw of the figure."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    if any(matplotlib.rcParams[f"savefig.{key}"] != "auto" for key in ("facecolor", "edgecolor")):
+        return rasterize(fig, dark=False, density=1)  # savefig's own colours: its own draw
+    # savefig draws a figure that has a layout engine twice, the first time for its layout
+    # alone; a draft keeps the layout of the one pass that draws it.
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    dpi = fig.dpi
+    try:
+        fig.dpi = PNG_DPI / CSS_SCALE
+        canvas.draw()
+        size = int(canvas.renderer.width), int(canvas.renderer.height)
+        # A copy: the canvas's buffer is drawn over by its next draw.
+        return Image.frombuffer("RGBA", size, canvas.buffer_rgba(), "raw", "RGBA", 0, 1).copy()
+    finally:
+        fig.dpi = dpi
 
 
 def render_entry(file: str, image: Any, density: int = CSS_SCALE) -> dict[str, Any]:

@@ -94,6 +94,15 @@ def kill_descendants(spare: int = 0) -> tuple[int, dict[int, int]]:
     killed: set[int] = set()
     ended: dict[int, int] = {}
     while True:
+        # No child left: every descendant is re-parented here, so none is left at all, and
+        # the usual end of a run (the script alone, reaped) needs no reading of /proc.
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return len(killed), ended
+        if pid:
+            ended[pid] = os.waitstatus_to_exitcode(status)
+            continue
         for pid, zombie in descendants(os.getpid()):
             if zombie:  # already dead: its parent (or we) will reap it
                 continue
