@@ -260,6 +260,8 @@ def preloaded_for() -> tuple[set[str], set[str]]:
             if name in PRELOADED and name not in done:
                 done.add(name)
                 for module in (name, *SUBTREE.get(name, ())):
+                    if module in wanted:  # nested subtrees overlap: its asks are queued
+                        continue
                     wanted.add(module)
                     # What it found loaded, alone loads.
                     todo.extend(a for a in ASKED.get(module, ()) if a not in seen)
