@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Site, free_port
-from pelican.plugins.figgen import pipeline, serve
+from conftest import REPO, Site, free_port, line_script
+from pelican.plugins.figgen import cache, pipeline, serve
 from pelican.plugins.figgen.serve import changed_figures, read_site, watched_paths
+from pelican_figgen.contract import locked
 
 
 def elsewhere(site: Site) -> None:
@@ -426,6 +427,53 @@ def test_drafts_never_land_in_the_normal_cache_a_remote_or_a_feed(
     # Once the full records are there, a preview takes them and drafts nothing.
     monkeypatch.setattr(pipeline, "DRAFT", True)
     assert set(site.build(**feeds)["ran"]) == set() and "figgen-draft" not in site.html()
+
+
+def test_previews_keep_only_each_figures_latest_draft_and_its_images(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drafts = site.root / ".figgen-cache" / "drafts"
+    monkeypatch.setattr(pipeline, "DRAFT", True)  # what make serve's previews set
+    assert set(site.build()["ran"]) == {"alpha", "beta", "gamma"}
+    def image(name: str) -> str:
+        return json.loads((drafts / "records" / f"{name}.json").read_text())["image"]["sha256"]
+
+    # An author restyling alpha, preview by preview; blue is beta's image too, which stays.
+    for color in ("green", "blue", "purple", "orange"):
+        site.write("figs/alpha.py", line_script(color))
+        assert set(site.build()["ran"]) == {"alpha"}
+        assert (image("alpha") == image("beta")) == (color == "blue")
+    records = {p.stem: cache.record_from({k: v for k, v in json.loads(p.read_text()).items()
+                                          if k not in ("format", "sha256")})
+               for p in drafts.glob("records/*.json")}
+    assert records.keys() == {"alpha", "beta", "gamma"}
+    kept = {f"{o.sha256}{o.suffix}" for r in records.values() for o in r.objects()}
+    assert {p.name for p in drafts.glob("objects/*")} == kept  # no older alpha left
+    # The next preview still takes every kept draft, alpha's latest (orange) on the page.
+    assert set(site.build()["ran"]) == set()
+    assert records["alpha"].fields["color"] == "orange"
+    assert f"alpha-{records['alpha'].image.sha256[:12]}.png" in site.html()
+    assert not list(site.root.glob(".figgen-cache/objects/*"))  # the real store untouched
+
+
+def test_a_draft_is_stored_under_the_lock_its_store_is_trimmed_under(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held: list[tuple[str, bool]] = []
+    save = cache.Store.save
+
+    def saving(store: cache.Store, record: cache.Record) -> None:
+        with locked(store.path / "locks" / cache.OBJECTS_LOCK, block=False) as free:
+            held.append((store.path.name, not free))
+        save(store, record)
+
+    monkeypatch.setattr(cache.Store, "save", saving)
+    monkeypatch.setattr(pipeline, "DRAFT", True)
+    site.build()
+    assert held == [("drafts", True)] * 3  # else a trim could drop an image not yet recorded
+    monkeypatch.setattr(pipeline, "DRAFT", False)
+    site.build()
+    assert held[3:] == [(".figgen-cache", False)] * 3  # a real record takes no such lock
 
 
 def test_a_page_is_served_as_the_last_build_left_it_never_half_written(tmp_path: Path) -> None:

@@ -410,13 +410,7 @@ def _run(
         result = context.runner(job, Path(tmp), placement, reports) if context.runner else \
             run_figure(figure, settings, Path(tmp), reports, placement)
         context.board.done(figure.name)
-        try:
-            record = _record(Made(figure, expected, result, before), cached) \
-                if result.ok else None
-        except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
-            record = None
-            result = RunResult(False, result.seconds, result.out_dir,
-                               cause=f"bad output: {err!r}")
+        record, result = _stored(Made(figure, expected, result, before), cached)
     if record is None:
         read = _inputs((*static_imports(settings, figure.script), *(result.modules or ())),
                        before, cached)
@@ -424,7 +418,24 @@ def _run(
         cached.store.save_failure(Failure(figure.name, result.cause, result.detail, read,
                                    expected.params, environment))
         return None, result
-    cached.store.save(record)
+    return record, result
+
+
+def _stored(made: Made, cached: Cache) -> tuple[Record | None, RunResult]:
+    """Store a run's output and record it; None and the cause when its output is malformed."""
+    result = made.result
+    # A draft's objects are trimmed (pipeline, Store.drop_unreferenced) under the store's
+    # objects lock: its image must not go between being put and being recorded.
+    storing = cached.store.storing() if drafting(made.expected.environment) \
+        else contextlib.nullcontext()
+    with storing:
+        try:
+            record = _record(made, cached) if result.ok else None
+        except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
+            return None, RunResult(False, result.seconds, result.out_dir,
+                                   cause=f"bad output: {err!r}")
+        if record is not None:
+            cached.store.save(record)
     return record, result
 
 

@@ -241,6 +241,12 @@ def _drafts(
     if not to_run:
         return
     phase = execute.run_stale(to_run, settings, False, drafts, environment)
+    # Only each figure's latest draft can still be shown (a draft is taken only while its key
+    # matches, and a new one replaces its record): the images of those replaced go. Only a
+    # build sharing this cache that took a draft before the edit that replaced it could miss
+    # its image; that edit rebuilds it (make serve's own builds never overlap).
+    if any(end.ran for end in phase.ends):
+        drafts.store.drop_unreferenced()
     # A failed draft shows the last real image, as a failed run does, not an older draft.
     ends = tuple(replace(end, record=_last_good(stale, end.name)) if end.failure else end
                  for end in phase.ends)
