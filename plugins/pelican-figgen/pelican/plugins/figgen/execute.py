@@ -173,7 +173,10 @@ def _pool(
     # Found only when a figure wants one: nvidia-smi may take seconds to answer.
     gpus = _gpus(settings) if scripts and any(job.gpu for job in jobs) else ()
     scratch = _scratch(cached.store, list(pending))
-    if KEEP_WARM is None:  # make serve clears it before each build: it may cancel one early
+    # A Ctrl-C'd pool's threads outlive it: the stop is cleared when the next one starts. Not in
+    # make serve, whose Finisher clears its stop once the build ended: a stop() of a full build
+    # that has not reached its pool yet must count.
+    if KEEP_WARM is None:
         run.STOPPING.clear()
     with _intermediates(settings, scratch, force) as shared, \
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:

@@ -263,9 +263,6 @@ class Finisher:
 
     def start(self, served: dict[str, str]) -> None:
         """Build in full in the background, from the pages the preview served."""
-        from . import run
-
-        run.STOPPING.clear()  # here, not in the thread: a stop() right after start must count
         self._served = served
         self._begin(self._finish)
 
@@ -292,6 +289,11 @@ class Finisher:
         if self._thread is not None and self._thread.is_alive():
             run.stop_all()  # its runs raise Interrupted: the build ends before writing a page
             self._thread.join()
+        # The one place make serve clears the stop (only this sets it, Ctrl-C aside): once the
+        # stopped build has ended, so that the next build runs; never when a build starts
+        # (execute._pool clears it only without make serve), so a stop() right after start()
+        # counts.
+        run.STOPPING.clear()
         served, self._thread, self._served = self._served, None, {}
         return served
 
@@ -319,10 +321,7 @@ def warm_up(site: Site) -> None:
 
 def preview(site: Site, served: dict[str, str], finisher: Finisher) -> dict[str, str]:
     """Cancel the running full build, build a preview, then finish it in the background."""
-    from . import run
-
-    served = finisher.stop() or served
-    run.STOPPING.clear()  # the cancelled build's stop must not stop this one
+    served = finisher.stop() or served  # and its stop cleared: it must not stop this build
     served = rebuild(site, served, draft=True)
     if shows_drafts(served):
         finisher.start(served)
