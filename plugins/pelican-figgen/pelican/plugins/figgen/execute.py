@@ -314,15 +314,23 @@ class KeptServer:
 KEEP_WARM: KeptServer | None = None  # set by make serve: one warm server for all its builds
 
 
+def kept_server(settings: FiggenSettings) -> KeptServer | None:
+    """The kept warm server, when figures fork from it (make serve, preloading, forking here)."""
+    if KEEP_WARM is None or not settings.preload or settings.mode == "frozen":
+        return None
+    return KEEP_WARM if launch.available() else None
+
+
 @contextlib.contextmanager
 def _warm_server(
     settings: FiggenSettings, scripts: list[Path], scratch: Path
 ) -> Iterator[WarmServer | None]:
     """The build's warm server, when two or more scripts will run; else None."""
-    if KEEP_WARM is not None and settings.preload and scripts and launch.available():
+    kept = kept_server(settings) if scripts else None
+    if kept is not None:
         # make serve: the server outlives the build (it preloads for every script there is,
         # so even one restyled figure forks); only the figures' own runs end with the build.
-        yield KEEP_WARM.server(settings, scratch)
+        yield kept.server(settings, scratch)
         return
     if not settings.preload or len(scripts) < 2 or not launch.available():
         yield None

@@ -37,6 +37,8 @@ import watchfiles
 from jinja2 import BytecodeCache
 from jinja2.bccache import Bucket
 
+from .settings import FiggenSettings
+
 logger = logging.getLogger(__name__)
 # Never watched: folders too big to watch that no figure reads (and what builds write, below).
 IGNORED = {".git", "node_modules", "__pycache__"}
@@ -106,6 +108,7 @@ class Site:
     root: Path  # FIGGEN["root"]: the folder watched
     output: Path  # OUTPUT_PATH: served, never watched
     cache: Path  # FIGGEN["cache_dir"]: never watched
+    figgen: FiggenSettings  # FIGGEN as make serve started (each build reads it anew)
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,8 @@ def read_site(settings: Path) -> Site:
 
     conf = read_settings(str(settings))  # relative paths are taken from the file's folder
     figgen = merge(conf.get("FIGGEN"), conf["PATH"])
-    return Site(settings, figgen.root, Path(conf["OUTPUT_PATH"]).resolve(), figgen.cache_dir)
+    return Site(settings, figgen.root, Path(conf["OUTPUT_PATH"]).resolve(), figgen.cache_dir,
+                figgen)
 
 
 def watched_paths(root: Path, written: tuple[Path, ...] = ()) -> list[Path]:
@@ -300,23 +304,19 @@ class Finisher:
 
 def warm_up(site: Site) -> None:
     """Start the kept warm server now: the first edit's figure must not wait for it."""
-    from pelican.settings import read_settings
-
-    from . import execute, launch
+    from . import execute
     from .cache import Store
-    from .settings import merge
 
-    conf = read_settings(str(site.settings))
-    settings = merge(conf.get("FIGGEN"), conf["PATH"])
-    if execute.KEEP_WARM is None or not settings.preload or settings.mode == "frozen" \
-            or not launch.available():
+    settings = site.figgen
+    kept = execute.kept_server(settings)
+    if kept is None:
         return
     try:
         scratch = Store(settings.cache_dir).scratch()
     except OSError as err:  # a read-only cache: the build that needs to run a figure says so
         logger.warning("figgen serve: no warm server started (%s)", err)
         return
-    execute.KEEP_WARM.server(settings, scratch)
+    kept.server(settings, scratch)
 
 
 def preview(site: Site, served: dict[str, str], finisher: Finisher) -> dict[str, str]:
