@@ -24,6 +24,8 @@ from pelican.plugins.figgen import cache, pipeline, serve
 from pelican.plugins.figgen.serve import changed_figures, read_site, watched_paths
 from pelican_figgen.contract import locked
 
+DRAFT_MARK = "data-figgen-draft"  # on a draft's note (embed.DRAFT_NOTE)
+
 
 def elsewhere(site: Site) -> None:
     """Move the tiny site's content, output and cache to folders the settings name."""
@@ -102,7 +104,7 @@ def serving(site: Site, env: dict | None = None) -> Iterator[Served]:
     try:
         # Served, and its figures' final renders too (the first build is a preview as well).
         assert _wait_for(lambda: "Gamma plots 4 points" in (page := _get(served.url))
-                         and serve.DRAFT_MARK not in page), served.text()
+                         and DRAFT_MARK not in page), served.text()
         time.sleep(1)  # let the watcher start before an edit
         yield served
     finally:
@@ -336,7 +338,7 @@ def test_a_restyle_shows_a_draft_then_the_final_render(site: Site) -> None:
         served.listen()
         (gate / "hold").write_text("")  # the full run waits: the draft stays on the page
         site.write("figs/gated.py", GATED % "tab:green")
-        assert _wait_for(lambda: serve.DRAFT_MARK in _get(served.url)), served.text()
+        assert _wait_for(lambda: DRAFT_MARK in _get(served.url)), served.text()
         page = _get(served.url)
         assert 'class="figgen-draft-mark"' in page and "Draft render" in page
         draft, draft_png = _store_image(site, "drafts/records", "gated")
@@ -345,7 +347,7 @@ def test_a_restyle_shows_a_draft_then_the_final_render(site: Site) -> None:
         assert "<picture" not in page.split('id="fig-gated"')[1].split("</figure>")[0]
         assert _wait_for(lambda: bool(_running(gate)))  # the full run has started
         (gate / "hold").unlink()
-        assert _wait_for(lambda: serve.DRAFT_MARK not in _get(served.url)), served.text()
+        assert _wait_for(lambda: DRAFT_MARK not in _get(served.url)), served.text()
         final, final_png = _store_image(site, "records", "gated")
         assert "draft" not in final["environment"] and final["renders"]
         assert f"gated-{final['image']['sha256'][:12]}.png" in _get(served.url)
@@ -372,7 +374,7 @@ def test_a_new_edit_cancels_the_running_full_build(site: Site) -> None:
         draft, _ = _store_image(site, "drafts/records", "gated")
         assert f"gated-{draft['image']['sha256'][:12]}.png" in _get(served.url)
         (gate / "hold").unlink()
-        assert _wait_for(lambda: serve.DRAFT_MARK not in _get(served.url)), served.text()
+        assert _wait_for(lambda: DRAFT_MARK not in _get(served.url)), served.text()
         final = json.loads((site.root / ".figgen-cache/records/gated.json").read_text())
         script = hashlib.sha256((site.root / "figs/gated.py").read_bytes()).hexdigest()
         assert final["inputs"]["figs/gated.py"] == script  # the last edit's, in full

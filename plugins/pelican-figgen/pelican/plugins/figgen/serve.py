@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 IGNORED = {".git", "node_modules", "__pycache__"}
 EVENTS_PATH = "/__figgen/events"  # Server-Sent Events: one per finished build
 KEEPALIVE = 15.0  # seconds between two comments on an idle event stream (proxies close it)
-DRAFT_MARK = "data-figgen-draft"  # on a draft's note (embed.DRAFT_NOTE)
 FIGURE = re.compile(r'<figure\b[^>]*\bid="(fig-[^"]+)"[^>]*>.*?</figure>', re.S)
 # The page's listener: swap the figures a build changed, reload for anything else. On
 # reconnecting (this process restarted, or the connection dropped) the first event names the
@@ -213,7 +212,8 @@ def build(settings: Path, draft: bool = False) -> bool:
 
     from . import pipeline, run
 
-    pipeline.DRAFT = draft  # builds never overlap: the full one ends before the next preview
+    # Builds never overlap: the full one ends before the next preview.
+    pipeline.DRAFT, pipeline.SHOWS_DRAFTS = draft, False
     try:
         # Read anew each build: an edit of the settings file takes effect, as --autoreload does.
         conf = with_templates_kept(read_settings(str(settings)))
@@ -251,11 +251,6 @@ def rebuild(site: Site, before: dict[str, str], draft: bool = False) -> dict[str
     return after
 
 
-def shows_drafts(served: Mapping[str, str]) -> bool:
-    """Whether a served page shows a figure's draft render."""
-    return any(DRAFT_MARK in page for page in served.values())
-
-
 class Finisher:
     """The background work of make serve: the full build that follows a preview, until done or
     cancelled, or the warm server's start; the next preview waits for either."""
@@ -269,6 +264,10 @@ class Finisher:
         """Build in full in the background, from the pages the preview served."""
         self._served = served
         self._begin(self._finish)
+
+    def started(self) -> bool:
+        """Whether it was given work since it was last stopped."""
+        return self._thread is not None
 
     def warm(self) -> None:
         """Start the warm server in the background: the watcher starts meanwhile."""
@@ -322,8 +321,10 @@ def warm_up(site: Site) -> None:
 def preview(site: Site, served: dict[str, str], finisher: Finisher) -> dict[str, str]:
     """Cancel the running full build, build a preview, then finish it in the background."""
     served = finisher.stop() or served  # and its stop cleared: it must not stop this build
+    from . import pipeline
+
     served = rebuild(site, served, draft=True)
-    if shows_drafts(served):
+    if pipeline.SHOWS_DRAFTS:  # read before the full build starts: each build sets it anew
         finisher.start(served)
     return served
 
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
         server = serve(site.output, args.host, args.port)
         logger.info("serving %s at http://%s:%d/ ; every edit rebuilds", site.output, args.host,
                     args.port)
-        if not shows_drafts(served):  # else the full build has it started
+        if not finisher.started():  # else the full build starts the warm server
             finisher.warm()
         watched = watched_paths(site.root, (site.output, site.cache))
         for changes in watchfiles.watch(*watched, debounce=400, step=10):
