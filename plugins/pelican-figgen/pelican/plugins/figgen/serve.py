@@ -320,9 +320,9 @@ def warm_up(site: Site) -> None:
 
 def preview(site: Site, served: dict[str, str], finisher: Finisher) -> dict[str, str]:
     """Cancel the running full build, build a preview, then finish it in the background."""
-    served = finisher.stop() or served  # and its stop cleared: it must not stop this build
     from . import pipeline
 
+    served = finisher.stop() or served  # and its stop cleared: it must not stop this build
     served = rebuild(site, served, draft=True)
     if pipeline.SHOWS_DRAFTS:  # read before the full build starts: each build sets it anew
         finisher.start(served)
