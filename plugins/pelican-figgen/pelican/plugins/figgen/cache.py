@@ -7,7 +7,8 @@ failed run leaves the previous record alone (`failures/<name>.json` says why it 
 Records carry their own hash and objects are named by theirs: a damaged entry reads as stale.
 `locks/<name>.lock` serialises concurrent builds of one figure; `tmp/<pid>-build`
 (contract.SCRATCH) are scratch folders, dropped once their process is gone (a build killed
-with -9 leaves one behind).
+with -9 leaves one behind). `drafts/`, make serve's drafts, is a store of the same layout whose
+objects no record names are dropped (Store.drop_unreferenced, under `locks/.objects.lock`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ FORMAT = 7  # bump when the record layout changes: old records then read as "nev
 # unchanged file is not read again (a checkout or copy changes ctime: it is).
 HASH_MEMO = "hashes.json"
 SETTLED_NS = 2_000_000_000  # a file's stamp is trusted once it is this old
+OBJECTS_LOCK = ".objects.lock"  # in locks/: held while objects are put and recorded, or trimmed
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,34 @@ class Store:
 
         with locked(path, waiting):
             yield
+
+    @contextlib.contextmanager
+    def storing(self) -> Iterator[None]:
+        """Hold the store's objects lock: objects are put and recorded, or trimmed, under it."""
+        # A name no figure has (names start with a letter, digit or _): a figure's lock, held
+        # by the same run, is another file.
+        with locked(self.path / "locks" / OBJECTS_LOCK):
+            yield
+
+    def drop_unreferenced(self) -> int:
+        """Delete every object no record of this store names; how many (the drafts' store)."""
+        # Under the objects lock: a run storing a draft meanwhile has put its image and saved
+        # its record by the time this looks, or puts it again after (copy_unless_same).
+        try:
+            with self.storing():
+                records = self.path / "records"
+                names = (p.relative_to(records).with_suffix("").as_posix()
+                         for p in records.rglob("*.json"))
+                kept = {self.object_path(o) for r in filter(None, map(self.load, names))
+                        for o in r.objects()}
+                # Not a copy half made (".*.tmp"): drop_orphans knows whose it is.
+                dropped = [p for p in self.path.glob("objects/[!.]*") if p not in kept]
+                for path in dropped:
+                    path.unlink(missing_ok=True)
+        except OSError as err:  # housekeeping never fails a build
+            logger.warning("figgen: cannot trim the objects in %s (%s)", self.path, err)
+            return 0
+        return len(dropped)
 
     def scratch(self) -> Path:
         """This process's scratch folder; drops what processes now gone left half-written."""

@@ -173,7 +173,10 @@ def _pool(
     # Found only when a figure wants one: nvidia-smi may take seconds to answer.
     gpus = _gpus(settings) if scripts and any(job.gpu for job in jobs) else ()
     scratch = _scratch(cached.store, list(pending))
-    if KEEP_WARM is None:  # make serve clears it before each build: it may cancel one early
+    # A Ctrl-C'd pool's threads outlive it: the stop is cleared when the next one starts. Not in
+    # make serve, whose Finisher clears its stop once the build ended: a stop() of a full build
+    # that has not reached its pool yet must count.
+    if KEEP_WARM is None:
         run.STOPPING.clear()
     with _intermediates(settings, scratch, force) as shared, \
             _warm_server(settings, scripts, scratch) as server, progress.board() as board:
@@ -311,15 +314,23 @@ class KeptServer:
 KEEP_WARM: KeptServer | None = None  # set by make serve: one warm server for all its builds
 
 
+def kept_server(settings: FiggenSettings) -> KeptServer | None:
+    """The kept warm server, when figures fork from it (make serve, preloading, forking here)."""
+    if KEEP_WARM is None or not settings.preload or settings.mode == "frozen":
+        return None
+    return KEEP_WARM if launch.available() else None
+
+
 @contextlib.contextmanager
 def _warm_server(
     settings: FiggenSettings, scripts: list[Path], scratch: Path
 ) -> Iterator[WarmServer | None]:
     """The build's warm server, when two or more scripts will run; else None."""
-    if KEEP_WARM is not None and settings.preload and scripts and launch.available():
+    kept = kept_server(settings) if scripts else None
+    if kept is not None:
         # make serve: the server outlives the build (it preloads for every script there is,
         # so even one restyled figure forks); only the figures' own runs end with the build.
-        yield KEEP_WARM.server(settings, scratch)
+        yield kept.server(settings, scratch)
         return
     if not settings.preload or len(scripts) < 2 or not launch.available():
         yield None
@@ -410,13 +421,7 @@ def _run(
         result = context.runner(job, Path(tmp), placement, reports) if context.runner else \
             run_figure(figure, settings, Path(tmp), reports, placement)
         context.board.done(figure.name)
-        try:
-            record = _record(Made(figure, expected, result, before), cached) \
-                if result.ok else None
-        except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
-            record = None
-            result = RunResult(False, result.seconds, result.out_dir,
-                               cause=f"bad output: {err!r}")
+        record, result = _stored(Made(figure, expected, result, before), cached)
     if record is None:
         read = _inputs((*static_imports(settings, figure.script), *(result.modules or ())),
                        before, cached)
@@ -424,7 +429,24 @@ def _run(
         cached.store.save_failure(Failure(figure.name, result.cause, result.detail, read,
                                    expected.params, environment))
         return None, result
-    cached.store.save(record)
+    return record, result
+
+
+def _stored(made: Made, cached: Cache) -> tuple[Record | None, RunResult]:
+    """Store a run's output and record it; None and the cause when its output is malformed."""
+    result = made.result
+    # A draft's objects are trimmed (pipeline, Store.drop_unreferenced) under the store's
+    # objects lock: its image must not go between being put and being recorded.
+    storing = cached.store.storing() if drafting(made.expected.environment) \
+        else contextlib.nullcontext()
+    with storing:
+        try:
+            record = _record(made, cached) if result.ok else None
+        except (OSError, KeyError, TypeError, ValueError) as err:  # a malformed manifest
+            return None, RunResult(False, result.seconds, result.out_dir,
+                                   cause=f"bad output: {err!r}")
+        if record is not None:
+            cached.store.save(record)
     return record, result
 
 

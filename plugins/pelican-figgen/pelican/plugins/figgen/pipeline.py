@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 # kept in a store of its own below the cache (DRAFTS), never among the real records.
 DRAFT = False
 DRAFTS = "drafts"
+SHOWS_DRAFTS = False  # set by each build: whether it shows a draft (make serve then builds in full)
 CONTENT_LISTS = (  # every list of content objects Pelican's generators keep
     "articles", "translations", "drafts", "drafts_translations", "hidden_articles",
     "hidden_translations", "pages", "hidden_pages", "draft_pages", "draft_translations",
@@ -67,6 +68,8 @@ def build_figures(generators: list[Any]) -> None:
     else:
         outcome = update_figures(figures, settings, articles, hashes=hashes)
     errors.extend(outcome.errors)
+    global SHOWS_DRAFTS
+    SHOWS_DRAFTS = any(is_draft(record) for record in outcome.records.values())
     site = embed.Site(settings, Path(generators[0].output_path),
                       generators[0].context["static_content"], hashes)
     _embed(contents, refs, Embedding(figures, outcome, site), errors)
@@ -241,6 +244,12 @@ def _drafts(
     if not to_run:
         return
     phase = execute.run_stale(to_run, settings, False, drafts, environment)
+    # Only each figure's latest draft can still be shown (a draft is taken only while its key
+    # matches, and a new one replaces its record): the images of those replaced go. Only a
+    # build sharing this cache that took a draft before the edit that replaced it could miss
+    # its image; that edit rebuilds it (make serve's own builds never overlap).
+    if any(end.ran for end in phase.ends):
+        drafts.store.drop_unreferenced()
     # A failed draft shows the last real image, as a failed run does, not an older draft.
     ends = tuple(replace(end, record=_last_good(stale, end.name)) if end.failure else end
                  for end in phase.ends)

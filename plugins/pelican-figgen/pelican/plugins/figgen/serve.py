@@ -37,12 +37,13 @@ import watchfiles
 from jinja2 import BytecodeCache
 from jinja2.bccache import Bucket
 
+from .settings import FiggenSettings
+
 logger = logging.getLogger(__name__)
 # Never watched: folders too big to watch that no figure reads (and what builds write, below).
 IGNORED = {".git", "node_modules", "__pycache__"}
 EVENTS_PATH = "/__figgen/events"  # Server-Sent Events: one per finished build
 KEEPALIVE = 15.0  # seconds between two comments on an idle event stream (proxies close it)
-DRAFT_MARK = "data-figgen-draft"  # on a draft's note (embed.DRAFT_NOTE)
 FIGURE = re.compile(r'<figure\b[^>]*\bid="(fig-[^"]+)"[^>]*>.*?</figure>', re.S)
 # The page's listener: swap the figures a build changed, reload for anything else. On
 # reconnecting (this process restarted, or the connection dropped) the first event names the
@@ -106,6 +107,7 @@ class Site:
     root: Path  # FIGGEN["root"]: the folder watched
     output: Path  # OUTPUT_PATH: served, never watched
     cache: Path  # FIGGEN["cache_dir"]: never watched
+    figgen: FiggenSettings  # FIGGEN as make serve started (each build reads it anew)
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,8 @@ def read_site(settings: Path) -> Site:
 
     conf = read_settings(str(settings))  # relative paths are taken from the file's folder
     figgen = merge(conf.get("FIGGEN"), conf["PATH"])
-    return Site(settings, figgen.root, Path(conf["OUTPUT_PATH"]).resolve(), figgen.cache_dir)
+    return Site(settings, figgen.root, Path(conf["OUTPUT_PATH"]).resolve(), figgen.cache_dir,
+                figgen)
 
 
 def watched_paths(root: Path, written: tuple[Path, ...] = ()) -> list[Path]:
@@ -209,7 +212,8 @@ def build(settings: Path, draft: bool = False) -> bool:
 
     from . import pipeline, run
 
-    pipeline.DRAFT = draft  # builds never overlap: the full one ends before the next preview
+    # Builds never overlap: the full one ends before the next preview.
+    pipeline.DRAFT, pipeline.SHOWS_DRAFTS = draft, False
     try:
         # Read anew each build: an edit of the settings file takes effect, as --autoreload does.
         conf = with_templates_kept(read_settings(str(settings)))
@@ -247,11 +251,6 @@ def rebuild(site: Site, before: dict[str, str], draft: bool = False) -> dict[str
     return after
 
 
-def shows_drafts(served: Mapping[str, str]) -> bool:
-    """Whether a served page shows a figure's draft render."""
-    return any(DRAFT_MARK in page for page in served.values())
-
-
 class Finisher:
     """The background work of make serve: the full build that follows a preview, until done or
     cancelled, or the warm server's start; the next preview waits for either."""
@@ -263,11 +262,12 @@ class Finisher:
 
     def start(self, served: dict[str, str]) -> None:
         """Build in full in the background, from the pages the preview served."""
-        from . import run
-
-        run.STOPPING.clear()  # here, not in the thread: a stop() right after start must count
         self._served = served
         self._begin(self._finish)
+
+    def started(self) -> bool:
+        """Whether it was given work since it was last stopped."""
+        return self._thread is not None
 
     def warm(self) -> None:
         """Start the warm server in the background: the watcher starts meanwhile."""
@@ -292,39 +292,39 @@ class Finisher:
         if self._thread is not None and self._thread.is_alive():
             run.stop_all()  # its runs raise Interrupted: the build ends before writing a page
             self._thread.join()
+        # The one place make serve clears the stop (only this sets it, Ctrl-C aside): once the
+        # stopped build has ended, so that the next build runs; never when a build starts
+        # (execute._pool clears it only without make serve), so a stop() right after start()
+        # counts.
+        run.STOPPING.clear()
         served, self._thread, self._served = self._served, None, {}
         return served
 
 
 def warm_up(site: Site) -> None:
     """Start the kept warm server now: the first edit's figure must not wait for it."""
-    from pelican.settings import read_settings
-
-    from . import execute, launch
+    from . import execute
     from .cache import Store
-    from .settings import merge
 
-    conf = read_settings(str(site.settings))
-    settings = merge(conf.get("FIGGEN"), conf["PATH"])
-    if execute.KEEP_WARM is None or not settings.preload or settings.mode == "frozen" \
-            or not launch.available():
+    settings = site.figgen
+    kept = execute.kept_server(settings)
+    if kept is None:
         return
     try:
         scratch = Store(settings.cache_dir).scratch()
     except OSError as err:  # a read-only cache: the build that needs to run a figure says so
         logger.warning("figgen serve: no warm server started (%s)", err)
         return
-    execute.KEEP_WARM.server(settings, scratch)
+    kept.server(settings, scratch)
 
 
 def preview(site: Site, served: dict[str, str], finisher: Finisher) -> dict[str, str]:
     """Cancel the running full build, build a preview, then finish it in the background."""
-    from . import run
+    from . import pipeline
 
-    served = finisher.stop() or served
-    run.STOPPING.clear()  # the cancelled build's stop must not stop this one
+    served = finisher.stop() or served  # and its stop cleared: it must not stop this build
     served = rebuild(site, served, draft=True)
-    if shows_drafts(served):
+    if pipeline.SHOWS_DRAFTS:  # read before the full build starts: each build sets it anew
         finisher.start(served)
     return served
 
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
         server = serve(site.output, args.host, args.port)
         logger.info("serving %s at http://%s:%d/ ; every edit rebuilds", site.output, args.host,
                     args.port)
-        if not shows_drafts(served):  # else the full build has it started
+        if not finisher.started():  # else the full build starts the warm server
             finisher.warm()
         watched = watched_paths(site.root, (site.output, site.cache))
         for changes in watchfiles.watch(*watched, debounce=400, step=10):
