@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pelican_figgen import contract, dists, lifecycle
+from pelican_figgen import contract, dists, forkclient, lifecycle
 from pelican_figgen.forkclient import READY_TIMEOUT, ForkClient, Run, ServerGone, server_key
 from pelican_figgen.imports import closure
 from pelican_figgen.lifecycle import Process, Request
@@ -237,7 +237,7 @@ def warm_server(task: Mapping[str, Any], root: Path) -> WarmServer | None:
     """This worker's warm server, started or replaced if need be, with the task's libraries
     preloaded; None when forking is not possible here or the server cannot start."""
     global _SERVER
-    if not (hasattr(os, "pidfd_open") and hasattr(os, "fork")):
+    if not forkclient.available():
         return None
     env = _server_env(task)
     with _SERVER_LOCK:

@@ -13,11 +13,10 @@ Dask worker too, is pelican_figgen.lifecycle.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pelican_figgen.forkclient import ForkClient, Run, ServerGone
+from pelican_figgen.forkclient import ForkClient, Run, ServerGone, available
 from pelican_figgen.lifecycle import Process, Request, start_direct, stop_with_parent
 
 __all__ = ["Process", "Request", "ServerGone", "WarmServer", "available", "start_direct",
@@ -36,9 +35,4 @@ class WarmServer(ForkClient):
     def start(self, request: Request) -> Run:
         """Ask the server to fork the script; return once the child exists."""
         return self.fork(request.fork_message())
-
-
-def available() -> bool:
-    """Whether this system can run the warm server (it forks and waits on pidfds: Linux)."""
-    return hasattr(os, "pidfd_open") and hasattr(os, "fork")
 
