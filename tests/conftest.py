@@ -84,6 +84,28 @@ def line_script(color: str) -> str:
         """)
 
 
+# A figure stuck past its 2 s time-out, in a function of its own: where it was shows in its stack.
+# No plotting library to import: under load, a 2 s time-out could strike mid-import.
+STUCK = """\
+import time
+
+from pelican_figgen.harness import run
+
+__figure__ = {"timeout": 2}
+
+
+def wait_forever():
+    time.sleep(300)
+
+
+def main(ctx):
+    wait_forever()
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
 GAMMA = """\
 from matplotlib.figure import Figure
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Site, free_port, line_script
+from conftest import STUCK, Site, free_port, line_script
 from pelican.plugins.figgen import cluster, progress
 from pelican.plugins.figgen.errors import SettingsError
 from pelican.plugins.figgen.settings import merge
@@ -185,7 +185,10 @@ def test_a_killed_worker_and_a_timeout_fail_their_figures(site: Site, scheduler:
     assert set(report["failed"]) == {"killer", "sleeper"}
     assert "Dask worker running it died" in failed["killer"]
     assert "timed out after 1 s" in failed["sleeper"]
-    assert "Gamma plots 4 points" in site.html()  # the others were made
+    html = site.html()
+    assert "Gamma plots 4 points" in html  # the others were made
+    # Its stack, printed on the worker before the kill, is on the page as a local run's is.
+    assert "Where it was when it timed out:" in html and "in main" in html
 
 
 COUNTER = """\
@@ -295,6 +298,23 @@ def test_a_task_carries_script_helper_and_data_not_the_rest(site: Site) -> None:
     assert set(cluster.task_files(settings, job)) >= {"figs/alpha.py", "helpers/common.py"}
 
 
+def test_a_worker_gives_the_script_the_arguments_of_a_local_run(site: Site, tmp_path: Path
+                                                                ) -> None:
+    from pelican.plugins.figgen import discover, execute, run
+    from pelican.plugins.figgen.cache import Expected
+    from pelican_figgen import worker
+
+    settings = merge({"scripts": "figs", "seed": 7, "params": {"gamma": {"n": 3, "k": "a"}}},
+                     site.root / "content")
+    figure = discover.load_figure("post.md", "gamma", settings, ["gamma"])
+    job = execute.Pending(figure, Expected("{}", {}, ("figs/gamma.py",)), None, "new")
+    task = cluster.task_of(settings, job, {}, False)
+    # The worker's copy of the project is rooted elsewhere; the script's arguments are the same.
+    local = run.arguments(figure, settings, tmp_path)
+    assert worker._script_argv(task, settings.root, tmp_path) == local
+    assert "7" in local and '{"k": "a", "n": 3}' in local
+
+
 class Future:
     """A task that never answers in time."""
 
@@ -371,7 +391,7 @@ for name in ("fig.png", "fig.dark.webp", "fig.webp"):  # renders beside the imag
 def _task(name: str, files: dict[str, str], timeout: float = 60.0) -> dict:
     """A worker's task of these files (the first one the script)."""
     blobs = {hashlib.sha256(t.encode()).hexdigest(): t.encode() for t in files.values()}
-    return {"name": name, "script": next(iter(files)), "arguments": [], "env": {},
+    return {"name": name, "script": next(iter(files)), "seed": 0, "params": {}, "env": {},
             "timeout": timeout, "blobs": blobs,
             "files": {rel: hashlib.sha256(t.encode()).hexdigest() for rel, t in files.items()}}
 
@@ -399,6 +419,17 @@ def test_a_forked_task_past_its_timeout_is_killed() -> None:
     reply = worker.run_task(_task("sleeper", {"figs/sleeper.py": sleeper}, timeout=1.0))
     assert reply["status"] is None and worker._SERVER is not None
     assert "matplotlib" in worker._SERVER.asked  # it ran forked
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm-server", "own-interpreter"])
+def test_a_task_past_its_timeout_prints_its_stack_then_is_killed(warm: bool) -> None:
+    from pelican_figgen import worker
+
+    reply = worker.run_task(_task("stuck", {"figs/stuck.py": STUCK}, timeout=2.0)
+                            | {"warm": warm})
+    assert reply["status"] is None
+    assert "(most recent call first):" in reply["stderr"], reply["stderr"]
+    assert "in wait_forever" in reply["stderr"]
 
 
 def test_a_task_without_preload_runs_in_its_own_interpreter() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Site
+from conftest import STUCK, Site
 from pelican.plugins.figgen.errors import FigureBuildError
 from pelican_figgen import png
 from test_build import ALL, figures
@@ -449,26 +449,7 @@ def test_a_timed_out_script_is_killed_with_all_it_started(
 
 @pytest.mark.parametrize("preload", [True, False], ids=["warm-server", "own-interpreter"])
 def test_a_timed_out_script_shows_where_it_was(site: Site, preload: bool) -> None:
-    # No plotting library to import: under load, a 2 s time-out could strike mid-import.
-    site.write("figs/beta.py", textwrap.dedent("""\
-        import time
-
-        from pelican_figgen.harness import run
-
-        __figure__ = {"timeout": 2}
-
-
-        def wait_forever():
-            time.sleep(300)
-
-
-        def main(ctx):
-            wait_forever()
-
-
-        if __name__ == "__main__":
-            run(main)
-        """))
+    site.write("figs/beta.py", STUCK)
     with pytest.raises(FigureBuildError) as err:
         site.build(FIGGEN={"scripts": "figs", "preload": preload})
     (error,) = err.value.errors

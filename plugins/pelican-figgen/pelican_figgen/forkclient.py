@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -41,6 +42,11 @@ def server_key(
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
              for p in sorted(runtime.glob("*.py"))}
     return json.dumps([python, project, dict(env), files, dict(versions)], sort_keys=True)
+
+def available() -> bool:
+    """Whether this system can run the warm server (it forks and waits on pidfds: Linux)."""
+    return hasattr(os, "pidfd_open") and hasattr(os, "fork")
+
 
 class ServerGone(ChildProcessError):
     """The warm server died, or could not start a run: the scripts it ran died with it."""

@@ -2,26 +2,26 @@
 
 The build (``pelican.plugins.figgen.cluster``) submits `run_task` with a task of plain data:
 the script, the project files it imports and its declared data, each by relative path and
-sha256, their bytes by sha256 (so a worker needs no checkout and no shared file system), the
-harness's environment and the time-out. The script runs as in a local build: forked from
-this worker's warm server (pelican_figgen.forkserver, kept across tasks: `WarmServer`), or in
-its own interpreter, under its supervisor (pelican_figgen.reaper), with the same arguments,
-killed at its time-out. What comes back is plain data too: the exit status, every file the
-run left in its output folder, its stderr. When the build shows bars, the script's progress
-reports are sent as they come, as Dask events on the task's topic. Standard library only,
-besides this package (and distributed's worker, for those events).
+sha256, their bytes by sha256 (so a worker needs no checkout and no shared file system), its
+seed and parameters, the harness's environment and the time-out. The script runs as in a
+local build, through the same lifecycle (pelican_figgen.lifecycle): forked from this worker's
+warm server (pelican_figgen.forkserver, kept across tasks: `WarmServer`), or in its own
+interpreter, under its supervisor (pelican_figgen.reaper), with the same arguments, its stack
+printed and it killed at its time-out. What comes back is plain data too: the exit status,
+every file the run left in its output folder, its stderr. When the build shows bars, the
+script's progress reports are sent as they come, as Dask events on the task's topic.
+Standard library only, besides this package (and distributed's worker, for those events).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
-import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,17 +31,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pelican_figgen import contract, dists
+from pelican_figgen import contract, dists, forkclient, lifecycle
 from pelican_figgen.forkclient import READY_TIMEOUT, ForkClient, Run, ServerGone, server_key
 from pelican_figgen.imports import closure
+from pelican_figgen.lifecycle import Process, Request
 from pelican_figgen.progress import follow
-
-contract.load_prctl()  # now: _stop_with_worker calls it in a forked child
 
 logger = logging.getLogger(__name__)
 
-STOP_WAIT = 5.0  # seconds the supervisor may take to kill what the script started
-STACK_WAIT = 0.5  # seconds a timed-out script has to print its stack before it is stopped
 LEND_POLL = 0.2  # seconds between two looks at whether the script waits for another figure
 STDERR_MAX = 200_000  # bytes of stderr sent back: the end, where the traceback is
 # Kept across tasks on this worker: results are keyed by the content of what they depend on.
@@ -102,53 +99,34 @@ def _run(
     server: WarmServer | None,
 ) -> tuple[int | None, int]:
     """Run the script, forked from the warm server if given; (status or None, killed)."""
+    request = Request(_script_argv(task, root, out), _environment(task, root, out), root,
+                      out / contract.STDERR_FILE, out / contract.REPORT_FILE)
+    request.stderr.touch()  # there even if the run dies before the script opens it
     if server is not None:
         try:
-            child = server.start(task, root, out, _environment(task, root, out))
-            return _wait(task, child, out, waiting)
+            return _finish(server.start(request, root), request, task, waiting)
         except ServerGone as err:  # the server, not the script: it runs in its own interpreter
             logger.warning("figgen worker: %s; %s runs in an interpreter of its own", err,
                            task["name"])
-    return _wait(task, _start_direct(task, root, out), out, waiting)
+    return _finish(lifecycle.start_direct(sys.executable, request), request, task, waiting)
 
 
-def _start_direct(task: Mapping[str, Any], root: Path, out: Path) -> subprocess.Popen:
-    """Start the script's supervisor, which starts it in an interpreter of its own."""
-    report, stderr = out / contract.REPORT_FILE, out / contract.STDERR_FILE
-    argv = [sys.executable, "-m", "pelican_figgen.reaper", str(os.getpid()), str(report),
-            *_script_argv(task, root, out)]
-    with stderr.open("wb") as err:
-        return subprocess.Popen(argv, cwd=root, env=_environment(task, root, out),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True, preexec_fn=_stop_with_worker)
-
-
-def _script_argv(task: Mapping[str, Any], root: Path, out: Path) -> list[str]:
-    """The script and its arguments, as a local run gives them."""
-    return [str(root / task["script"]), "--out", str(out), *task["arguments"],
-            "--manifest", str(out / contract.MANIFEST)]
-
-
-def _wait(
-    task: Mapping[str, Any], proc: Any, out: Path, waiting: threading.Event
+def _finish(
+    proc: Process, request: Request, task: Mapping[str, Any], waiting: threading.Event
 ) -> tuple[int | None, int]:
-    """Wait for a started run until its time-out, then make sure it ended; (status, killed)."""
-    report = out / contract.REPORT_FILE
-    timed_out = False
-    try:
-        _wait_lending(proc, float(task["timeout"]), waiting)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGUSR1)  # the harness prints the script's stack
-        time.sleep(STACK_WAIT)
-    finally:
-        _stop(proc)
-    status, killed = _report(report, proc)
-    return (None if timed_out else status), killed
+    """Wait for the started run, lending the worker's thread once the script waits for
+    another figure, until its time-out; stop it; (status or None, killed)."""
+    lending = functools.partial(_wait_lending, waiting=waiting)
+    ended = lifecycle.finish(proc, request, float(task["timeout"]), lending)
+    return ended.status, ended.killed
 
 
-def _wait_lending(proc: Any, timeout: float, waiting: threading.Event) -> None:
+def _script_argv(task: Mapping[str, Any], root: Path, out: Path) -> tuple[str, ...]:
+    """The script and its arguments, as a local run gives them, with this worker's folders."""
+    return lifecycle.script_argv(root / task["script"], out, task["seed"], task["params"])
+
+
+def _wait_lending(proc: Process, timeout: float, waiting: threading.Event) -> None:
     """proc.wait(timeout), leaving the worker's thread pool once the script waits for another
     figure's intermediate: the worker then runs one more task, as the pool lends a slot."""
     deadline = time.monotonic() + timeout
@@ -191,7 +169,7 @@ def _forwarding(task: Mapping[str, Any], path: Path) -> Iterator[threading.Event
         yield waiting
     finally:
         done.set()
-        follower.join(timeout=STOP_WAIT)
+        follower.join(timeout=lifecycle.STOP_WAIT)
 
 
 def _environment(task: Mapping[str, Any], root: Path, out: Path) -> dict[str, str]:
@@ -203,35 +181,6 @@ def _environment(task: Mapping[str, Any], root: Path, out: Path) -> dict[str, st
         contract.PROGRESS: str(out / contract.PROGRESS_FILE),
         contract.INTERMEDIATES: str(intermediates),
     }
-
-
-def _stop_with_worker() -> None:
-    """In the supervisor: SIGTERM it when the worker dies, so the run dies with it."""
-    contract.prctl(contract.PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _stop(proc: Any) -> None:
-    """Make sure the run has ended: its supervisor stopped, and all it started."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_WAIT)
-    except subprocess.TimeoutExpired:  # a supervisor that cannot clean up: kill its group
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ServerGone):  # the server died: its supervisors died with it
-            proc.wait()
-    except ServerGone:
-        pass
-
-
-def _report(report: Path, proc: Any) -> tuple[int, int]:
-    """The script's exit status and the processes killed, from the supervisor's report."""
-    try:
-        said = json.loads(report.read_text(encoding="utf-8"))
-        return int(said["status"]), int(said["killed"])
-    except (OSError, ValueError, KeyError, TypeError):  # the supervisor itself was killed
-        return int(proc.returncode if proc.returncode is not None else -signal.SIGKILL), 0
 
 
 def _tail(path: Path) -> str:
@@ -272,15 +221,10 @@ class WarmServer(ForkClient):
         self.loaded.update(n.partition(".")[0] for n in run.answer.get("preloaded", []))
         self.ready = {**self.ready, "cuda_initialized": run.answer.get("cuda_initialized")}
 
-    def start(self, task: Mapping[str, Any], root: Path, out: Path,
-              env: Mapping[str, str]) -> Run:
-        """Fork the task's run, from its own folder and import path; return once it exists."""
-        with (out / contract.STDERR_FILE).open("wb"):
-            pass  # there even if the run dies before the script opens it
-        return self.fork({"argv": _script_argv(task, root, out), "env": dict(env),
-                          "cwd": str(root), "path": [str(root)],
-                          "stderr": str(out / contract.STDERR_FILE),
-                          "report": str(out / contract.REPORT_FILE)})
+    def start(self, request: Request, root: Path) -> Run:
+        """Fork the task's run, with its folder `root` first on its import path; return once
+        it exists."""
+        return self.fork(request.fork_message() | {"path": [str(root)]})
 
     def close(self) -> None:
         """Stop the server now, not waiting for it to exit (its runs die with it)."""
@@ -293,7 +237,7 @@ def warm_server(task: Mapping[str, Any], root: Path) -> WarmServer | None:
     """This worker's warm server, started or replaced if need be, with the task's libraries
     preloaded; None when forking is not possible here or the server cannot start."""
     global _SERVER
-    if not (hasattr(os, "pidfd_open") and hasattr(os, "fork")):
+    if not forkclient.available():
         return None
     env = _server_env(task)
     with _SERVER_LOCK:

@@ -169,7 +169,7 @@ def _siblings(
 def task_of(
     settings: FiggenSettings, job: execute.Pending, env: Mapping[str, str], force: bool
 ) -> dict[str, Any]:
-    """A figure's task: its files by sha256, their bytes, its arguments, harness variables."""
+    """A figure's task: its files by sha256, their bytes, seed, parameters, harness variables."""
     files = task_files(settings, job)
     digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
     shipped = {k: v for k, v in {**run.script_env(settings), **env}.items() if k in SHIPPED}
@@ -178,14 +178,14 @@ def task_of(
     if env.get(contract.LANE) != "gpu" and "CUDA_VISIBLE_DEVICES" in env:
         shipped["CUDA_VISIBLE_DEVICES"] = env["CUDA_VISIBLE_DEVICES"]
     script = job.figure.script.relative_to(settings.root).as_posix()
-    # The same arguments as a local run's (run.arguments), but for the folders: the worker's.
-    local = run.arguments(job.figure, settings, Path("."))
     return {
         "files": digests,
         "blobs": {digests[rel]: data for rel, data in files.items()},
         "name": job.figure.name,
         "script": script,
-        "arguments": list(local[3:-2]),  # --seed, --params
+        # The worker gives them as a local run does (lifecycle.script_argv), with its folders.
+        "seed": settings.seed,
+        "params": dict(job.figure.params),
         "env": shipped,
         "timeout": job.figure.timeout,
         "fresh": force,  # forced: no intermediate made before is reused, there either

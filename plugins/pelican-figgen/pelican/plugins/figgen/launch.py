@@ -6,66 +6,21 @@ Python's start-up and torch's import. Both ways give the run phase the same proc
 for and signal: the run's supervisor (pelican_figgen.reaper), in a session of its own, whose child
 is the script (stdin and stdout on /dev/null, stderr to a file) and which kills whatever the
 script started when the run ends. The server's client, shared with a Dask worker, is
-pelican_figgen.forkclient; `WarmServer` says how a build starts it and asks for a run.
+pelican_figgen.forkclient; `WarmServer` says how a build starts it and asks for a run. A
+run's lifecycle (starting its own interpreter, waiting, stopping, its report), shared with a
+Dask worker too, is pelican_figgen.lifecycle.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from pelican_figgen.contract import PR_SET_PDEATHSIG, load_prctl, prctl
-from pelican_figgen.forkclient import ForkClient, Run, ServerGone
-
-load_prctl()  # now: stop_with_parent calls it in a forked child
+from pelican_figgen.forkclient import ForkClient, Run, ServerGone, available
+from pelican_figgen.lifecycle import Process, Request, start_direct, stop_with_parent
 
 __all__ = ["Process", "Request", "ServerGone", "WarmServer", "available", "start_direct",
            "stop_with_parent"]
-
-
-class Process(Protocol):
-    """A started run: its supervisor's process id and a way to wait for it."""
-
-    pid: int
-
-    def wait(self, timeout: float | None = None) -> int:
-        """Wait for the exit status (negative: killed by that signal); TimeoutExpired if not."""
-        ...
-
-
-@dataclass(frozen=True)
-class Request:
-    """How to start one script."""
-
-    argv: tuple[str, ...]  # the interpreter's arguments: the script, then its own
-    env: Mapping[str, str]
-    cwd: Path
-    stderr: Path
-    report: Path  # where the supervisor says how the script ended (pelican_figgen.reaper)
-
-
-def stop_with_parent() -> None:
-    """In a supervisor: SIGTERM it when the build dies, so it kills the run before it ends."""
-    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def start_direct(python: str, request: Request) -> subprocess.Popen:
-    """Start the script's supervisor, which starts the script in an interpreter of its own."""
-    # A file, not a pipe: a child the script leaves running cannot keep the build waiting.
-    with request.stderr.open("wb") as stderr:
-        return subprocess.Popen(
-            [python, "-m", "pelican_figgen.reaper", str(os.getpid()), str(request.report),
-             *request.argv],
-            cwd=request.cwd, env=dict(request.env),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-            start_new_session=True,  # no terminal's Ctrl-C reaches it: the build stops it
-            preexec_fn=stop_with_parent,
-        )
 
 
 class WarmServer(ForkClient):
@@ -79,12 +34,5 @@ class WarmServer(ForkClient):
 
     def start(self, request: Request) -> Run:
         """Ask the server to fork the script; return once the child exists."""
-        return self.fork({"argv": list(request.argv), "env": dict(request.env),
-                          "cwd": str(request.cwd), "stderr": str(request.stderr),
-                          "report": str(request.report)})
-
-
-def available() -> bool:
-    """Whether this system can run the warm server (it forks and waits on pidfds: Linux)."""
-    return hasattr(os, "pidfd_open") and hasattr(os, "fork")
+        return self.fork(request.fork_message())
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pelican_figgen import contract
+from pelican_figgen import contract, lifecycle
+from pelican_figgen.lifecycle import STACK_HEADER, STOP_WAIT, Ended
 from pelican_figgen.png import ImageFileError, image_size
 from pelican_figgen.progress import follow
 
@@ -34,11 +35,7 @@ HARNESS = {("pelican_figgen", f"{name}.py")
 # What caps the thread pools of torch, OpenMP and the BLAS libraries NumPy may use.
 THREAD_VARIABLES = (contract.THREADS, "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-STOP_WAIT = 5.0  # seconds a supervisor may take to kill a run's processes
-STACK_WAIT = 0.5  # seconds a timed-out script has to print its stack before it is killed
-STACK_POLL = 0.02
 FATAL = "Fatal Python error: "  # faulthandler's first line on a crash (segfault, abort)
-STACK_HEADER = "(most recent call first):"  # faulthandler's heading of each thread's stack
 Progress = Callable[[Mapping[str, Any]], None]  # called with each progress report of a run
 logger = logging.getLogger(__name__)
 
@@ -68,17 +65,7 @@ class RunResult:
 
 def arguments(figure: Figure, settings: FiggenSettings, out_dir: Path) -> tuple[str, ...]:
     """The interpreter's arguments that run a figure script for the plugin: script, options."""
-    return (
-        str(figure.script),
-        "--out",
-        str(out_dir),
-        "--seed",
-        str(settings.seed),
-        "--params",
-        json.dumps(dict(figure.params), sort_keys=True),
-        "--manifest",
-        str(out_dir / contract.MANIFEST),
-    )
+    return lifecycle.script_argv(figure.script, out_dir, settings.seed, figure.params)
 
 
 def script_env(settings: FiggenSettings) -> dict[str, str]:
@@ -160,14 +147,6 @@ class Interrupted(Exception):  # noqa: N818 (what happened, as KeyboardInterrupt
     """The build was stopped (Ctrl-C) while this figure ran: it was killed, not failed."""
 
 
-@dataclass(frozen=True)
-class Ended:
-    """How a run ended: the script's exit status (None: timed out), other processes killed."""
-
-    status: int | None
-    killed: int
-
-
 STOPPING = threading.Event()  # set by stop_all: no figure starts or restarts any more
 _RUNNING: set[Process] = set()  # the supervisors of the runs going on, for stop_all
 _RUNNING_LOCK = threading.Lock()
@@ -213,78 +192,14 @@ def _execute(
                                                      progress, done), daemon=True)
     if progress:  # builds always pass one: reports also say when a run waits
         follower.start()
-    timed_out = False
     try:
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _dump_stack(proc.pid, request.stderr)
-        _stop(proc)
+        return lifecycle.finish(proc, request, timeout)
     finally:
         with _RUNNING_LOCK:
             _RUNNING.discard(proc)
         done.set()
         if follower.is_alive():
             follower.join(timeout=1)
-    return _ended(proc, request.report, timed_out)
-
-
-def _stop(proc: Process) -> None:
-    """Make sure a run has ended: its supervisor stopped, and every process it started."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)  # a supervisor that has ended: a zombie, no error
-    try:
-        proc.wait(timeout=STOP_WAIT)
-    except subprocess.TimeoutExpired:  # a supervisor that cannot clean up: the old way
-        kill_group(proc.pid)
-    except ServerGone:  # it died with the server: its run stopped with it
-        return
-    with contextlib.suppress(subprocess.TimeoutExpired, ServerGone):
-        proc.wait(timeout=STOP_WAIT)
-
-
-def _ended(proc: Process, report: Path, timed_out: bool) -> Ended:
-    """How the run ended, from its supervisor's report (else from the supervisor's status)."""
-    try:
-        said = json.loads(report.read_text(encoding="utf-8"))
-        status, killed = int(said["status"]), int(said["killed"])
-    except (OSError, ValueError, KeyError, TypeError):  # the supervisor itself was killed
-        try:
-            status, killed = proc.wait(timeout=0), 0
-        except (subprocess.TimeoutExpired, ServerGone):
-            status, killed = -signal.SIGKILL, 0
-    return Ended(None if timed_out else status, killed)
-
-
-def _dump_stack(pid: int, stderr: Path) -> None:
-    """Have the timed-out script print its Python stack (SIGUSR1, the harness's faulthandler)."""
-    offset = seen = _size(stderr)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGUSR1)  # the supervisor passes it to the script
-    deadline = time.monotonic() + STACK_WAIT
-    while time.monotonic() < deadline:  # written at once, if at all: wait until it stops growing
-        time.sleep(STACK_POLL)
-        size = _size(stderr)
-        if size == seen > offset and STACK_HEADER in _tail(stderr, offset):
-            return
-        seen = size
-
-
-def _size(path: Path) -> int:
-    """A file's size; 0 if it is not there."""
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _tail(path: Path, offset: int) -> str:
-    """What a file holds from `offset` on."""
-    with contextlib.suppress(OSError), path.open("rb") as file:
-        file.seek(offset)
-        return file.read().decode("utf-8", errors="replace")
-    return ""
 
 
 def stack_at_timeout(stderr: str, keep: Callable[[str], bool]) -> str:
@@ -311,12 +226,6 @@ def _trim_dump(stderr: str, keep: Callable[[str], bool], first: str) -> str:
     if hidden:
         lines.append(f"  ... {hidden} frame(s) of library code hidden")
     return "\n".join(lines)
-
-
-def kill_group(pgid: int) -> None:
-    """Kill a process group, if any of it is left."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def kill_strays(scratch: Path) -> None:
