@@ -23,6 +23,7 @@ from conftest import STUCK, Site, free_port, line_script
 from pelican.plugins.figgen import cluster, progress
 from pelican.plugins.figgen.errors import SettingsError
 from pelican.plugins.figgen.settings import merge
+from pelican_figgen import contract
 from pelican_figgen.worker import TaskError, write_files
 
 HAVE_DISTRIBUTED = importlib.util.find_spec("distributed") is not None
@@ -392,8 +393,19 @@ def _task(name: str, files: dict[str, str], timeout: float = 60.0) -> dict:
     """A worker's task of these files (the first one the script)."""
     blobs = {hashlib.sha256(t.encode()).hexdigest(): t.encode() for t in files.values()}
     return {"name": name, "script": next(iter(files)), "seed": 0, "params": {}, "env": {},
-            "timeout": timeout, "blobs": blobs,
+            "timeout": timeout, "blobs": blobs, "runtime": contract.runtime_digest(),
             "files": {rel: hashlib.sha256(t.encode()).hexdigest() for rel, t in files.items()}}
+
+
+def test_a_worker_refuses_a_task_from_a_build_with_another_runtime() -> None:
+    from pelican_figgen import worker
+
+    task = _task("old", {"figs/warm.py": WARM, "helpers/common.py": "VALUE = 'old'\n"})
+    for other in ({**task, "runtime": "0" * 64}, {k: v for k, v in task.items()
+                                                  if k != "runtime"}):  # an older build's
+        with pytest.raises(TaskError, match="another pelican-figgen than the build"):
+            worker.run_task(other)
+    assert worker.run_task(task)["status"] == 0  # the same runtime: it runs
 
 
 def test_a_worker_forks_each_task_from_one_warm_server_with_its_own_files() -> None:

@@ -2,8 +2,8 @@
 
 The plugin (``pelican.plugins.figgen``) and the scripts' runtime (this package) import it:
 the environment variables a run is given, the files a run leaves, how a file is written
-aside then renamed, the one lock helper, and Linux's prctl. It imports no Pelican, no
-torch, nothing slow: a figure's process loads it before anything else.
+aside then renamed, the one lock helper, Linux's prctl, and which runtime this is. It imports
+no Pelican, no torch, nothing slow: a figure's process loads it before anything else.
 """
 
 from __future__ import annotations
@@ -138,3 +138,20 @@ def locked(
             if waiting:
                 waiting(False)
         yield True  # closing the file releases the lock
+
+
+def runtime_files() -> dict[str, str]:
+    """This runtime's source files (this package's modules), each by its sha256."""
+    import hashlib  # here: only a warm server's key and a cluster's task ask
+
+    folder = Path(__file__).parent
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.glob("*.py"))}
+
+
+def runtime_digest() -> str:
+    """One sha256 of this runtime's source files: a build and a worker must run the same."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(runtime_files(), sort_keys=True).encode()).hexdigest()

@@ -10,7 +10,6 @@ which the caller waits for and signals as it would a Popen: the run's supervisor
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -38,9 +37,7 @@ def server_key(
     ``versions`` are those of the libraries it preloaded (dists.InstalledVersions), and
     ``project`` the root it serves, if only one: a server whose key changed is replaced.
     """
-    runtime = Path(contract.__file__).parent
-    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(runtime.glob("*.py"))}
+    files = contract.runtime_files()
     return json.dumps([python, project, dict(env), files, dict(versions)], sort_keys=True)
 
 def available() -> bool:

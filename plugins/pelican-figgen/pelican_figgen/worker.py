@@ -57,6 +57,12 @@ class TaskError(ValueError):
 
 def run_task(task: Mapping[str, Any]) -> dict[str, Any]:
     """Run one figure task in a fresh folder; return how it ended and the files it made."""
+    if task.get("runtime") != contract.runtime_digest():
+        # The harness's files are in every figure's key: a run on another runtime would be
+        # recorded under the build's key with another runtime's bytes.
+        raise TaskError("this worker runs another pelican-figgen than the build that sent the "
+                        "task (their runtime files differ): install the same version of it on "
+                        "the build's machine and on every worker")
     folder = Path(tempfile.mkdtemp(prefix="figgen-task-"))
     try:
         root, out = folder / "project", folder / "out"

@@ -183,6 +183,7 @@ def task_of(
         "blobs": {digests[rel]: data for rel, data in files.items()},
         "name": job.figure.name,
         "script": script,
+        "runtime": contract.runtime_digest(),  # the worker's must be the same
         # The worker gives them as a local run does (lifecycle.script_argv), with its folders.
         "seed": settings.seed,
         "params": dict(job.figure.params),
