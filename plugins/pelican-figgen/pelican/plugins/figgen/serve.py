@@ -104,10 +104,18 @@ class Site:
     """Where the settings file puts the project, its output and its figure cache."""
 
     settings: Path
-    root: Path  # FIGGEN["root"]: the folder watched
     output: Path  # OUTPUT_PATH: served, never watched
-    cache: Path  # FIGGEN["cache_dir"]: never watched
     figgen: FiggenSettings  # FIGGEN as make serve started (each build reads it anew)
+
+    @property
+    def root(self) -> Path:
+        """FIGGEN["root"]: the folder watched."""
+        return self.figgen.root
+
+    @property
+    def cache(self) -> Path:
+        """FIGGEN["cache_dir"]: never watched."""
+        return self.figgen.cache_dir
 
 
 @dataclass(frozen=True)
@@ -159,8 +167,7 @@ def read_site(settings: Path) -> Site:
 
     conf = read_settings(str(settings))  # relative paths are taken from the file's folder
     figgen = merge(conf.get("FIGGEN"), conf["PATH"])
-    return Site(settings, figgen.root, Path(conf["OUTPUT_PATH"]).resolve(), figgen.cache_dir,
-                figgen)
+    return Site(settings, Path(conf["OUTPUT_PATH"]).resolve(), figgen)
 
 
 def watched_paths(root: Path, written: tuple[Path, ...] = ()) -> list[Path]:
