@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from pelican_figgen import contract
+
 from .cache import Record
 
 HASH_SHOWN = 12  # hex digits of a hash the page shows; the JSON keeps all 64
@@ -65,7 +67,7 @@ def disclosure_html(record: Record, script: str, json_url: str) -> str:
     )
     # Not libraries: the thread count (below), a draft's mark (its note says so, not feeds).
     versions = ", ".join(f"{k} {v}" for k, v in sorted(record.environment.items())
-                         if k not in ("threads", "draft"))
+                         if k not in ("threads", contract.DRAFTED))
     setting = f"seed {html.escape(str(params['seed']))}"
     if "threads" in record.environment:
         setting += f", {html.escape(record.environment['threads'])} compute thread(s)"
