@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -156,11 +157,8 @@ def load_figure(
         raise FigureError(article, name, f"no script {name}.py in {settings.scripts} "
                           f"(FIGGEN['scripts']){hint}")
     sha256 = hashes(script) if hashes is not None else None
-    declared = DECLARED.kept.get(sha256) if sha256 else None
-    if declared is None:
-        declared = declarations(script, article, name)
-    if sha256:
-        DECLARED.used[sha256] = declared
+    read = functools.partial(declarations, script, article, name)
+    declared = DECLARED.get(sha256, read) if sha256 else read()
     data = tuple(_data_path(settings.root, p, article, name) for p in declared.get("data", []))
     return Figure(
         name=name,

@@ -438,13 +438,15 @@ def _caption_converter() -> markdown.Markdown:
 
 def render_caption(text: str) -> str:
     """Render a caption's inline Markdown (links, emphasis, code) to HTML."""
-    if text in CAPTIONS.kept:  # rendered by a build before: Markdown costs ~0.5 ms a caption
-        CAPTIONS.used[text] = CAPTIONS.kept[text]
-        return CAPTIONS.kept[text]
+    # Rendered by a build before: Markdown costs ~0.5 ms a caption.
+    return CAPTIONS.get(text, functools.partial(_rendered, text))
+
+
+def _rendered(text: str) -> str:
+    """render_caption(), not kept."""
     rendered = _caption_converter().reset().convert(text).strip()
     match = PARAGRAPH.match(rendered)
-    CAPTIONS.used[text] = rendered = match.group(1) if match else rendered
-    return rendered
+    return match.group(1) if match else rendered
 
 
 # Captions as rendered (Markdown -> HTML): a no-op build renders none.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,12 @@ class KeptMap:
             with contextlib.suppress(OSError, ValueError):
                 self.kept = json.loads(path.read_text(encoding="utf-8"))
         self.used = {}
+
+    def get(self, key: str, compute: Callable[[], Any]) -> Any:
+        """The value the last build kept for key, else compute()'s; kept for the next build."""
+        value = self.kept[key] if key in self.kept else compute()
+        self.used[key] = value
+        return value
 
     def save(self, cache_dir: Path) -> None:
         """Keep this build's entries for the next build, unless they are those kept already."""
