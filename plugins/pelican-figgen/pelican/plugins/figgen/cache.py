@@ -423,9 +423,19 @@ def drop_orphans(folder: Path) -> None:
             old.unlink(missing_ok=True)
 
 
-def copy_unless_same(source: Path, target: Path, sha256: str) -> None:
-    """Copy a file with this hash into place, unless the target already holds those bytes."""
-    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
+def copy_unless_same(
+    source: Path, target: Path, sha256: str, hashes: Hashes | None = None
+) -> None:
+    """Copy a file with this hash into place, unless the target already holds those bytes.
+
+    ``hashes``: the build's memo, which then hashes the target (a file it hashed before and
+    that is unchanged is not read) and forgets it when it is replaced.
+    """
+    if hashes is not None:
+        if hashes(target) == sha256:
+            return
+        hashes.forget(target)  # replaced: its stamp and hash change
+    elif target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
         return
     copy_atomic(source, target)  # new, or replacing a damaged copy
 

@@ -21,7 +21,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 
 from . import provenance
-from .cache import Hashes, Record, Store, copy_atomic, write_atomic, write_optional
+from .cache import Hashes, Record, Store, copy_unless_same, write_atomic, write_optional
 from .discover import Figure, FigureRef, find_refs
 from .errors import FigureError
 from .kept import KeptMap
@@ -130,7 +130,8 @@ def publish(figure: Figure, record: Record, store: Store, site: Site) -> Publish
     settings, output_path, static_content = site.settings, site.output_path, site.static_content
     image = record.image
     image_url = f"{settings.output_dir}/{figure.name}-{image.sha256[:12]}{image.suffix}"
-    _copy(site, store.object_path(image), output_path / image_url, image.sha256)
+    copy_unless_same(store.object_path(image), output_path / image_url, image.sha256,
+                     site.hashes)
     static_content[image_url] = StaticLink(image_url)
     script = figure.script.relative_to(settings.root).as_posix()
     record_url = image_url.removesuffix(image.suffix) + ".json"
@@ -155,13 +156,6 @@ def publish(figure: Figure, record: Record, store: Store, site: Site) -> Publish
     )
 
 
-def _copy(site: Site, source: Path, target: Path, sha256: str) -> None:
-    """Copy a stored file with this hash into the output, unless its copy there has it."""
-    if site.hashes(target) != sha256:
-        site.hashes.forget(target)  # replaced: its stamp and hash change
-        copy_atomic(source, target)
-
-
 def _publish_sources(
     record: Record, store: Store, site: Site, image_url: str
 ) -> tuple[Source, ...]:
@@ -174,7 +168,8 @@ def _publish_sources(
         if twin is None:
             continue
         url = f"{folder}/{name.rsplit('-', 1)[0]}-{twin.sha256[:12]}{twin.suffix}"
-        _copy(site, store.object_path(twin), site.output_path / url, twin.sha256)
+        copy_unless_same(store.object_path(twin), site.output_path / url, twin.sha256,
+                         site.hashes)
         site.static_content[url] = StaticLink(url)
         sources.append(Source("{static}/" + url, media, render.width, render.height,
                               render.density))
@@ -191,8 +186,9 @@ def _publish_assets(
         # hash, and a page's "network" panel says whose they are.
         stem = figure.name.rsplit("/", 1)[-1]
         name = f"{stem}-{asset.sha256[:12]}{'.data' if role == 'data' else ''}{asset.suffix}"
-        _copy(site, store.object_path(asset), (site.output_path / image_url).with_name(name),
-              asset.sha256)
+        copy_unless_same(store.object_path(asset),
+                         (site.output_path / image_url).with_name(name), asset.sha256,
+                         site.hashes)
         names[role] = name
     return names
 
