@@ -171,41 +171,47 @@ def axes_box(fig: Any, ax: Any) -> dict[str, Any]:
 
 def rasterize(fig: Any, dark: bool, density: int = CSS_SCALE) -> Any:
     """A figure's RGBA pixels, ``density`` per CSS pixel (PNG_DPI's), recoloured if dark."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from PIL import Image  # here: a script run only to fail need not import Pillow
-
     from pelican_figgen.dark import dark_colours
 
-    # An Agg canvas of its own keeps the renderer savefig drew with, and so the image's size;
-    # raw pixels spare a PNG's encoding and decoding between matplotlib and the encoders.
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    raw = io.BytesIO()
+    # Raw pixels spare a PNG's encoding and decoding between matplotlib and the encoders.
+    canvas, raw = _agg_canvas(fig), io.BytesIO()
     with dark_colours(fig) if dark else contextlib.nullcontext():
         fig.savefig(raw, format="rgba", dpi=PNG_DPI * density / CSS_SCALE)
-    size = int(canvas.renderer.width), int(canvas.renderer.height)
-    return Image.frombuffer("RGBA", size, raw.getbuffer(), "raw", "RGBA", 0, 1)
+    return _drawn(canvas, raw.getbuffer())
 
 
 def sketch(fig: Any) -> Any:
     """A draft's RGBA pixels, one per CSS pixel, from a single draw of the figure."""
     import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from PIL import Image
 
     if any(matplotlib.rcParams[f"savefig.{key}"] != "auto" for key in ("facecolor", "edgecolor")):
         return rasterize(fig, dark=False, density=1)  # savefig's own colours: its own draw
     # savefig draws a figure that has a layout engine twice, the first time for its layout
     # alone; a draft keeps the layout of the one pass that draws it.
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    dpi = fig.dpi
+    canvas, dpi = _agg_canvas(fig), fig.dpi
     try:
         fig.dpi = PNG_DPI / CSS_SCALE
         canvas.draw()
-        size = int(canvas.renderer.width), int(canvas.renderer.height)
         # A copy: the canvas's buffer is drawn over by its next draw.
-        return Image.frombuffer("RGBA", size, canvas.buffer_rgba(), "raw", "RGBA", 0, 1).copy()
+        return _drawn(canvas, canvas.buffer_rgba()).copy()
     finally:
         fig.dpi = dpi
+
+
+def _agg_canvas(fig: Any) -> Any:
+    """The figure's Agg canvas, given it one if it has none."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    # A canvas of its own keeps the renderer that drew last, and so the image's size.
+    return fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+
+
+def _drawn(canvas: Any, buffer: Any) -> Any:
+    """The canvas's last drawing as an RGBA image over ``buffer`` (its pixels, not a copy)."""
+    from PIL import Image  # here: a script run only to fail need not import Pillow
+
+    size = int(canvas.renderer.width), int(canvas.renderer.height)
+    return Image.frombuffer("RGBA", size, buffer, "raw", "RGBA", 0, 1)
 
 
 def render_entry(file: str, image: Any, density: int = CSS_SCALE) -> dict[str, Any]:
