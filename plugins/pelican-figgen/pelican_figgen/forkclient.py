@@ -40,6 +40,7 @@ def server_key(
     files = contract.runtime_files()
     return json.dumps([python, project, dict(env), files, dict(versions)], sort_keys=True)
 
+
 def available() -> bool:
     """Whether this system can run the warm server (it forks and waits on pidfds: Linux)."""
     return hasattr(os, "pidfd_open") and hasattr(os, "fork")
