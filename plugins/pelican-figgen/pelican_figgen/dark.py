@@ -7,8 +7,9 @@ page's scale, white to ``BACKGROUND`` and black to ``FOREGROUND``; a colour with
 data's), images (photos, heatmaps) and colour-mapped collections (pcolormesh, contourf,
 scatter with ``c=``) are left as they are. The colours are restored on leaving. A neutral
 colour that is data (a grey level drawn as a patch) is marked with ``keep(artist)``. An
-annotation's arrow and a hatch are left as they are too (on this blog they sit on the data's
-colours); one drawn on the plain background is marked with ``recolour(artist)``.
+annotation's arrow (findobj never reaches it) and a hatch (unless it follows its patch's
+visible edge) are left as they are too: on this blog they sit on the data's colours. One
+drawn on the plain background is marked with ``recolour(artist)``.
 """
 
 from __future__ import annotations
