@@ -44,6 +44,7 @@ def recolour(*artists: Any) -> None:
     The opposite of ``keep``: a neutral (grey, black) annotation arrow or hatch drawn on the
     plain background is inverted in the dark render like the rest of the chrome, and
     restored after it; a colour with a hue stays. Marking an artist both ways is an error.
+    A legend's swatch of a hatched patch is an artist of its own (``legend.legend_handles``).
     """
     from matplotlib.collections import Collection
     from matplotlib.patches import Patch
