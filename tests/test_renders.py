@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytest
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.text import Annotation
 from PIL import Image
 
 from conftest import Site
-from pelican_figgen.dark import BACKGROUND, FOREGROUND, dark_colours, keep
+from pelican_figgen.dark import BACKGROUND, FOREGROUND, dark_colours, keep, recolour
 from pelican_figgen.harness import PNG_DPI, Context, rasterize
 from pelican_figgen.png import encode, webp
 
@@ -153,6 +157,85 @@ def test_a_grey_marked_as_data_keeps_its_colour() -> None:
     assert frame.get_facecolor()[:3] == pytest.approx((0.3, 0.3, 0.3))
 
 
+
+def arrow_on_the_background() -> tuple[Figure, Annotation]:
+    """A thick black annotation arrow on the plain white background, nothing else."""
+    fig = Figure(figsize=(2, 1))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    arrow = ax.annotate("", xy=(0.9, 0.5), xytext=(0.1, 0.5),
+                        arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 6})
+    return fig, arrow
+
+
+def hatch_on_the_background() -> tuple[Figure, Rectangle]:
+    """A hatched bar without face or edge on the plain white background: its hatch alone."""
+    fig = Figure(figsize=(2, 1))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    bar = ax.bar([0], [1], hatch="//", facecolor="none")[0]
+    bar.set_hatch_linewidth(4)
+    return fig, bar
+
+
+@pytest.mark.parametrize("draw", [arrow_on_the_background, hatch_on_the_background])
+def test_an_arrow_or_a_hatch_turns_light_in_the_dark_render_only_when_marked(
+    tmp_path: Path, draw: Callable[[], tuple[Figure, Artist]]
+) -> None:
+    renders = {}
+    for marked in (False, True):
+        fig, artist = draw()
+        if marked:
+            recolour(artist)
+        (tmp_path / str(marked)).mkdir()
+        ctx = save(tmp_path / str(marked), fig)
+        renders[marked] = (pixels(tmp_path / str(marked) / "fig.png"),
+                           pixels(tmp_path / str(marked) / ctx.renders["dark"]["file"]))
+        # Given back as it was: a later render is the light one again.
+        assert np.array_equal(rasterize(fig, dark=False), rasterize(draw()[0], dark=False))
+    (light, dark), (marked_light, marked_dark) = renders[False], renders[True]
+    ink = light.max(axis=-1) <= 2  # the arrow's or the hatch's black pixels, edges left out
+    assert ink.sum() > 500 and np.array_equal(light, marked_light)
+    assert dark[ink].max() <= 3  # unmarked: black on the dark page, as on this blog
+    assert np.abs(marked_dark[ink].astype(int) - DARK_FG).max() <= 3  # marked: the page's text
+    assert near(marked_dark[0, 0], DARK_BG) and near(dark[0, 0], DARK_BG)
+
+
+def test_the_mark_reaches_an_arrow_marked_alone_and_a_collections_hatch() -> None:
+    fig = Figure()
+    ax = fig.add_subplot()
+    arrow = ax.annotate("a", xy=(0, 0), xytext=(1, 1), arrowprops={"color": "0.2"}).arrow_patch
+    band = ax.fill_between([0, 1], [0, 1], facecolor="none", hatch="x")
+    plain = ax.fill_between([0, 1], [1, 2], facecolor="none", hatch="x")
+    recolour(arrow, band)
+    with dark_colours(fig):
+        assert arrow.get_edgecolor()[:3] == arrow.get_facecolor()[:3] != pytest.approx((0.2,) * 3)
+        assert band.get_hatchcolor()[0][:3] == pytest.approx(FOREGROUND)
+        assert plain.get_hatchcolor()[0][:3] == pytest.approx((0, 0, 0))  # unmarked: as is
+    assert arrow.get_edgecolor()[:3] == pytest.approx((0.2,) * 3)
+    # The hatch follows its edge again, as the script left it: a black edge, a black hatch.
+    band.set_edgecolor("red")
+    assert band.get_hatchcolor()[0][:3] == pytest.approx((1, 0, 0))
+
+
+def test_an_artist_is_either_kept_or_recoloured() -> None:
+    fig = Figure()
+    ax = fig.add_subplot()
+    bar, other = ax.bar([0, 1], [1, 1], hatch="//")
+    note = ax.annotate("", xy=(0, 0), xytext=(1, 1), arrowprops={})
+    keep(bar)
+    recolour(other)
+    keep(note)  # its arrow with it
+    for mark, artist, first in [(recolour, bar, "keep"), (keep, other, "recolour"),
+                                (recolour, note.arrow_patch, "keep")]:
+        # The error names the artist and both marks, whichever came first.
+        with pytest.raises(ValueError, match=rf"dark\.{mark.__name__}\(.+\): it is already "
+                                             rf"marked dark\.{first}"):
+            mark(artist)
+    with pytest.raises(TypeError, match="dark.recolour takes .* not Axes"):
+        recolour(ax)
+
+
 def test_each_webp_holds_exactly_the_pixels_its_png_would(tmp_path: Path) -> None:
     fig = line_plot()
     fig.add_axes((0.6, 0.6, 0.3, 0.3)).imshow(np.random.default_rng(1).random((20, 20, 3)))
@@ -209,7 +292,10 @@ def test_a_narrow_render_has_its_own_size_and_a_dark_twin_and_dark_is_optional(
 
 
 NARROW = """\
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.text import Annotation
 
 from pelican_figgen.harness import run
 

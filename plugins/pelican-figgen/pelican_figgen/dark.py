@@ -6,13 +6,17 @@ ticks, legend frames, grid lines, plain black lines) is mapped by its lightness 
 page's scale, white to ``BACKGROUND`` and black to ``FOREGROUND``; a colour with a hue (the
 data's), images (photos, heatmaps) and colour-mapped collections (pcolormesh, contourf,
 scatter with ``c=``) are left as they are. The colours are restored on leaving. A neutral
-colour that is data (a grey level drawn as a patch) is marked with ``keep(artist)``.
+colour that is data (a grey level drawn as a patch) is marked with ``keep(artist)``. An
+annotation's arrow (findobj never reaches it) and a hatch (unless it follows its patch's
+visible edge) are left as they are too: on this blog they sit on the data's colours. One
+drawn on the plain background is marked with ``recolour(artist)``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,12 +28,45 @@ NEUTRAL = 0.08  # a colour whose channels differ by at most this is a grey (or w
 
 Undo = list[tuple[Callable[[Any], Any], Any]]
 KEEP = "_figgen_keep_colours"  # set on an artist whose colours are data: never recoloured
+RECOLOUR = "_figgen_recolour"  # set on an artist whose arrow and hatch are recoloured as well
+MARKS = {KEEP: "dark.keep", RECOLOUR: "dark.recolour"}
 
 
 def keep(*artists: Any) -> None:
     """Leave these artists' colours alone in the dark render (greys that are data)."""
     for artist in artists:
-        setattr(artist, KEEP, True)
+        _mark(artist, KEEP, RECOLOUR)
+
+
+def recolour(*artists: Any) -> None:
+    """Recolour these artists' arrow (an annotation's) and hatch as neutral colours too.
+
+    The opposite of ``keep``: a neutral (grey, black) annotation arrow or hatch drawn on the
+    plain background is inverted in the dark render like the rest of the chrome, and
+    restored after it; a colour with a hue stays. Marking an artist both ways is an error.
+    A legend's swatch of a hatched patch is an artist of its own (``legend.legend_handles``).
+    """
+    from matplotlib.collections import Collection
+    from matplotlib.patches import Patch
+    from matplotlib.text import Text
+
+    for artist in artists:
+        if not isinstance(artist, Text | Patch | Collection):
+            raise TypeError(f"dark.recolour takes annotations, patches and collections, not "
+                            f"{type(artist).__name__}: mark the artists themselves")
+        _mark(artist, RECOLOUR, KEEP)
+
+
+def _mark(artist: Any, mark: str, other: str) -> None:
+    """Set one mark on an artist and its annotation arrow, refusing an artist with the other."""
+    # The arrow is marked with its annotation: it is drawn by it, never reached by findobj.
+    for part in (artist, getattr(artist, "arrow_patch", None)):
+        if part is None:
+            continue
+        if getattr(part, other, False):
+            raise ValueError(f"{MARKS[mark]}({part!r}): it is already marked {MARKS[other]}; "
+                             f"an artist is either kept or recoloured in the dark render")
+        setattr(part, mark, True)
 
 
 def inverted(rgba: Any) -> tuple[float, ...] | None:
@@ -86,11 +123,16 @@ def _recolour(artist: Any, undo: Undo) -> None:
 
     if getattr(artist, KEEP, False):
         return
+    if getattr(artist, RECOLOUR, False) and isinstance(artist, Patch | Collection):
+        _swap_hatch(artist, undo)  # before the edge: a hatch may follow the edge's colour
     if isinstance(artist, Text):
         _swap(artist.get_color, artist.set_color, undo)
         box = artist.get_bbox_patch()
         if box is not None:
             _recolour(box, undo)
+        arrow = getattr(artist, "arrow_patch", None)
+        if arrow is not None and getattr(arrow, RECOLOUR, False):
+            _recolour(arrow, undo)
     elif isinstance(artist, Line2D):
         for prop in ("color", "markeredgecolor", "markerfacecolor"):
             _swap(getattr(artist, f"get_{prop}"), getattr(artist, f"set_{prop}"), undo)
@@ -122,3 +164,19 @@ def _swap_many(get: Callable[[], Any], put: Callable[[Any], Any], undo: Undo) ->
     if not np.array_equal(new, old):
         undo.append((put, old))
         put(new)
+
+
+def _swap_hatch(artist: Any, undo: Undo) -> None:
+    """Replace the neutral colour(s) of a patch's or a collection's hatch."""
+    from matplotlib.patches import Patch
+
+    if not artist.get_hatch():
+        return
+    if not hasattr(artist, "set_hatchcolor"):  # matplotlib < 3.10 draws a private colour
+        _swap(lambda: artist._hatch_color, partial(setattr, artist, "_hatch_color"), undo)
+        return
+    setting = artist._original_hatchcolor  # as the script set it ("edge", None: rc's)
+    swap, noted = _swap if isinstance(artist, Patch) else _swap_many, len(undo)
+    swap(artist.get_hatchcolor, artist.set_hatchcolor, undo)
+    if len(undo) > noted:  # put back that setting, not the colour it resolved to
+        undo[-1] = (artist.set_hatchcolor, setting)
