@@ -462,6 +462,48 @@ def test_previews_keep_only_each_figures_latest_draft_and_its_images(
     assert not list(site.root.glob(".figgen-cache/objects/*"))  # the real store untouched
 
 
+def _drafts_kept(site: Site) -> tuple[dict[str, cache.Record], set[str]]:
+    """The drafts' store: its records by name, and the names of its objects."""
+    drafts = site.root / ".figgen-cache" / "drafts"
+    records = {p.relative_to(drafts / "records").with_suffix("").as_posix():
+               cache.record_from({k: v for k, v in json.loads(p.read_text()).items()
+                                  if k not in ("format", "sha256")})
+               for p in drafts.glob("records/**/*.json")}
+    return records, {p.name for p in drafts.glob("objects/*")}
+
+
+def _files(records: dict[str, cache.Record]) -> set[str]:
+    """The object file names a set of records names."""
+    return {f"{o.sha256}{o.suffix}" for r in records.values() for o in r.objects()}
+
+
+def test_a_removed_or_renamed_figures_draft_and_its_image_go(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "DRAFT", True)  # what make serve's previews set
+    assert set(site.build()["ran"]) == {"alpha", "beta", "gamma"}
+    first, _ = _drafts_kept(site)
+    # beta removed (script and reference): a preview that drafts nothing drops its draft.
+    (site.root / "figs/beta.py").unlink()
+    post = site.root / "content/post.md"
+    post.write_text("\n".join(line for line in post.read_text().splitlines()
+                              if "{figure}beta" not in line) + "\n")
+    assert site.build()["ran"] == {}
+    records, objects = _drafts_kept(site)
+    assert records.keys() == {"alpha", "gamma"} and objects == _files(records)
+    assert first["beta"].image.sha256 not in "".join(objects)
+    # gamma renamed delta: delta drafts, gamma's draft goes (its image is now delta's).
+    (site.root / "figs/gamma.py").rename(site.root / "figs/delta.py")
+    post.write_text(post.read_text().replace("{figure}gamma", "{figure}delta"))
+    assert set(site.build()["ran"]) == {"delta"}
+    records, objects = _drafts_kept(site)
+    assert records.keys() == {"alpha", "delta"} and objects == _files(records)
+    assert records["delta"].image.sha256 == first["gamma"].image.sha256  # the same drawing
+    assert f"delta-{records['delta'].image.sha256[:12]}.png" in site.html()
+    assert records["alpha"] == first["alpha"]  # the others' drafts stay, still taken
+    assert set(site.build()["ran"]) == set()
+
+
 def test_a_draft_is_stored_under_the_lock_its_store_is_trimmed_under(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,7 +8,8 @@ Records carry their own hash and objects are named by theirs: a damaged entry re
 `locks/<name>.lock` serialises concurrent builds of one figure; `tmp/<pid>-build`
 (contract.SCRATCH) are scratch folders, dropped once their process is gone (a build killed
 with -9 leaves one behind). `drafts/`, make serve's drafts, is a store of the same layout whose
-objects no record names are dropped (Store.drop_unreferenced, under `locks/.objects.lock`).
+records that can never show again, then objects no record names, are dropped (Store.tidy,
+under `locks/.objects.lock`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,23 +309,36 @@ class Store:
         with locked(self.path / "locks" / OBJECTS_LOCK):
             yield
 
-    def drop_unreferenced(self) -> int:
-        """Delete every object no record of this store names; how many (the drafts' store)."""
+    def names(self) -> list[str]:
+        """The names of the figures this store has a record of ('sub/name' for sub/name.json)."""
+        records = self.path / "records"
+        return sorted(p.relative_to(records).with_suffix("").as_posix()
+                      for p in records.rglob("*.json"))
+
+    def tidy(self, obsolete: Callable[[str, Record | None], bool]) -> int:
+        """Delete the records obsolete(name, record) picks, then every object no record names.
+
+        Returns how many objects went (the drafts' store: its records are replaced, and its
+        objects never shared with another store).
+        """
         # Under the objects lock: a run storing a draft meanwhile has put its image and saved
         # its record by the time this looks, or puts it again after (copy_unless_same).
         try:
             with self.storing():
-                records = self.path / "records"
-                names = (p.relative_to(records).with_suffix("").as_posix()
-                         for p in records.rglob("*.json"))
-                kept = {self.object_path(o) for r in filter(None, map(self.load, names))
+                records = {name: self.load(name) for name in self.names()}
+                for name, record in records.items():
+                    if obsolete(name, record):
+                        self.record_path(name).unlink(missing_ok=True)
+                        records[name] = None
+                kept = {self.object_path(o) for r in filter(None, records.values())
                         for o in r.objects()}
                 # Not a copy half made (".*.tmp"): drop_orphans knows whose it is.
                 dropped = [p for p in self.path.glob("objects/[!.]*") if p not in kept]
                 for path in dropped:
                     path.unlink(missing_ok=True)
         except OSError as err:  # housekeeping never fails a build
-            logger.warning("figgen: cannot trim the objects in %s (%s)", self.path, err)
+            logger.warning("figgen: cannot trim the records and objects in %s (%s)",
+                           self.path, err)
             return 0
         return len(dropped)
 

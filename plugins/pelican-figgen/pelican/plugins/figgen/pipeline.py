@@ -76,6 +76,7 @@ def build_figures(generators: list[Any]) -> None:
     hashes.save(settings.cache_dir)
     if not frozen:
         discover.DECLARED.save(settings.cache_dir)
+        tidy_drafts(settings)
     save_report(settings, outcome)
     finish(errors, settings)
 
@@ -244,16 +245,25 @@ def _drafts(
     if not to_run:
         return
     phase = execute.run_stale(to_run, settings, False, drafts, environment)
-    # Only each figure's latest draft can still be shown (a draft is taken only while its key
-    # matches, and a new one replaces its record): the images of those replaced go. Only a
-    # build sharing this cache that took a draft before the edit that replaced it could miss
-    # its image; that edit rebuilds it (make serve's own builds never overlap).
-    if any(end.ran for end in phase.ends):
-        drafts.store.drop_unreferenced()
     # A failed draft shows the last real image, as a failed run does, not an older draft.
     ends = tuple(replace(end, record=_last_good(stale, end.name)) if end.failure else end
                  for end in phase.ends)
     outcome.take_run(replace(phase, ends=ends), articles)
+
+
+def tidy_drafts(settings: FiggenSettings) -> None:
+    """Drop the drafts that can never show again, then the images no draft names."""
+    drafts = Store(settings.cache_dir / DRAFTS)
+    if not drafts.path.is_dir():  # never a preview here: nothing to look at
+        return
+    # Each figure keeps only its latest draft (a new one replaces its record, and a draft is
+    # taken only while its key matches): the images of those replaced go. A draft of a figure
+    # whose script is gone (removed, renamed) is taken by no build: a draft is taken only for a
+    # reference that resolves to a script of its name. Done once the build's pages are written,
+    # so its own drafts are copied out first.
+    scripts = set(discover.script_names(settings.scripts))
+    dropped = drafts.tidy(lambda name, _: name not in scripts)
+    logger.debug("figgen: %d draft image(s) no draft can show dropped", dropped)
 
 
 def _last_good(stale: Stale, name: str) -> Record | None:
