@@ -504,6 +504,36 @@ def test_a_removed_or_renamed_figures_draft_and_its_image_go(
     assert set(site.build()["ran"]) == set()
 
 
+def test_a_draft_goes_once_its_figure_is_made_in_full_from_the_same_inputs(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def preview(draft: bool) -> set[str]:
+        monkeypatch.setattr(pipeline, "DRAFT", draft)  # True: what make serve's previews set
+        return set(site.build()["ran"])
+
+    assert preview(True) == {"alpha", "beta", "gamma"}
+    assert preview(False) == {"alpha", "beta", "gamma"}  # the full build that follows
+    assert _drafts_kept(site) == ({}, set())
+    # An edit: its preview still drafts it (and only it), then the full build retires it.
+    site.write("figs/alpha.py", line_script("green"))
+    assert preview(True) == {"alpha"}
+    records, objects = _drafts_kept(site)
+    assert records.keys() == {"alpha"} and objects == _files(records)
+    assert records["alpha"].fields["color"] == "green" and "figgen-draft" in site.html()
+    assert f"alpha-{records['alpha'].image.sha256[:12]}.png" in site.html()
+    assert preview(False) == {"alpha"} and "figgen-draft" not in site.html()
+    assert _drafts_kept(site) == ({}, set())
+    # A draft of other inputs than the real record's stays: a revert would show it again.
+    site.write("figs/alpha.py", line_script("purple"))
+    assert preview(True) == {"alpha"}
+    site.write("figs/alpha.py", line_script("orange"))
+    assert preview(False) == {"alpha"}
+    site.write("figs/alpha.py", line_script("purple"))
+    assert preview(True) == set() and "figgen-draft" in site.html()
+    assert list(_drafts_kept(site)[0]) == ["alpha"]
+    assert len(list(site.root.glob(".figgen-cache/records/*.json"))) == 3  # real ones stay
+
+
 def test_a_draft_is_stored_under_the_lock_its_store_is_trimmed_under(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:

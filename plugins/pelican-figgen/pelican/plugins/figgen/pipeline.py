@@ -259,11 +259,28 @@ def tidy_drafts(settings: FiggenSettings) -> None:
     # Each figure keeps only its latest draft (a new one replaces its record, and a draft is
     # taken only while its key matches): the images of those replaced go. A draft of a figure
     # whose script is gone (removed, renamed) is taken by no build: a draft is taken only for a
-    # reference that resolves to a script of its name. Done once the build's pages are written,
-    # so its own drafts are copied out first.
-    scripts = set(discover.script_names(settings.scripts))
-    dropped = drafts.tidy(lambda name, _: name not in scripts)
+    # reference that resolves to a script of its name. Nor one whose figure's real record was
+    # made from the same inputs: a preview drafts only a stale figure, and the edit that makes
+    # it stale changes the draft's key too. Done once the build's pages are written, so its own
+    # drafts are copied out first.
+    scripts, real = set(discover.script_names(settings.scripts)), Store(settings.cache_dir)
+
+    def obsolete(name: str, draft: Record | None) -> bool:
+        return name not in scripts or (draft is not None and made_in_full(draft, real.load(name)))
+
+    dropped = drafts.tidy(obsolete)
     logger.debug("figgen: %d draft image(s) no draft can show dropped", dropped)
+
+
+def made_in_full(draft: Record, real: Record | None) -> bool:
+    """Whether a real record was made from the inputs a draft read, by the same key."""
+    # The full run reads what the draft read and more (its dark and narrow renders): the
+    # draft's inputs and versions are among the real record's, with the same hashes.
+    if real is None or real.params != draft.params:
+        return False
+    environment = {k: v for k, v in draft.environment.items() if k != contract.DRAFTED}
+    return environment.items() <= real.environment.items() \
+        and draft.inputs.items() <= real.inputs.items()
 
 
 def _last_good(stale: Stale, name: str) -> Record | None:
