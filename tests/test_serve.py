@@ -554,6 +554,56 @@ def test_a_draft_is_stored_under_the_lock_its_store_is_trimmed_under(
     assert held[3:] == [(".figgen-cache", False)] * 3  # a real record takes no such lock
 
 
+PREVIEW = ("import sys; from pathlib import Path; from pelican.plugins.figgen import serve; "
+           "sys.exit(0 if serve.build(Path('pelicanconf.py'), draft=True) else 1)")
+
+
+def test_a_draft_a_build_took_keeps_its_image_until_copied_whatever_another_trims(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pelican.plugins.figgen import embed
+
+    monkeypatch.setattr(pipeline, "DRAFT", True)  # what make serve's previews set
+    assert set(site.build()["ran"]) == {"alpha", "beta", "gamma"}
+    took, _ = _drafts_kept(site)
+    publish, others = embed.publish, []
+
+    def interleaved(figure, record, store, into):  # noqa: ANN001, ANN202 (embed.publish's)
+        # Build 2 took alpha's draft and is about to copy it: now build 1, a preview sharing
+        # the cache (another make serve), drafts an edit of alpha and trims the drafts.
+        if figure.name == "alpha" and not others:
+            site.write("figs/alpha.py", line_script("green"))
+            others.append(site.command([sys.executable, "-c", PREVIEW]))
+            assert others[0].returncode == 0, others[0].stderr
+        return publish(figure, record, store, into)
+
+    monkeypatch.setattr(embed, "publish", interleaved)
+    shutil.rmtree(site.root / "output")  # build 2 has its own output: nothing copied there yet
+    assert set(site.build()["ran"]) == set()  # build 2: it takes every draft
+    replaced, objects = _drafts_kept(site)
+    assert replaced["alpha"].fields["color"] == "green"  # build 1's draft replaced alpha's
+    # Build 2 still copied the image it took: its page shows the draft it took, intact.
+    image = took["alpha"].image
+    copied = site.root / "output" / "figures" / f"alpha-{image.sha256[:12]}.png"
+    assert f"alpha-{image.sha256[:12]}.png" in site.html()
+    assert hashlib.sha256(copied.read_bytes()).hexdigest() == image.sha256
+    # Kept only while in use: the next build, alone, trims it.
+    monkeypatch.setattr(embed, "publish", publish)
+    assert set(site.build()["ran"]) == set()
+    replaced, objects = _drafts_kept(site)
+    assert objects == _files(replaced) and f"{image.sha256}.png" not in objects
+
+
+def test_a_store_in_use_is_trimmed_by_no_one_until_it_is_let_go(tmp_path: Path) -> None:
+    store = cache.Store(tmp_path / "drafts")
+    unnamed = store.path / "objects" / f"{'0' * 64}.png"
+    unnamed.parent.mkdir(parents=True)
+    unnamed.write_bytes(b"an image no record names")
+    with store.in_use(), store.in_use():  # two builds at once: neither waits
+        assert store.tidy(lambda name, record: True) == 0 and unnamed.exists()
+    assert store.tidy(lambda name, record: True) == 1 and not unnamed.exists()
+
+
 def test_a_page_is_served_as_the_last_build_left_it_never_half_written(tmp_path: Path) -> None:
     (tmp_path / "post.html").write_text("<html><body><p>whole page</p></body></html>")
     port = free_port()

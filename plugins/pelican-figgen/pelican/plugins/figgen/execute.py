@@ -437,7 +437,7 @@ def _stored(made: Made, cached: Cache) -> tuple[Record | None, RunResult]:
     result = made.result
     # A draft's objects are trimmed (pipeline.tidy_drafts, Store.tidy) under the store's
     # objects lock: its image must not go between being put and being recorded.
-    storing = cached.store.storing() if drafting(made.expected.environment) \
+    storing = cached.store.in_use() if drafting(made.expected.environment) \
         else contextlib.nullcontext()
     with storing:
         try:

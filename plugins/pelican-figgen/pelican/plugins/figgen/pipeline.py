@@ -8,6 +8,7 @@ a box with its error, and the build succeeds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -63,16 +64,18 @@ def build_figures(generators: list[Any]) -> None:
     figures = resolve_all((r for rs in refs.values() for r in rs), settings, errors,
                           None if frozen else hashes)
     articles = articles_of(refs.values())
-    if frozen:
-        outcome = take_frozen(figures, settings, articles)
-    else:
-        outcome = update_figures(figures, settings, articles, hashes=hashes)
-    errors.extend(outcome.errors)
-    global SHOWS_DRAFTS
-    SHOWS_DRAFTS = any(is_draft(record) for record in outcome.records.values())
     site = embed.Site(settings, Path(generators[0].output_path),
                       generators[0].context["static_content"], hashes)
-    _embed(contents, refs, Embedding(figures, outcome, site), errors)
+    # A preview uses the drafts from taking them until their images are copied out: another
+    # build sharing the cache trims none meanwhile (tidy_drafts, which this one does after).
+    with Store(settings.cache_dir / DRAFTS).in_use() if DRAFT and not frozen \
+            else contextlib.nullcontext():
+        outcome = take_frozen(figures, settings, articles) if frozen \
+            else update_figures(figures, settings, articles, hashes=hashes)
+        errors.extend(outcome.errors)  # before the embedding: a failed figure's box shows them
+        _embed(contents, refs, Embedding(figures, outcome, site), errors)
+    global SHOWS_DRAFTS
+    SHOWS_DRAFTS = any(is_draft(record) for record in outcome.records.values())
     hashes.save(settings.cache_dir)
     if not frozen:
         discover.DECLARED.save(settings.cache_dir)
