@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -316,12 +317,13 @@ def _store_image(site: Site, store: str, name: str) -> tuple[dict, Path]:
     return record, folder / f"{image['sha256']}{image['suffix']}"
 
 
-def _share_near(png: Path, rgb: tuple[int, int, int]) -> float:
-    """The share of an image's pixels within a few levels of one colour."""
+def _share_near(png: Path | bytes, rgb: tuple[int, int, int]) -> float:
+    """The share of an image's pixels (a file's, or bytes') within a few levels of a colour."""
     import numpy as np
     from PIL import Image
 
-    pixels = np.asarray(Image.open(png).convert("RGB"), dtype=int)
+    image = Image.open(io.BytesIO(png) if isinstance(png, bytes) else png)
+    pixels = np.asarray(image.convert("RGB"), dtype=int)
     return float((np.abs(pixels - rgb).max(axis=2) <= 8).mean())
 
 
@@ -344,9 +346,13 @@ def test_a_restyle_shows_a_draft_then_the_final_render(site: Site) -> None:
         assert f"gated-{draft['image']['sha256'][:12]}.png" in page
         assert "<picture" not in page.split('id="fig-gated"')[1].split("</figure>")[0]
         assert _wait_for(lambda: bool(_running(gate)))  # the full run has started
+        shown = draft_png.read_bytes()  # the final one retires it (below)
         (gate / "hold").unlink()
         assert _wait_for(lambda: DRAFT_MARK not in _get(served.url)), served.text()
         final, final_png = _store_image(site, "records", "gated")
+        # Made in full from the inputs it read, the draft can never show again: it went.
+        assert not (site.root / ".figgen-cache/drafts/records/gated.json").exists()
+        assert not draft_png.exists()
         assert "draft" not in final["environment"] and final["renders"]
         assert f"gated-{final['image']['sha256'][:12]}.png" in _get(served.url)
         # The draft is the final render at one pixel per CSS pixel: the same size on the page.
@@ -354,7 +360,7 @@ def test_a_restyle_shows_a_draft_then_the_final_render(site: Site) -> None:
         assert [draft["image"][k] for k in ("width", "height")] == \
             [final["image"][k] for k in ("width", "height")]
         # Both show the restyle (a green line now), and not the orange one it replaced.
-        for png in (draft_png, final_png):
+        for png in (shown, final_png):
             assert _share_near(png, (44, 160, 44)) > 0.01 and not _share_near(png, (255, 127, 14))
         # The draft swapped in, then the final render: two builds that changed only it.
         assert [e["figures"] for e in served.events[-2:]] == [["fig-gated"], ["fig-gated"]]
