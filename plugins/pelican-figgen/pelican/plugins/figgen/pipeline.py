@@ -264,8 +264,8 @@ def tidy_drafts(settings: FiggenSettings) -> None:
     # whose script is gone (removed, renamed) is taken by no build: a draft is taken only for a
     # reference that resolves to a script of its name. Nor one whose figure's real record was
     # made from the same inputs: a preview drafts only a stale figure, and the edit that makes
-    # it stale changes the draft's key too. Done once the build's pages are written, so its own
-    # drafts are copied out first.
+    # it stale changes the draft's key too. Done once the build's figures are in the output,
+    # so its own drafts are copied out first.
     scripts, real = set(discover.script_names(settings.scripts)), Store(settings.cache_dir)
 
     def obsolete(name: str, draft: Record | None) -> bool:
