@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -316,12 +317,13 @@ def _store_image(site: Site, store: str, name: str) -> tuple[dict, Path]:
     return record, folder / f"{image['sha256']}{image['suffix']}"
 
 
-def _share_near(png: Path, rgb: tuple[int, int, int]) -> float:
-    """The share of an image's pixels within a few levels of one colour."""
+def _share_near(png: Path | bytes, rgb: tuple[int, int, int]) -> float:
+    """The share of an image's pixels (a file's, or bytes') within a few levels of a colour."""
     import numpy as np
     from PIL import Image
 
-    pixels = np.asarray(Image.open(png).convert("RGB"), dtype=int)
+    image = Image.open(io.BytesIO(png) if isinstance(png, bytes) else png)
+    pixels = np.asarray(image.convert("RGB"), dtype=int)
     return float((np.abs(pixels - rgb).max(axis=2) <= 8).mean())
 
 
@@ -344,9 +346,13 @@ def test_a_restyle_shows_a_draft_then_the_final_render(site: Site) -> None:
         assert f"gated-{draft['image']['sha256'][:12]}.png" in page
         assert "<picture" not in page.split('id="fig-gated"')[1].split("</figure>")[0]
         assert _wait_for(lambda: bool(_running(gate)))  # the full run has started
+        shown = draft_png.read_bytes()  # the final one retires it (below)
         (gate / "hold").unlink()
         assert _wait_for(lambda: DRAFT_MARK not in _get(served.url)), served.text()
         final, final_png = _store_image(site, "records", "gated")
+        # Made in full from the inputs it read, the draft can never show again: it went.
+        assert not (site.root / ".figgen-cache/drafts/records/gated.json").exists()
+        assert not draft_png.exists()
         assert "draft" not in final["environment"] and final["renders"]
         assert f"gated-{final['image']['sha256'][:12]}.png" in _get(served.url)
         # The draft is the final render at one pixel per CSS pixel: the same size on the page.
@@ -354,7 +360,7 @@ def test_a_restyle_shows_a_draft_then_the_final_render(site: Site) -> None:
         assert [draft["image"][k] for k in ("width", "height")] == \
             [final["image"][k] for k in ("width", "height")]
         # Both show the restyle (a green line now), and not the orange one it replaced.
-        for png in (draft_png, final_png):
+        for png in (shown, final_png):
             assert _share_near(png, (44, 160, 44)) > 0.01 and not _share_near(png, (255, 127, 14))
         # The draft swapped in, then the final render: two builds that changed only it.
         assert [e["figures"] for e in served.events[-2:]] == [["fig-gated"], ["fig-gated"]]
@@ -462,6 +468,78 @@ def test_previews_keep_only_each_figures_latest_draft_and_its_images(
     assert not list(site.root.glob(".figgen-cache/objects/*"))  # the real store untouched
 
 
+def _drafts_kept(site: Site) -> tuple[dict[str, cache.Record], set[str]]:
+    """The drafts' store: its records by name, and the names of its objects."""
+    drafts = site.root / ".figgen-cache" / "drafts"
+    records = {p.relative_to(drafts / "records").with_suffix("").as_posix():
+               cache.record_from({k: v for k, v in json.loads(p.read_text()).items()
+                                  if k not in ("format", "sha256")})
+               for p in drafts.glob("records/**/*.json")}
+    return records, {p.name for p in drafts.glob("objects/*")}
+
+
+def _files(records: dict[str, cache.Record]) -> set[str]:
+    """The object file names a set of records names."""
+    return {f"{o.sha256}{o.suffix}" for r in records.values() for o in r.objects()}
+
+
+def test_a_removed_or_renamed_figures_draft_and_its_image_go(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "DRAFT", True)  # what make serve's previews set
+    assert set(site.build()["ran"]) == {"alpha", "beta", "gamma"}
+    first, _ = _drafts_kept(site)
+    # beta removed (script and reference): a preview that drafts nothing drops its draft.
+    (site.root / "figs/beta.py").unlink()
+    post = site.root / "content/post.md"
+    post.write_text("\n".join(line for line in post.read_text().splitlines()
+                              if "{figure}beta" not in line) + "\n")
+    assert site.build()["ran"] == {}
+    records, objects = _drafts_kept(site)
+    assert records.keys() == {"alpha", "gamma"} and objects == _files(records)
+    assert first["beta"].image.sha256 not in "".join(objects)
+    # gamma renamed delta: delta drafts, gamma's draft goes (its image is now delta's).
+    (site.root / "figs/gamma.py").rename(site.root / "figs/delta.py")
+    post.write_text(post.read_text().replace("{figure}gamma", "{figure}delta"))
+    assert set(site.build()["ran"]) == {"delta"}
+    records, objects = _drafts_kept(site)
+    assert records.keys() == {"alpha", "delta"} and objects == _files(records)
+    assert records["delta"].image.sha256 == first["gamma"].image.sha256  # the same drawing
+    assert f"delta-{records['delta'].image.sha256[:12]}.png" in site.html()
+    assert records["alpha"] == first["alpha"]  # the others' drafts stay, still taken
+    assert set(site.build()["ran"]) == set()
+
+
+def test_a_draft_goes_once_its_figure_is_made_in_full_from_the_same_inputs(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def preview(draft: bool) -> set[str]:
+        monkeypatch.setattr(pipeline, "DRAFT", draft)  # True: what make serve's previews set
+        return set(site.build()["ran"])
+
+    assert preview(True) == {"alpha", "beta", "gamma"}
+    assert preview(False) == {"alpha", "beta", "gamma"}  # the full build that follows
+    assert _drafts_kept(site) == ({}, set())
+    # An edit: its preview still drafts it (and only it), then the full build retires it.
+    site.write("figs/alpha.py", line_script("green"))
+    assert preview(True) == {"alpha"}
+    records, objects = _drafts_kept(site)
+    assert records.keys() == {"alpha"} and objects == _files(records)
+    assert records["alpha"].fields["color"] == "green" and "figgen-draft" in site.html()
+    assert f"alpha-{records['alpha'].image.sha256[:12]}.png" in site.html()
+    assert preview(False) == {"alpha"} and "figgen-draft" not in site.html()
+    assert _drafts_kept(site) == ({}, set())
+    # A draft of other inputs than the real record's stays: a revert would show it again.
+    site.write("figs/alpha.py", line_script("purple"))
+    assert preview(True) == {"alpha"}
+    site.write("figs/alpha.py", line_script("orange"))
+    assert preview(False) == {"alpha"}
+    site.write("figs/alpha.py", line_script("purple"))
+    assert preview(True) == set() and "figgen-draft" in site.html()
+    assert list(_drafts_kept(site)[0]) == ["alpha"]
+    assert len(list(site.root.glob(".figgen-cache/records/*.json"))) == 3  # real ones stay
+
+
 def test_a_draft_is_stored_under_the_lock_its_store_is_trimmed_under(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -480,6 +558,56 @@ def test_a_draft_is_stored_under_the_lock_its_store_is_trimmed_under(
     monkeypatch.setattr(pipeline, "DRAFT", False)
     site.build()
     assert held[3:] == [(".figgen-cache", False)] * 3  # a real record takes no such lock
+
+
+PREVIEW = ("import sys; from pathlib import Path; from pelican.plugins.figgen import serve; "
+           "sys.exit(0 if serve.build(Path('pelicanconf.py'), draft=True) else 1)")
+
+
+def test_a_draft_a_build_took_keeps_its_image_until_copied_whatever_another_trims(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pelican.plugins.figgen import embed
+
+    monkeypatch.setattr(pipeline, "DRAFT", True)  # what make serve's previews set
+    assert set(site.build()["ran"]) == {"alpha", "beta", "gamma"}
+    took, _ = _drafts_kept(site)
+    publish, others = embed.publish, []
+
+    def interleaved(figure, record, store, into):  # noqa: ANN001, ANN202 (embed.publish's)
+        # Build 2 took alpha's draft and is about to copy it: now build 1, a preview sharing
+        # the cache (another make serve), drafts an edit of alpha and trims the drafts.
+        if figure.name == "alpha" and not others:
+            site.write("figs/alpha.py", line_script("green"))
+            others.append(site.command([sys.executable, "-c", PREVIEW]))
+            assert others[0].returncode == 0, others[0].stderr
+        return publish(figure, record, store, into)
+
+    monkeypatch.setattr(embed, "publish", interleaved)
+    shutil.rmtree(site.root / "output")  # build 2 has its own output: nothing copied there yet
+    assert set(site.build()["ran"]) == set()  # build 2: it takes every draft
+    replaced, objects = _drafts_kept(site)
+    assert replaced["alpha"].fields["color"] == "green"  # build 1's draft replaced alpha's
+    # Build 2 still copied the image it took: its page shows the draft it took, intact.
+    image = took["alpha"].image
+    copied = site.root / "output" / "figures" / f"alpha-{image.sha256[:12]}.png"
+    assert f"alpha-{image.sha256[:12]}.png" in site.html()
+    assert hashlib.sha256(copied.read_bytes()).hexdigest() == image.sha256
+    # Kept only while in use: the next build, alone, trims it.
+    monkeypatch.setattr(embed, "publish", publish)
+    assert set(site.build()["ran"]) == set()
+    replaced, objects = _drafts_kept(site)
+    assert objects == _files(replaced) and f"{image.sha256}.png" not in objects
+
+
+def test_a_store_in_use_is_trimmed_by_no_one_until_it_is_let_go(tmp_path: Path) -> None:
+    store = cache.Store(tmp_path / "drafts")
+    unnamed = store.path / "objects" / f"{'0' * 64}.png"
+    unnamed.parent.mkdir(parents=True)
+    unnamed.write_bytes(b"an image no record names")
+    with store.in_use(), store.in_use():  # two builds at once: neither waits
+        assert store.tidy(lambda name, record: True) == 0 and unnamed.exists()
+    assert store.tidy(lambda name, record: True) == 1 and not unnamed.exists()
 
 
 def test_a_page_is_served_as_the_last_build_left_it_never_half_written(tmp_path: Path) -> None:

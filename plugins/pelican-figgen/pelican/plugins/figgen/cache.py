@@ -8,12 +8,14 @@ Records carry their own hash and objects are named by theirs: a damaged entry re
 `locks/<name>.lock` serialises concurrent builds of one figure; `tmp/<pid>-build`
 (contract.SCRATCH) are scratch folders, dropped once their process is gone (a build killed
 with -9 leaves one behind). `drafts/`, make serve's drafts, is a store of the same layout whose
-objects no record names are dropped (Store.drop_unreferenced, under `locks/.objects.lock`).
+records that can never show again, then objects no record names, are dropped (Store.tidy,
+alone under `locks/.objects.lock`, which a build using the store holds shared).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -22,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,9 @@ FORMAT = 7  # bump when the record layout changes: old records then read as "nev
 # unchanged file is not read again (a checkout or copy changes ctime: it is).
 HASH_MEMO = "hashes.json"
 SETTLED_NS = 2_000_000_000  # a file's stamp is trusted once it is this old
-OBJECTS_LOCK = ".objects.lock"  # in locks/: held while objects are put and recorded, or trimmed
+# In locks/: held shared while objects are put and recorded, or taken and copied out; alone to
+# trim them.
+OBJECTS_LOCK = ".objects.lock"
 
 
 @dataclass(frozen=True)
@@ -301,31 +305,58 @@ class Store:
             yield
 
     @contextlib.contextmanager
-    def storing(self) -> Iterator[None]:
-        """Hold the store's objects lock: objects are put and recorded, or trimmed, under it."""
+    def in_use(self) -> Iterator[None]:
+        """Hold the store's objects lock shared while objects are put and recorded, or records
+        taken and their objects copied out: no trim (tidy) meanwhile."""
         # A name no figure has (names start with a letter, digit or _): a figure's lock, held
-        # by the same run, is another file.
-        with locked(self.path / "locks" / OBJECTS_LOCK):
+        # by the same run, is another file. Shared: builds using the store never wait for each
+        # other, only a trim needs it alone.
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(shared_lock(self.path / "locks" / OBJECTS_LOCK))
+            except OSError as err:  # a read-only cache: nothing is stored, nor trimmed, here
+                logger.debug("figgen: cannot lock %s (%s)", self.path, err)
             yield
 
-    def drop_unreferenced(self) -> int:
-        """Delete every object no record of this store names; how many (the drafts' store)."""
-        # Under the objects lock: a run storing a draft meanwhile has put its image and saved
-        # its record by the time this looks, or puts it again after (copy_unless_same).
+    def names(self) -> list[str]:
+        """The names of the figures this store has a record of ('sub/name' for sub/name.json)."""
+        records = self.path / "records"
+        return sorted(p.relative_to(records).with_suffix("").as_posix()
+                      for p in records.rglob("*.json"))
+
+    def tidy(self, obsolete: Callable[[str, Record | None], bool]) -> int:
+        """Delete the records obsolete(name, record) picks, then every object no record names.
+
+        Returns how many objects went (the drafts' store: its records are replaced, and its
+        objects never shared with another store).
+        """
+        # Alone under the objects lock, or not at all: a build that uses the store (stores a
+        # record, or took one and has not copied its objects out yet) holds it shared for as
+        # long, and may hold it for minutes; the next build's trim does it then.
         try:
-            with self.storing():
-                records = self.path / "records"
-                names = (p.relative_to(records).with_suffix("").as_posix()
-                         for p in records.rglob("*.json"))
-                kept = {self.object_path(o) for r in filter(None, map(self.load, names))
-                        for o in r.objects()}
-                # Not a copy half made (".*.tmp"): drop_orphans knows whose it is.
-                dropped = [p for p in self.path.glob("objects/[!.]*") if p not in kept]
-                for path in dropped:
-                    path.unlink(missing_ok=True)
+            with locked(self.path / "locks" / OBJECTS_LOCK, block=False) as alone:
+                if not alone:
+                    logger.info("figgen: another build is using %s: trimming it is left to a "
+                                "later build", self.path)
+                    return 0
+                return self._drop(obsolete)
         except OSError as err:  # housekeeping never fails a build
-            logger.warning("figgen: cannot trim the objects in %s (%s)", self.path, err)
+            logger.warning("figgen: cannot trim the records and objects in %s (%s)",
+                           self.path, err)
             return 0
+
+    def _drop(self, obsolete: Callable[[str, Record | None], bool]) -> int:
+        """Delete the records obsolete picks, then the objects no record names; how many."""
+        records = {name: self.load(name) for name in self.names()}
+        for name, record in records.items():
+            if obsolete(name, record):
+                self.record_path(name).unlink(missing_ok=True)
+                records[name] = None
+        kept = {self.object_path(o) for r in filter(None, records.values()) for o in r.objects()}
+        # Not a copy half made (".*.tmp"): drop_orphans knows whose it is.
+        dropped = [p for p in self.path.glob("objects/[!.]*") if p not in kept]
+        for path in dropped:
+            path.unlink(missing_ok=True)
         return len(dropped)
 
     def scratch(self) -> Path:
@@ -396,6 +427,17 @@ def _drop_unlocked(result: Path) -> bool:
         if held:  # else being computed again (it was damaged): in use
             result.unlink(missing_ok=True)
         return held
+
+
+@contextlib.contextmanager
+def shared_lock(path: Path) -> Iterator[None]:
+    """Hold a shared lock on the lock file at path: others may too; an exclusive one waits."""
+    # contract.locked's sibling (exclusive): the same file, never deleted, dropped by the
+    # kernel when the process dies.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        yield  # closing the file releases the lock
 
 
 def _digest(data: Mapping[str, Any]) -> str:

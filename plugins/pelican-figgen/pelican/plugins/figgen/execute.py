@@ -435,9 +435,9 @@ def _run(
 def _stored(made: Made, cached: Cache) -> tuple[Record | None, RunResult]:
     """Store a run's output and record it; None and the cause when its output is malformed."""
     result = made.result
-    # A draft's objects are trimmed (pipeline, Store.drop_unreferenced) under the store's
+    # A draft's objects are trimmed (pipeline.tidy_drafts, Store.tidy) under the store's
     # objects lock: its image must not go between being put and being recorded.
-    storing = cached.store.storing() if drafting(made.expected.environment) \
+    storing = cached.store.in_use() if drafting(made.expected.environment) \
         else contextlib.nullcontext()
     with storing:
         try:

@@ -8,6 +8,7 @@ a box with its error, and the build succeeds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -63,19 +64,22 @@ def build_figures(generators: list[Any]) -> None:
     figures = resolve_all((r for rs in refs.values() for r in rs), settings, errors,
                           None if frozen else hashes)
     articles = articles_of(refs.values())
-    if frozen:
-        outcome = take_frozen(figures, settings, articles)
-    else:
-        outcome = update_figures(figures, settings, articles, hashes=hashes)
-    errors.extend(outcome.errors)
-    global SHOWS_DRAFTS
-    SHOWS_DRAFTS = any(is_draft(record) for record in outcome.records.values())
     site = embed.Site(settings, Path(generators[0].output_path),
                       generators[0].context["static_content"], hashes)
-    _embed(contents, refs, Embedding(figures, outcome, site), errors)
+    # A preview uses the drafts from taking them until their images are copied out: another
+    # build sharing the cache trims none meanwhile (tidy_drafts, which this one does after).
+    with Store(settings.cache_dir / DRAFTS).in_use() if DRAFT and not frozen \
+            else contextlib.nullcontext():
+        outcome = take_frozen(figures, settings, articles) if frozen \
+            else update_figures(figures, settings, articles, hashes=hashes)
+        errors.extend(outcome.errors)  # before the embedding: a failed figure's box shows them
+        _embed(contents, refs, Embedding(figures, outcome, site), errors)
+    global SHOWS_DRAFTS
+    SHOWS_DRAFTS = any(is_draft(record) for record in outcome.records.values())
     hashes.save(settings.cache_dir)
     if not frozen:
         discover.DECLARED.save(settings.cache_dir)
+        tidy_drafts(settings)
     save_report(settings, outcome)
     finish(errors, settings)
 
@@ -244,16 +248,42 @@ def _drafts(
     if not to_run:
         return
     phase = execute.run_stale(to_run, settings, False, drafts, environment)
-    # Only each figure's latest draft can still be shown (a draft is taken only while its key
-    # matches, and a new one replaces its record): the images of those replaced go. Only a
-    # build sharing this cache that took a draft before the edit that replaced it could miss
-    # its image; that edit rebuilds it (make serve's own builds never overlap).
-    if any(end.ran for end in phase.ends):
-        drafts.store.drop_unreferenced()
     # A failed draft shows the last real image, as a failed run does, not an older draft.
     ends = tuple(replace(end, record=_last_good(stale, end.name)) if end.failure else end
                  for end in phase.ends)
     outcome.take_run(replace(phase, ends=ends), articles)
+
+
+def tidy_drafts(settings: FiggenSettings) -> None:
+    """Drop the drafts that can never show again, then the images no draft names."""
+    drafts = Store(settings.cache_dir / DRAFTS)
+    if not drafts.path.is_dir():  # never a preview here: nothing to look at
+        return
+    # Each figure keeps only its latest draft (a new one replaces its record, and a draft is
+    # taken only while its key matches): the images of those replaced go. A draft of a figure
+    # whose script is gone (removed, renamed) is taken by no build: a draft is taken only for a
+    # reference that resolves to a script of its name. Nor one whose figure's real record was
+    # made from the same inputs: a preview drafts only a stale figure, and the edit that makes
+    # it stale changes the draft's key too. Done once the build's figures are in the output,
+    # so its own drafts are copied out first.
+    scripts, real = set(discover.script_names(settings.scripts)), Store(settings.cache_dir)
+
+    def obsolete(name: str, draft: Record | None) -> bool:
+        return name not in scripts or (draft is not None and made_in_full(draft, real.load(name)))
+
+    dropped = drafts.tidy(obsolete)
+    logger.debug("figgen: %d draft image(s) no draft can show dropped", dropped)
+
+
+def made_in_full(draft: Record, real: Record | None) -> bool:
+    """Whether a real record was made from the inputs a draft read, by the same key."""
+    # The full run reads what the draft read and more (its dark and narrow renders): the
+    # draft's inputs and versions are among the real record's, with the same hashes.
+    if real is None or real.params != draft.params:
+        return False
+    environment = {k: v for k, v in draft.environment.items() if k != contract.DRAFTED}
+    return environment.items() <= real.environment.items() \
+        and draft.inputs.items() <= real.inputs.items()
 
 
 def _last_good(stale: Stale, name: str) -> Record | None:
