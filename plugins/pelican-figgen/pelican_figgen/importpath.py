@@ -66,14 +66,10 @@ def portable_names(files: Iterable[Path], modules: Mapping[str, Any],
         return {}
     by_file = {m.__file__: n for n, m in list(modules.items())
                if isinstance(getattr(m, "__file__", None), str) and os.path.isabs(m.__file__)}
-    found = {f: rel for f in wanted
-             if (rel := module_path(by_file.get(str(f), ""), str(f)))}
-    if wanted - set(found):  # reached through a link: resolve every module's file (slower)
-        for file, name in by_file.items():
-            rel = module_path(name, file)
-            if rel and Path(file).resolve() in wanted:
-                found.setdefault(Path(file).resolve(), rel)
-    bases = {p.parents[rel.count("/")] for p, rel in found.items()}
+    named = {file: rel for file, name in by_file.items() if (rel := module_path(name, file))}
+    found = {file: named[str(file)] for file in wanted if str(file) in named}
+    # The folders modules were imported from, links resolved, and the path entries.
+    bases = {Path(base).resolve() for base in {file[:-len(rel)] for file, rel in named.items()}}
     bases |= {Path(e).resolve() for e in entries if e}
     for file in wanted - set(found):
         holders = [b for b in bases if file.is_relative_to(b)]
