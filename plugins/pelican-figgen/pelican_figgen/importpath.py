@@ -68,13 +68,15 @@ def portable_names(files: Iterable[Path], modules: Mapping[str, Any],
                if isinstance(getattr(m, "__file__", None), str) and os.path.isabs(m.__file__)}
     named = {file: rel for file, name in by_file.items() if (rel := module_path(name, file))}
     found = {file: named[str(file)] for file in wanted if str(file) in named}
-    # The folders modules were imported from, links resolved, and the path entries.
-    bases = {Path(base).resolve() for base in {file[:-len(rel)] for file, rel in named.items()}}
-    bases |= {Path(e).resolve() for e in entries if e}
-    for file in wanted - set(found):
-        holders = [b for b in bases if file.is_relative_to(b)]
-        if holders:
-            found[file] = file.relative_to(max(holders, key=lambda b: len(b.parts))).as_posix()
+    rest = wanted - set(found)
+    if rest:  # the folders modules were imported from, links resolved, and the path entries
+        bases = {Path(b).resolve() for b in {file[:-len(rel)] for file, rel in named.items()}}
+        bases |= {Path(e).resolve() for e in entries if e}
+        for file in rest:
+            holders = [b for b in bases if file.is_relative_to(b)]
+            if holders:
+                deepest = max(holders, key=lambda b: len(b.parts))
+                found[file] = file.relative_to(deepest).as_posix()
     return {file: MARK + rel for file, rel in found.items()}
 
 
