@@ -28,6 +28,7 @@ from pelican_figgen.importpath import (
     root_name,
     this_import_path,
 )
+from pelican_figgen.imports import project_files
 
 
 def package(folder: Path, name: str = "mylib") -> Path:
@@ -84,9 +85,14 @@ def test_a_module_reached_through_a_link_is_named_by_its_module(tmp_path: Path) 
     assert found == {(real / "helpers.py").resolve(): "sys.path:mylib/helpers.py"}
 
 
-def test_a_root_file_is_never_taken_for_a_portable_name() -> None:
+def test_a_root_file_is_never_taken_for_a_portable_name(tmp_path: Path) -> None:
     assert root_name("figs/a.py") == "figs/a.py"
     assert root_name("sys.path:odd/a.py") == "./sys.path:odd/a.py"
+    script = tmp_path / "sys.path:figs/a.py"  # a scripts folder of that name, read statically
+    script.parent.mkdir()
+    script.write_text("import json\n")
+    assert project_files(tmp_path, script) == ["./sys.path:figs/a.py"]
+    assert Hashes().under(tmp_path, "./sys.path:figs/a.py") == Hashes()(script)
 
 
 def test_a_name_is_found_where_the_import_path_imports_its_top_module(tmp_path: Path) -> None:
