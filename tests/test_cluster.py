@@ -297,6 +297,15 @@ def test_a_task_carries_script_helper_and_data_not_the_rest(site: Site) -> None:
     alpha = discover.Figure("alpha", settings.scripts / "alpha.py", (), 600.0, {})
     job = execute.Pending(alpha, Expected("{}", {}, ("figs/alpha.py",)), None, "new")
     assert set(cluster.task_files(settings, job)) >= {"figs/alpha.py", "helpers/common.py"}
+    # A module outside the root, named portably by its last run, is the worker's own to have,
+    # even where the root holds a file of that name.
+    site.write("sys.path:outlib/shapes.py", "SLOPE = 2\n")
+    from pelican.plugins.figgen.cache import Image, Record
+
+    last = Record("alpha", {"sys.path:outlib/shapes.py": "0" * 64}, "{}", {},
+                  Image("0" * 64, ".png", 1, 1))
+    job = execute.Pending(alpha, Expected("{}", {}, ("figs/alpha.py",)), last, "changed")
+    assert "sys.path:outlib/shapes.py" not in cluster.task_files(settings, job)
 
 
 def test_a_worker_gives_the_script_the_arguments_of_a_local_run(site: Site, tmp_path: Path

@@ -108,7 +108,7 @@ def test_a_module_outside_the_root_on_pythonpath_is_an_input(
 ) -> None:
     site.build()
     plain = libs["checkout"] / "plainlib/__init__.py"
-    assert str(plain.resolve()) in record(site, "zeta")["inputs"]  # absolute: outside the root
+    assert "sys.path:plainlib/__init__.py" in record(site, "zeta")["inputs"]  # outside the root
     plain.write_text("VALUE = 2\n")
     assert set(site.build()["ran"]) == {"zeta"}
 

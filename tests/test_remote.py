@@ -38,10 +38,10 @@ def clone(site: Site, where: Path) -> Site:
     return Site(where)
 
 
-def images(site: Site) -> dict[str, bytes]:
+def images(site: Site, page: str = "a-tiny-post.html") -> dict[str, bytes]:
     """Each figure's alt text -> the bytes of its image in the output."""
     return {f["img"]["alt"]: (site.root / "output" / f["img"]["src"].lstrip("/")).read_bytes()
-            for f in figures(site.html())}
+            for f in figures(site.html(page))}
 
 
 def remote_files(folder: Path) -> list[str]:
@@ -105,6 +105,71 @@ def test_a_remote_record_is_judged_by_every_input_it_names(
     laptop.append("helpers/common.py", "\n# edited\n")
     report = build(laptop, url)
     assert set(report["ran"]) == {"alpha", "beta"} and report["cached"] == ["gamma"]
+
+
+OUTSIDE_POST = """\
+Title: A checkout
+Date: 2024-01-04
+Category: Tests
+
+![A line of a checkout's slope]({figure}delta "Delta's slope comes from a checkout")
+"""
+
+DELTA = """\
+from matplotlib.figure import Figure
+
+from outlib.shapes import SLOPE
+from pelican_figgen.harness import run
+
+
+def main(ctx):
+    fig = Figure(figsize=(1, 1))
+    fig.add_subplot().plot([0, SLOPE])
+    ctx.save(fig)
+
+
+if __name__ == "__main__":
+    run(main)
+"""
+
+
+def checkout(folder: Path) -> Path:
+    """A helper package in a folder outside any site, as a checkout on PYTHONPATH."""
+    (folder / "outlib").mkdir()
+    (folder / "outlib/__init__.py").write_text("")
+    (folder / "outlib/shapes.py").write_text("SLOPE = 2\n")
+    return folder
+
+
+def test_a_checkout_outside_the_root_is_the_same_input_wherever_it_lives(
+    site: Site, tmp_path_factory: pytest.TempPathFactory, keyed: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two machines: each has the site and the helper checkout at paths of its own.
+    site.write("figs/delta.py", DELTA)
+    site.write("content/checkout.md", OUTSIDE_POST)
+    laptop = clone(site, tmp_path_factory.mktemp("laptop") / "blog")
+    url = tmp_path_factory.mktemp("bucket").as_uri()
+    ci_lib, laptop_lib = (checkout(tmp_path_factory.mktemp(n)) for n in ("ci-src", "home-src"))
+    before = os.environ.get("PYTHONPATH")
+
+    def on_path(folder: Path) -> None:
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), before])))
+
+    on_path(ci_lib)
+    assert set(build(site, url, write=True)["ran"]) == ALL | {"delta"}
+    inputs = json.loads((site.root / ".figgen-cache/records/delta.json").read_text())["inputs"]
+    assert "sys.path:outlib/shapes.py" in inputs
+    assert not [name for name in inputs if Path(name).is_absolute()]  # no machine's path
+    shutil.rmtree(ci_lib)  # CI's checkout is not on the laptop
+    on_path(laptop_lib)
+    report = build(laptop, url)
+    assert report["ran"] == {} and set(report["cached"]) == ALL | {"delta"}
+    for page in ("a-tiny-post.html", "a-checkout.html"):
+        assert images(laptop, page) == images(site, page)  # byte for byte
+    laptop_lib.joinpath("outlib/shapes.py").write_text("SLOPE = 3\n")
+    assert set(build(laptop, url)["ran"]) == {"delta"}  # exactly its importer
+    assert build(laptop, url)["ran"] == {}
 
 
 def _record_of(folder: Path, name: str) -> Path:

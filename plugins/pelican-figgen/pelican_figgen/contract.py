@@ -35,7 +35,9 @@ IMAGE = "image"
 # Other renders of the same run, by role ("dark", "narrow", "narrow-dark"), each as IMAGE but
 # with a lossless WebP as its "file" and no twin
 RENDERS = "renders"
-MODULES = "modules"  # files the run imported that no installed distribution holds (root-relative)
+# files the run imported that no installed distribution holds (root-relative, or portable:
+# pelican_figgen.importpath)
+MODULES = "modules"
 DISTRIBUTIONS = "distributions"  # the installed distributions the run imported -> versions
 FAILED = "failed"  # true in the manifest of a run whose main() raised
 DRAFTED = "draft"  # true in the manifest of a draft run (DRAFT): never a real result

@@ -466,8 +466,9 @@ def imported(root: Path, script: Path) -> dict[str, Any]:
 
     A distribution counts by its version; a plain file (the site's modules, a checkout on
     PYTHONPATH, an editable install's source) by its path, relative to the root when inside
-    it, for the plugin to hash as an input. The distributions are the same whether the run was
-    forked or alone and whatever the intermediates' store held (see ``distributions``).
+    it, else by its portable name (pelican_figgen.importpath), for the plugin to hash as an
+    input. The distributions are the same whether the run was forked or alone and whatever
+    the intermediates' store held (see ``distributions``).
     """
     found = loaded()
     # Not contract.project_file: a plain file outside the root (a checkout on PYTHONPATH, an
@@ -475,9 +476,17 @@ def imported(root: Path, script: Path) -> dict[str, Any]:
     # setuptools' editable-install finders run at every start-up; they compute nothing.
     files = {p for p in (*found.files, *_DEPENDS)
              if p != script and not p.name.startswith("__editable__")}
+    # Outside the root, by its path below its import-path entry: the same on every machine.
+    # Imported after the list was taken: naming the inputs changes no image.
+    from pelican_figgen import importpath
+
+    outside = importpath.portable_names((p for p in files if not p.is_relative_to(root)),
+                                        sys.modules, sys.path)
 
     def name(path: Path) -> str:
-        return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        if path.is_relative_to(root):
+            return importpath.root_name(path.relative_to(root).as_posix())
+        return outside.get(path, str(path))  # absolute: no import-path entry holds it
 
     return {contract.MODULES: sorted(name(p) for p in files),
             contract.DISTRIBUTIONS: distributions(found, root, script)}

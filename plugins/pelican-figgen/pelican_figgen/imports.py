@@ -143,9 +143,11 @@ def _project_files(name: str, folders: tuple[Path, ...]) -> list[Path]:
 
 def project_files(root: Path, script: Path) -> list[str]:
     """The project files below `root` a script imports, transitively, itself first."""
+    from pelican_figgen.importpath import root_name  # here: a run never asks for this list
+
     found = closure(script, [root, script.parent]).files  # its folder: how `python script` finds
     root = root.resolve()
-    return [f.relative_to(root).as_posix() for f in found if f.is_relative_to(root)]
+    return [root_name(f.relative_to(root).as_posix()) for f in found if f.is_relative_to(root)]
 
 
 if __name__ == "__main__":  # python -m pelican_figgen.imports ROOT SCRIPT: a JSON list on stdout

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pelican_figgen import dists
+from pelican_figgen import dists, importpath
 from pelican_figgen.contract import (
     SCRATCH,
     aside,
@@ -86,7 +86,7 @@ class Record:
 
     name: str
     # path -> sha256: script, data, every imported file in no installed distribution (relative
-    # to root, absolute outside it)
+    # to root; outside it, a portable name: pelican_figgen.importpath)
     inputs: Mapping[str, str]
     params: str  # canonical JSON of seed and parameters
     # Python, the distributions the run imported and those FIGGEN["versions"] adds, threads
@@ -159,20 +159,30 @@ class Verdict:
 class Hashes:
     """SHA-256 of files, each read at most once per build (with a memo, once while unchanged)."""
 
-    def __init__(self, memo: Path | None = None) -> None:
+    def __init__(self, memo: Path | None = None, python: str | None = None) -> None:
         self._known: dict[Path, str] = {}
         self._memo_path = memo  # None: every build reads every file
         self._memo: dict[str, list] | None = None  # read on first use
         self._used: dict[str, list] = {}  # the entries this build confirmed or made
-        self._joined: dict[tuple[Path, str], Path] = {}  # (root, relative path) -> path
+        self._joined: dict[tuple[Path, str], Path | None] = {}  # (root, input's name) -> path
+        self._python = python or sys.executable  # the scripts' interpreter
+        self._import_paths: dict[Path, importpath.ImportPath] = {}  # root -> its import path
 
     def under(self, root: Path, rel: str) -> str | None:
-        """Hash a file by its path relative to root (or absolute), as records name inputs."""
+        """Hash a file by its name in a record: relative to root, portable, or absolute."""
         # Figures share most inputs: each path is joined once a build (pathlib's `/` costs).
-        path = self._joined.get((root, rel))
-        if path is None:
-            path = self._joined[root, rel] = root / rel
-        return self(path)
+        if (root, rel) not in self._joined:
+            self._joined[root, rel] = self.locate(root, rel) if importpath.is_portable(rel) \
+                else root / rel
+        path = self._joined[root, rel]
+        return None if path is None else self(path)
+
+    def locate(self, root: Path, name: str) -> Path | None:
+        """Where the scripts' interpreter imports a portable name's file from; None: nowhere."""
+        # Asked only for a record that names one: a build without outside inputs asks nothing.
+        if root not in self._import_paths:
+            self._import_paths[root] = scripts_import_path(self._python, root)
+        return self._import_paths[root].find(name)
 
     def __call__(self, path: Path) -> str | None:
         """Hash a file's bytes; None when it does not exist."""
@@ -530,6 +540,23 @@ def installed(python: str, root: Path) -> dict[str, str]:
     return json.loads(out.stdout)
 
 
+def scripts_import_path(python: str, root: Path) -> importpath.ImportPath:
+    """Where the interpreter running scripts imports from, with the PYTHONPATH a run gets."""
+    path = script_path(root)
+    if Path(python).absolute() == Path(sys.executable).absolute():  # as in installed()
+        return importpath.this_import_path(path.split(os.pathsep))
+    # Another interpreter: ask it, once per build that has an input outside the root.
+    try:
+        out = subprocess.run([python, "-m", "pelican_figgen.importpath"], capture_output=True,
+                             text=True, env=os.environ | {"PYTHONPATH": path}, cwd=root)
+        found = json.loads(out.stdout)
+        return importpath.ImportPath(tuple(found["entries"]), dict(found["editable"]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        logger.warning("figgen: cannot ask FIGGEN['python'] %s where it imports from (%s): the "
+                       "figures' inputs outside %s count as missing", python, err, root)
+        return importpath.ImportPath(())
+
+
 @dataclass(frozen=True)
 class Cache:
     """A store judged against the project's files, each file hashed at most once per build."""
@@ -567,7 +594,7 @@ class Cache:
         return self._objects_verdict(record) is None
 
     def hash(self, rel: str) -> str | None:
-        """The hash of a file, by its path relative to the root (or absolute); None: absent."""
+        """The hash of a file, by its name as records give it (Hashes.under); None: absent."""
         return self.hashes.under(self.root, rel)
 
     def _objects_verdict(self, record: Record) -> Verdict | None:
@@ -597,7 +624,9 @@ def _changed(run: Record | Failure, root: Path, expected: Expected, hashes: Hash
     for rel, digest in (run.inputs or {}).items():
         now = hashes.under(root, rel)
         if now != digest:
-            return f"{rel} {'deleted' if now is None else 'changed'}"
+            gone = "not found on the scripts' import path" if importpath.is_portable(rel) \
+                else "deleted"
+            return f"{rel} {gone if now is None else 'changed'}"
     return ""
 
 

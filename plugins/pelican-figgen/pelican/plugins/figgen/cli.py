@@ -27,7 +27,7 @@ import markdown
 from rich.logging import RichHandler
 
 from . import cache, discover, pipeline, progress, verify
-from .cache import Cache, Expected, Record, Store, copy_unless_same
+from .cache import Cache, Expected, Hashes, Record, Store, copy_unless_same
 from .discover import Figure, FigureRef
 from .errors import FigureError, SettingsError
 from .markdown_ext import FigureReferenceExtension
@@ -102,7 +102,7 @@ def cmd_list(project: Project, args: argparse.Namespace) -> int:
     errors: list[FigureError] = []
     names = sorted(set(discover.script_names(s.scripts)) | set(articles))
     found = figures(project, names, errors)
-    cached = Cache(s.root, Store(s.cache_dir))
+    cached = Cache(s.root, Store(s.cache_dir), Hashes(python=s.python))
     installed = cache.installed(s.python, s.root)
     want = functools.partial(pipeline.expected, settings=s,
                              environment=pipeline.run_environment(s, installed),
@@ -218,7 +218,7 @@ def cmd_verify(project: Project, args: argparse.Namespace) -> int:
     found = figures(project, [], errors)
     outcome = pipeline.update_figures(found, s, project.articles, force=True)
     save_report(s, outcome)
-    fresh, freeze = outcome.store, Cache(s.root, Store(s.freeze_dir))
+    fresh, freeze = outcome.store, Cache(s.root, Store(s.freeze_dir), Hashes(python=s.python))
     failures = 0
     for name in sorted(found):
         frozen = freeze.store.load(name)

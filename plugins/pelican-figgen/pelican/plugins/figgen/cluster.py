@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pelican_figgen import contract, imports
+from pelican_figgen.importpath import is_portable
 from pelican_figgen.worker import run_task
 
 from . import execute, progress, run, schedule
@@ -142,8 +143,9 @@ def task_files(settings: FiggenSettings, job: execute.Pending) -> dict[str, byte
     files: dict[str, bytes] = {}
     for rel in sorted(names):
         path = settings.root / rel
-        # A file outside the root (absolute) is the worker's own to have, like a library.
-        if Path(rel).is_absolute() or not path.is_file():
+        # A file outside the root (a portable name, or absolute in an older record) is the
+        # worker's own to have, like a library: its run names it, the build finds it here.
+        if is_portable(rel) or Path(rel).is_absolute() or not path.is_file():
             continue
         files[rel] = path.read_bytes()
         if path.suffix == ".py":  # what a module reads beside itself (a page's JS, a table)

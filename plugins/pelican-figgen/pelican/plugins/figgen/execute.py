@@ -485,7 +485,7 @@ def _inputs(
     modules: Iterable[str], before: dict[str, str | None], cached: Cache
 ) -> dict[str, str | None]:
     """Every input a run read, by hash: the files it imported, then its script and data."""
-    # A file outside the root is stored absolute: root / an absolute path is that path.
+    # A file outside the root has a portable name (pelican_figgen.importpath), found here again.
     return {**{rel: cached.hash(rel) for rel in modules}, **before}
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pelican_figgen import contract
+from pelican_figgen import contract, importpath
 from pelican_figgen.dists import normalize
 
 from . import cache, discover, embed
@@ -57,7 +57,7 @@ def build_figures(generators: list[Any]) -> None:
     # One memo of file hashes for the build: its inputs, cached images and their output copies
     # (none in frozen mode, which writes only to the output).
     frozen = settings.mode == "frozen"
-    hashes = Hashes(None if frozen else settings.cache_dir / cache.HASH_MEMO)
+    hashes = Hashes(None if frozen else settings.cache_dir / cache.HASH_MEMO, settings.python)
     refs = _discover(contents, settings, errors)
     if not frozen:  # scripts' declarations as the last build read them, by the scripts' hashes
         discover.DECLARED.load(settings.cache_dir)
@@ -184,7 +184,8 @@ def update_figures(
 ) -> Outcome:
     """Bring every figure up to date: reuse its record or run its script (always if force)."""
     # `hashes`: the build's memo of file hashes, which the caller saves; None: one of its own.
-    memo = hashes if hashes is not None else Hashes(settings.cache_dir / cache.HASH_MEMO)
+    memo = hashes if hashes is not None else Hashes(settings.cache_dir / cache.HASH_MEMO,
+                                                      settings.python)
     cached = Cache(settings.root, Store(settings.cache_dir), memo)
     installed = cache.installed(settings.python, settings.root)
     environment = run_environment(settings, installed)
@@ -305,7 +306,7 @@ def take_frozen(
     figures: Mapping[str, Figure], settings: FiggenSettings, articles: Mapping[str, list[str]]
 ) -> Outcome:
     """Frozen mode: take every figure from the freeze and run nothing."""
-    frozen = Cache(settings.root, Store(settings.freeze_dir))
+    frozen = Cache(settings.root, Store(settings.freeze_dir), Hashes(python=settings.python))
     outcome = Outcome(store=frozen.store)
     for name, figure in figures.items():
         record = frozen.store.load(name)
@@ -397,4 +398,4 @@ def _figure_tag(ref: FigureRef, lazy: bool, into: Embedding) -> str | None:
 
 def _rel(path: Path, settings: FiggenSettings) -> str:
     """A path relative to the project root, as records store it."""
-    return path.relative_to(settings.root).as_posix()
+    return importpath.root_name(path.relative_to(settings.root).as_posix())

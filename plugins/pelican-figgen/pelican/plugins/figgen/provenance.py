@@ -63,7 +63,8 @@ def disclosure_html(record: Record, script: str, json_url: str) -> str:
     # Everything shown comes from a record or a setting: escaped, like any text from a run.
     inputs = "".join(
         f"<li><code>{html.escape(path)}</code> {_hash_html(digest)}</li>"
-        for path, digest in sorted(record.inputs.items(), key=lambda kv: kv[0] != script)
+        # Sorted, the script first: a record just made lists them in another order than one read.
+        for path, digest in sorted(record.inputs.items(), key=lambda kv: (kv[0] != script, kv[0]))
     )
     # Not libraries: the thread count (below), a draft's mark (its note says so, not feeds).
     versions = ", ".join(f"{k} {v}" for k, v in sorted(record.environment.items())
