@@ -368,6 +368,44 @@ def test_a_gpu_figure_asks_for_a_gpu_and_no_answer_is_a_timeout(site: Site, tmp_
     assert client.sent[1]["task"]["env"]["CUDA_VISIBLE_DEVICES"] == ""
 
 
+class ListeningClient(FakeClient):
+    """A FakeClient the build also listens to for progress, as to a real one."""
+
+    class scheduler:  # noqa: N801 (a Client's attribute)
+        address = "tcp://fake:8786"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.topics: list[str] = []
+
+    def subscribe_topic(self, topic: str, handler: object) -> None:
+        self.topics.append(topic)
+
+    def unsubscribe_topic(self, topic: str) -> None:
+        self.topics.remove(topic)
+
+
+def test_the_cluster_runs_the_figures_in_the_builds_one_outline(site: Site) -> None:
+    from pelican.plugins.figgen import discover, execute
+    from pelican.plugins.figgen.cache import Cache, Expected, Store
+
+    client = ListeningClient()
+    settings = merge({"scripts": "figs", "executor": client}, site.root / "content")
+    figure = discover.Figure("gamma", settings.scripts / "gamma.py", (), 5.0, {})
+    want = Expected("{}", {}, ("figs/gamma.py", "data/points.txt"))
+    cached = Cache(settings.root, Store(settings.cache_dir))
+    done, preloaded = execute._pool({"gamma": execute.Pending(figure, want, None, "new")},
+                                    settings, cached, False, {})
+    # Sent to the cluster (not run here), with the build's variables, and its end is the
+    # pool's: the failure kept under the figure's name, the cluster's listener gone after.
+    result = done["gamma"].result
+    assert result is not None and "timed out on the Dask cluster" in result.cause
+    assert client.sent[0]["task"]["name"] == "gamma" and preloaded == ()
+    assert "FIGGEN_ENVIRONMENT" in client.sent[0]["task"]["env"]
+    assert cached.store.load_failure("gamma") is not None
+    assert client.topics == []
+
+
 WARM = """\
 import os
 import sys
