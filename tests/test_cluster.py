@@ -299,6 +299,36 @@ def test_a_task_carries_script_helper_and_data_not_the_rest(site: Site) -> None:
     assert set(cluster.task_files(settings, job)) >= {"figs/alpha.py", "helpers/common.py"}
 
 
+def test_a_package_s_folder_is_listed_once_for_all_its_modules(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pelican.plugins.figgen import discover, execute
+    from pelican.plugins.figgen.cache import Expected
+
+    modules = [f"m{i}" for i in range(5)]
+    site.write("pkg/__init__.py", "")
+    for module in modules:
+        site.write(f"pkg/{module}.py", "VALUE = 1\n")
+    site.write("pkg/table.csv", "a,b\n")  # read beside the modules: shipped
+    site.write("pkg/.secret", "no\n")  # hidden: not shipped
+    site.write("figs/many.py", "".join(f"import pkg.{m}\n" for m in modules))
+    settings = merge({"scripts": "figs"}, site.root / "content")
+    figure = discover.Figure("many", settings.scripts / "many.py", (), 600.0, {})
+    job = execute.Pending(figure, Expected("{}", {}, ("figs/many.py",)), None, "new")
+    listed: list[Path] = []
+    iterdir = Path.iterdir
+
+    def counted(folder: Path) -> Iterator[Path]:
+        listed.append(folder)
+        return iterdir(folder)
+
+    monkeypatch.setattr(Path, "iterdir", counted)
+    files = cluster.task_files(settings, job)
+    assert set(files) == {"figs/many.py", "pkg/__init__.py", "pkg/table.csv",
+                          *(f"pkg/{m}.py" for m in modules)}
+    assert files["pkg/table.csv"] == b"a,b\n"
+    assert listed.count(site.root / "pkg") == 1
+
+
 def test_a_worker_gives_the_script_the_arguments_of_a_local_run(site: Site, tmp_path: Path
                                                                 ) -> None:
     from pelican.plugins.figgen import discover, execute, run

@@ -133,19 +133,22 @@ def task_files(settings: FiggenSettings, job: execute.Pending) -> dict[str, byte
         if Path(rel).is_absolute() or not path.is_file():
             continue
         files[rel] = path.read_bytes()
-        if path.suffix == ".py":  # what a module reads beside itself (a page's JS, a table)
-            files |= _siblings(settings, path, files)
+    # What a module reads beside itself (a page's JS, a table): each module's folder listed
+    # once, however many of its modules the figure imports.
+    for folder in sorted({(settings.root / rel).parent for rel in files
+                          if Path(rel).suffix == ".py"}):
+        files |= _siblings(settings, folder, files)
     return files
 
 
 def _siblings(
-    settings: FiggenSettings, module: Path, have: Mapping[str, bytes]
+    settings: FiggenSettings, folder: Path, have: Mapping[str, bytes]
 ) -> dict[str, bytes]:
-    """The small non-Python files beside a module, outside the scripts folder."""
-    if module.parent == settings.scripts:  # other figures' folder: nothing a module reads
+    """The small non-Python files in a folder of modules, outside the scripts folder."""
+    if folder == settings.scripts:  # other figures' folder: nothing a module reads
         return {}
     found = {}
-    for path in sorted(module.parent.iterdir()):
+    for path in sorted(folder.iterdir()):
         rel = path.relative_to(settings.root).as_posix()
         if (path.is_file() and path.suffix not in (".py", ".pyc") and not path.name.startswith(".")
                 and rel not in have and path.stat().st_size <= SIBLING_MAX):
