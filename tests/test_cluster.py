@@ -476,6 +476,55 @@ def test_a_worker_refuses_a_task_from_a_build_with_another_runtime() -> None:
     assert worker.run_task(task)["status"] == 0  # the same runtime: it runs
 
 
+def test_the_runtime_is_hashed_again_only_when_a_file_of_it_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = Path(contract.__file__).parent
+    for module in runtime.glob("*.py"):  # a copy: an upgrade of pelican-figgen, in place
+        shutil.copy2(module, tmp_path / module.name)
+    hashed: list[str] = []
+    sha256 = contract._sha256
+    monkeypatch.setattr(contract, "_sha256", lambda path: hashed.append(path.name) or
+                        sha256(path))
+    first = contract.runtime_digest(tmp_path)
+    assert sorted(hashed) == sorted(p.name for p in runtime.glob("*.py"))  # each file, once
+    assert first == contract.runtime_digest(runtime)  # the same bytes, the same digest
+    hashed.clear()
+    assert contract.runtime_digest(tmp_path) == first and hashed == []  # unchanged: no rehash
+    # The same size, inode and mtime: taken for the same file (a real edit moves its mtime).
+    harness = tmp_path / "harness.py"
+    stat = harness.stat()
+    data = harness.read_bytes()
+    harness.write_bytes(data.replace(b"def ", b"def_", 1))
+    os.utime(harness, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert contract.runtime_digest(tmp_path) == first and hashed == []
+    later = stat.st_mtime_ns + 10**9
+    os.utime(harness, ns=(stat.st_atime_ns, later))  # touched: hashed again
+    second = contract.runtime_digest(tmp_path)
+    assert second != first and hashed == ["harness.py"]
+    # A new file in its place (pip replaces files), same size and mtime: a new inode
+    hashed.clear()
+    (tmp_path / "new.tmp").write_bytes(data)
+    os.utime(tmp_path / "new.tmp", ns=(stat.st_atime_ns, later))
+    (tmp_path / "new.tmp").replace(harness)
+    assert contract.runtime_digest(tmp_path) == first and hashed == ["harness.py"]
+
+
+def test_a_worker_hashes_the_runtime_once_not_per_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pelican_figgen import worker
+
+    hashed: list[str] = []
+    sha256 = contract._sha256
+    monkeypatch.setattr(contract, "_sha256", lambda path: hashed.append(path.name) or
+                        sha256(path))
+    monkeypatch.setattr(contract, "_HASHED", {})  # as in a worker's first task
+    task = _task("once", {"figs/warm.py": WARM, "helpers/common.py": "VALUE = 'once'\n"})
+    assert worker.run_task(task)["status"] == 0
+    # The runtime check and the warm server's key (its start, its preloads) share one hash.
+    assert sorted(hashed) == sorted(contract.runtime_files())
+    hashed.clear()
+    assert worker.run_task(task)["status"] == 0 and hashed == []  # the next task: none
+
+
 def test_a_worker_forks_each_task_from_one_warm_server_with_its_own_files() -> None:
     from pelican_figgen import worker
 

@@ -297,7 +297,8 @@ class KeptServer:
     Its preload list is decided when it starts, from every script in the scripts folder; a
     later build's script that needs a library it did not preload imports it itself. It
     restarts when a version of a distribution it preloaded changes, when a file of the
-    pelican_figgen runtime changes (both hashed before each build), or when it died.
+    pelican_figgen runtime changes (both looked at before each build: contract.runtime_files
+    hashes a file again only when its stat changed), or when it died.
     """
 
     def __init__(self) -> None:
