@@ -308,6 +308,36 @@ def test_a_task_carries_script_helper_and_data_not_the_rest(site: Site) -> None:
     assert "sys.path:outlib/shapes.py" not in cluster.task_files(settings, job)
 
 
+def test_a_package_s_folder_is_listed_once_for_all_its_modules(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pelican.plugins.figgen import discover, execute
+    from pelican.plugins.figgen.cache import Expected
+
+    modules = [f"m{i}" for i in range(5)]
+    site.write("pkg/__init__.py", "")
+    for module in modules:
+        site.write(f"pkg/{module}.py", "VALUE = 1\n")
+    site.write("pkg/table.csv", "a,b\n")  # read beside the modules: shipped
+    site.write("pkg/.secret", "no\n")  # hidden: not shipped
+    site.write("figs/many.py", "".join(f"import pkg.{m}\n" for m in modules))
+    settings = merge({"scripts": "figs"}, site.root / "content")
+    figure = discover.Figure("many", settings.scripts / "many.py", (), 600.0, {})
+    job = execute.Pending(figure, Expected("{}", {}, ("figs/many.py",)), None, "new")
+    listed: list[Path] = []
+    iterdir = Path.iterdir
+
+    def counted(folder: Path) -> Iterator[Path]:
+        listed.append(folder)
+        return iterdir(folder)
+
+    monkeypatch.setattr(Path, "iterdir", counted)
+    files = cluster.task_files(settings, job)
+    assert set(files) == {"figs/many.py", "pkg/__init__.py", "pkg/table.csv",
+                          *(f"pkg/{m}.py" for m in modules)}
+    assert files["pkg/table.csv"] == b"a,b\n"
+    assert listed.count(site.root / "pkg") == 1
+
+
 def test_a_worker_gives_the_script_the_arguments_of_a_local_run(site: Site, tmp_path: Path
                                                                 ) -> None:
     from pelican.plugins.figgen import discover, execute, run
@@ -377,6 +407,44 @@ def test_a_gpu_figure_asks_for_a_gpu_and_no_answer_is_a_timeout(site: Site, tmp_
     assert client.sent[1]["task"]["env"]["CUDA_VISIBLE_DEVICES"] == ""
 
 
+class ListeningClient(FakeClient):
+    """A FakeClient the build also listens to for progress, as to a real one."""
+
+    class scheduler:  # noqa: N801 (a Client's attribute)
+        address = "tcp://fake:8786"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.topics: list[str] = []
+
+    def subscribe_topic(self, topic: str, handler: object) -> None:
+        self.topics.append(topic)
+
+    def unsubscribe_topic(self, topic: str) -> None:
+        self.topics.remove(topic)
+
+
+def test_the_cluster_runs_the_figures_in_the_builds_one_outline(site: Site) -> None:
+    from pelican.plugins.figgen import discover, execute
+    from pelican.plugins.figgen.cache import Cache, Expected, Store
+
+    client = ListeningClient()
+    settings = merge({"scripts": "figs", "executor": client}, site.root / "content")
+    figure = discover.Figure("gamma", settings.scripts / "gamma.py", (), 5.0, {})
+    want = Expected("{}", {}, ("figs/gamma.py", "data/points.txt"))
+    cached = Cache(settings.root, Store(settings.cache_dir))
+    done, preloaded = execute._pool({"gamma": execute.Pending(figure, want, None, "new")},
+                                    settings, cached, False, {})
+    # Sent to the cluster (not run here), with the build's variables, and its end is the
+    # pool's: the failure kept under the figure's name, the cluster's listener gone after.
+    result = done["gamma"].result
+    assert result is not None and "timed out on the Dask cluster" in result.cause
+    assert client.sent[0]["task"]["name"] == "gamma" and preloaded == ()
+    assert "FIGGEN_ENVIRONMENT" in client.sent[0]["task"]["env"]
+    assert cached.store.load_failure("gamma") is not None
+    assert client.topics == []
+
+
 WARM = """\
 import os
 import sys
@@ -415,6 +483,55 @@ def test_a_worker_refuses_a_task_from_a_build_with_another_runtime() -> None:
         with pytest.raises(TaskError, match="another pelican-figgen than the build"):
             worker.run_task(other)
     assert worker.run_task(task)["status"] == 0  # the same runtime: it runs
+
+
+def test_the_runtime_is_hashed_again_only_when_a_file_of_it_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = Path(contract.__file__).parent
+    for module in runtime.glob("*.py"):  # a copy: an upgrade of pelican-figgen, in place
+        shutil.copy2(module, tmp_path / module.name)
+    hashed: list[str] = []
+    sha256 = contract._sha256
+    monkeypatch.setattr(contract, "_sha256", lambda path: hashed.append(path.name) or
+                        sha256(path))
+    first = contract.runtime_digest(tmp_path)
+    assert sorted(hashed) == sorted(p.name for p in runtime.glob("*.py"))  # each file, once
+    assert first == contract.runtime_digest(runtime)  # the same bytes, the same digest
+    hashed.clear()
+    assert contract.runtime_digest(tmp_path) == first and hashed == []  # unchanged: no rehash
+    # The same size, inode and mtime: taken for the same file (a real edit moves its mtime).
+    harness = tmp_path / "harness.py"
+    stat = harness.stat()
+    data = harness.read_bytes()
+    harness.write_bytes(data.replace(b"def ", b"def_", 1))
+    os.utime(harness, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert contract.runtime_digest(tmp_path) == first and hashed == []
+    later = stat.st_mtime_ns + 10**9
+    os.utime(harness, ns=(stat.st_atime_ns, later))  # touched: hashed again
+    second = contract.runtime_digest(tmp_path)
+    assert second != first and hashed == ["harness.py"]
+    # A new file in its place (pip replaces files), same size and mtime: a new inode
+    hashed.clear()
+    (tmp_path / "new.tmp").write_bytes(data)
+    os.utime(tmp_path / "new.tmp", ns=(stat.st_atime_ns, later))
+    (tmp_path / "new.tmp").replace(harness)
+    assert contract.runtime_digest(tmp_path) == first and hashed == ["harness.py"]
+
+
+def test_a_worker_hashes_the_runtime_once_not_per_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pelican_figgen import worker
+
+    hashed: list[str] = []
+    sha256 = contract._sha256
+    monkeypatch.setattr(contract, "_sha256", lambda path: hashed.append(path.name) or
+                        sha256(path))
+    monkeypatch.setattr(contract, "_HASHED", {})  # as in a worker's first task
+    task = _task("once", {"figs/warm.py": WARM, "helpers/common.py": "VALUE = 'once'\n"})
+    assert worker.run_task(task)["status"] == 0
+    # The runtime check and the warm server's key (its start, its preloads) share one hash.
+    assert sorted(hashed) == sorted(contract.runtime_files())
+    hashed.clear()
+    assert worker.run_task(task)["status"] == 0 and hashed == []  # the next task: none
 
 
 def test_a_worker_forks_each_task_from_one_warm_server_with_its_own_files() -> None:

@@ -142,18 +142,37 @@ def locked(
         yield True  # closing the file releases the lock
 
 
-def runtime_files() -> dict[str, str]:
-    """This runtime's source files (this package's modules), each by its sha256."""
+# Each runtime file's sha256 by its path, with the (inode, size, mtime) it was hashed at: a
+# worker or make serve asks for the runtime's hashes several times a task or build, and an
+# upgrade under them (new files, or files rewritten) changes what stat says.
+_HASHED: dict[Path, tuple[tuple[int, int, int], str]] = {}
+
+
+def runtime_files(folder: Path | None = None) -> dict[str, str]:
+    """This runtime's source files (this package's modules, or those in `folder`), each by its
+    sha256; a file is hashed again only once its inode, size or mtime changed."""
+    found = {}
+    for path in sorted((folder or Path(__file__).parent).glob("*.py")):
+        info = path.stat()
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        known = _HASHED.get(path)
+        if known is None or known[0] != stamp:
+            known = _HASHED[path] = (stamp, _sha256(path))
+        found[path.name] = known[1]
+    return found
+
+
+def _sha256(path: Path) -> str:
+    """A file's sha256, in hex."""
     import hashlib  # here: only a warm server's key and a cluster's task ask
 
-    folder = Path(__file__).parent
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.glob("*.py"))}
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def runtime_digest() -> str:
+def runtime_digest(folder: Path | None = None) -> str:
     """One sha256 of this runtime's source files: a build and a worker must run the same."""
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps(runtime_files(), sort_keys=True).encode()).hexdigest()
+    files = runtime_files(folder)
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -30,9 +29,8 @@ from pelican_figgen import contract, imports
 from pelican_figgen.importpath import is_portable
 from pelican_figgen.worker import run_task
 
-from . import execute, progress, run, schedule
-from .cache import Cache
-from .errors import BuildInterrupted, SettingsError
+from . import execute, progress, run
+from .errors import SettingsError
 from .run import RunResult
 from .settings import FiggenSettings
 
@@ -47,33 +45,22 @@ SHIPPED = (*run.THREAD_VARIABLES, "MPLBACKEND", "PYTHONHASHSEED", "PYTHONDONTWRI
 EXTRA = "pip install 'pelican-figgen[dask]'"
 
 
-def run_pending(
-    pending: Mapping[str, execute.Pending], settings: FiggenSettings, cached: Cache,
-    force: bool, environment: Mapping[str, str],
-) -> dict[str, execute.Attempted]:
-    """Run the pending figures on the cluster, each under its lock, as many as it has threads."""
+@contextlib.contextmanager
+def lanes(
+    shared: execute.RunContext, pending: Mapping[str, execute.Pending]
+) -> Iterator[execute.Lanes]:
+    """The cluster as the build's lanes (execute.Engine): each figure a task, as many at once as
+    it has threads."""
+    settings = shared.settings
     with connect(settings.executor) as client:
         cpus, gpus = capacity(client)
         logger.info("figgen: running %d figure(s) on the Dask cluster at %s (%d threads, %d "
                     "GPUs)", len(pending), client.scheduler.address, cpus, len(gpus))
-        retry = force or settings.on_error == "strict"
-        jobs = [execute._job(settings, name, job) for name, job in pending.items()]
-        scratch = execute._scratch(cached.store, list(pending))
-        extra = {contract.ENVIRONMENT: json.dumps(environment, sort_keys=True)}
-        with progress.board() as board, _progress(client, board, settings, force) as runner:
-            context = execute.RunContext(settings, cached, force, None, board, extra, scratch,
-                                         retry, runner)
-            try:
-                # As many at once as the cluster has threads: a task's time-out then counts
-                # from its start, give or take its shipping.
-                return schedule.run_all(
-                    jobs, max(1, cpus - len(gpus)), gpus,
-                    lambda job, lane, idle: execute._attempt(context, job.name,
-                                                             pending[job.name], lane, idle))
-            except KeyboardInterrupt:  # Ctrl-C: cancel what the cluster runs, exit 130
-                error = BuildInterrupted(runner.cancel_all())
-                logger.error("%s", error)
-                raise error from None
+        with _progress(client, shared.board, settings, shared.force) as runner:
+            # As many at once as the cluster has threads: a task's time-out then counts from
+            # its start, give or take its shipping. Ctrl-C cancels what the cluster runs.
+            yield execute.Lanes(max(1, cpus - len(gpus)), gpus, runner.cancel_all,
+                                runner=runner)
 
 
 @contextlib.contextmanager
@@ -148,19 +135,22 @@ def task_files(settings: FiggenSettings, job: execute.Pending) -> dict[str, byte
         if is_portable(rel) or Path(rel).is_absolute() or not path.is_file():
             continue
         files[rel] = path.read_bytes()
-        if path.suffix == ".py":  # what a module reads beside itself (a page's JS, a table)
-            files |= _siblings(settings, path, files)
+    # What a module reads beside itself (a page's JS, a table): each module's folder listed
+    # once, however many of its modules the figure imports.
+    for folder in sorted({(settings.root / rel).parent for rel in files
+                          if Path(rel).suffix == ".py"}):
+        files |= _siblings(settings, folder, files)
     return files
 
 
 def _siblings(
-    settings: FiggenSettings, module: Path, have: Mapping[str, bytes]
+    settings: FiggenSettings, folder: Path, have: Mapping[str, bytes]
 ) -> dict[str, bytes]:
-    """The small non-Python files beside a module, outside the scripts folder."""
-    if module.parent == settings.scripts:  # other figures' folder: nothing a module reads
+    """The small non-Python files in a folder of modules, outside the scripts folder."""
+    if folder == settings.scripts:  # other figures' folder: nothing a module reads
         return {}
     found = {}
-    for path in sorted(module.parent.iterdir()):
+    for path in sorted(folder.iterdir()):
         rel = path.relative_to(settings.root).as_posix()
         if (path.is_file() and path.suffix not in (".py", ".pyc") and not path.name.startswith(".")
                 and rel not in have and path.stat().st_size <= SIBLING_MAX):

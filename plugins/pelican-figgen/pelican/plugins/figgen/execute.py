@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,10 @@ class Attempted:
     previous: Record | None  # the last good record, shown (marked stale) if this run failed
 
 
+# Runs one figure elsewhere (cluster.Runner) and leaves what it made in the given folder.
+Runner = Callable[[Pending, Path, run.Placement, Callable[[Mapping[str, Any]], None]], RunResult]
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What every run of one build shares: settings, cache, warm server, progress, extras."""
@@ -95,9 +99,26 @@ class RunContext:
     env: Mapping[str, str]  # added to every script's environment
     scratch: Path  # this build's scratch folder in the cache
     retry: bool  # run a figure whose last failure is known (strict builds, forced runs)
-    # Runs a figure elsewhere (cluster.Runner); None: run_figure, here
-    runner: Callable[[Pending, Path, run.Placement, Callable[[Mapping[str, Any]], None]],
-                     RunResult] | None = None
+    runner: Runner | None = None  # None: run_figure, here
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """Where an engine runs a build's figures: how many at once, and what each run is given."""
+
+    workers: int  # CPU figures at once
+    gpus: tuple[str, ...]  # a lane each
+    stop: Callable[[], int]  # Ctrl-C: stop every run still going; how many it stopped
+    env: Mapping[str, str] = field(default_factory=dict)  # added to every script's environment
+    server: WarmServer | None = None  # the runs fork from it
+    runner: Runner | None = None  # None: run_figure, here
+    memory: float | None = None  # MiB the CPU figures may need together; None: no bound
+    preloaded: tuple[str, ...] = ()  # what its warm server imported, for the report
+
+
+# Starts the lanes of a build (this machine's pool, a Dask cluster) for its pending figures,
+# given what every run shares; they end when the build's runs did.
+Engine = Callable[[RunContext, Mapping[str, Pending]], contextlib.AbstractContextManager[Lanes]]
 
 
 def run_stale(
@@ -120,13 +141,7 @@ def run_stale(
     rest = {name: job for name, job in pending.items() if name not in done}
     preloaded: tuple[str, ...] = ()
     if rest:
-        # A Dask cluster (imported only then); a draft runs here, on the kept warm server.
-        if settings.executor != "local" and not draft:
-            from . import cluster
-
-            ran = cluster.run_pending(rest, settings, cached, force, environment)
-        else:
-            ran, preloaded = _pool(rest, settings, cached, force, environment)
+        ran, preloaded = _pool(rest, settings, cached, force, environment)
         done |= ran
         if shared:
             _publish(shared, cached, rest, ran)
@@ -163,40 +178,62 @@ def _pool(
     pending: Mapping[str, Pending], settings: FiggenSettings, cached: Cache,
     force: bool, environment: Mapping[str, str],
 ) -> tuple[dict[str, Attempted], tuple[str, ...]]:
-    """Run the pending figures in the pool (GPU ones in their queue), slowest first."""
+    """Run the pending figures in their engine's lanes (GPU ones in their queue), slowest first,
+    each under its lock; how each ended, and what the warm server preloaded."""
     # Strict builds (make site, CI) try every figure; others skip a failure already known,
     # while nothing it read has changed.
     retry = force or settings.on_error == "strict"
-    scripts = [job.figure.script for name, job in pending.items()
-               if retry or not cached.known_failure(name, job.want)]
     jobs = [_job(settings, name, job) for name, job in pending.items()]
-    # Found only when a figure wants one: nvidia-smi may take seconds to answer.
-    gpus = _gpus(settings) if scripts and any(job.gpu for job in jobs) else ()
     scratch = _scratch(cached.store, list(pending))
+    extra = {contract.ENVIRONMENT: json.dumps(environment, sort_keys=True),
+             contract.DRAFT: "1" if drafting(environment) else ""}
+    with progress.board() as board:
+        shared = RunContext(settings, cached, force, None, board, extra, scratch, retry)
+        with _engine(settings, environment)(shared, pending) as lanes:
+            context = replace(shared, server=lanes.server, runner=lanes.runner,
+                              env={**extra, **lanes.env})
+            try:
+                done = schedule.run_all(jobs, lanes.workers, lanes.gpus,
+                                        lambda job, lane, idle: _attempt(context, job.name,
+                                                                         pending[job.name],
+                                                                         lane, idle),
+                                        lanes.memory)
+            except KeyboardInterrupt:  # Ctrl-C: stop what runs (before its engine goes), exit 130
+                error = BuildInterrupted(lanes.stop())
+                logger.error("%s", error)
+                raise error from None
+    return done, lanes.preloaded
+
+
+def _engine(settings: FiggenSettings, environment: Mapping[str, str]) -> Engine:
+    """What runs the build's figures: a Dask cluster when the settings name one, else the pool."""
+    # A draft runs here, on the kept warm server.
+    if settings.executor == "local" or drafting(environment):
+        return _local
+    from . import cluster  # imported only then (it imports distributed when it connects)
+
+    return cluster.lanes
+
+
+@contextlib.contextmanager
+def _local(shared: RunContext, pending: Mapping[str, Pending]) -> Iterator[Lanes]:
+    """This machine's lanes: the pool and GPU queues, a warm server, the build's intermediates."""
+    settings, scratch = shared.settings, shared.scratch
+    scripts = [job.figure.script for name, job in pending.items()
+               if shared.retry or not shared.cache.known_failure(name, job.want)]
+    # Found only when a figure wants one: nvidia-smi may take seconds to answer.
+    gpus = _gpus(settings) if scripts and any(j.figure.gpu for j in pending.values()) else ()
     # A Ctrl-C'd pool's threads outlive it: the stop is cleared when the next one starts. Not in
     # make serve, whose Finisher clears its stop once the build ended: a stop() of a full build
     # that has not reached its pool yet must count.
     if KEEP_WARM is None:
         run.STOPPING.clear()
-    with _intermediates(settings, scratch, force) as shared, \
-            _warm_server(settings, scripts, scratch) as server, progress.board() as board:
-        extra = {contract.INTERMEDIATES: str(shared),
-                 contract.ENVIRONMENT: json.dumps(environment, sort_keys=True),
-                 contract.DRAFT: "1" if drafting(environment) else ""}
-        context = RunContext(settings, cached, force, server, board, extra, scratch, retry)
-        preloaded = tuple(server.ready.get("preloaded", [])) if server else ()
-        workers = schedule.cpu_workers(settings.jobs, settings.threads, gpus)  # a core per lane
-        try:
-            done = schedule.run_all(jobs, workers, gpus,
-                                    lambda job, lane, idle: _attempt(context, job.name,
-                                                                     pending[job.name], lane,
-                                                                     idle),
-                                    _memory(settings))
-        except KeyboardInterrupt:  # Ctrl-C: kill what runs (before the server goes), exit 130
-            error = BuildInterrupted(stop_all())
-            logger.error("%s", error)
-            raise error from None
-    return done, preloaded
+    with _intermediates(settings, scratch, shared.force) as kept, \
+            _warm_server(settings, scripts, scratch) as server:
+        yield Lanes(schedule.cpu_workers(settings.jobs, settings.threads, gpus),  # a core a lane
+                    gpus, stop_all, {contract.INTERMEDIATES: str(kept)}, server,
+                    memory=_memory(settings),
+                    preloaded=tuple(server.ready.get("preloaded", [])) if server else ())
 
 
 def _scratch(store: Store, names: list[str]) -> Path:
@@ -260,7 +297,8 @@ class KeptServer:
     Its preload list is decided when it starts, from every script in the scripts folder; a
     later build's script that needs a library it did not preload imports it itself. It
     restarts when a version of a distribution it preloaded changes, when a file of the
-    pelican_figgen runtime changes (both hashed before each build), or when it died.
+    pelican_figgen runtime changes (both looked at before each build: contract.runtime_files
+    hashes a file again only when its stat changed), or when it died.
     """
 
     def __init__(self) -> None:

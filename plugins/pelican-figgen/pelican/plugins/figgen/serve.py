@@ -301,7 +301,7 @@ class Finisher:
             self._thread.join()
         # The one place make serve clears the stop (only this sets it, Ctrl-C aside): once the
         # stopped build has ended, so that the next build runs; never when a build starts
-        # (execute._pool clears it only without make serve), so a stop() right after start()
+        # (execute._local clears it only without make serve), so a stop() right after start()
         # counts.
         run.STOPPING.clear()
         served, self._thread, self._served = self._served, None, {}
