@@ -117,26 +117,29 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 @contextlib.contextmanager
 def locked(
-    path: Path, waiting: Callable[[bool], None] | None = None, block: bool = True
+    path: Path, waiting: Callable[[bool], None] | None = None, block: bool = True,
+    shared: bool = False,
 ) -> Iterator[bool]:
-    """Hold an exclusive lock on the lock file at path; yield whether it is held.
+    """Hold an exclusive (or ``shared``) lock on the lock file at path; yield whether it is held.
 
     The kernel drops it when the process dies. Lock files are never deleted, so the file a
     process locked is the one the next process opens. ``waiting(True)`` is called before
     waiting for another holder, ``waiting(False)`` once the lock is ours; without ``block``
-    a lock held elsewhere is not waited for: False is yielded.
+    a lock held elsewhere is not waited for: False is yielded. Shared locks are held together;
+    an exclusive one waits for them all, and they for it.
     """
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             if not block:
                 yield False
                 return
             if waiting:
                 waiting(True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.flock(handle, mode)
             if waiting:
                 waiting(False)
         yield True  # closing the file releases the lock

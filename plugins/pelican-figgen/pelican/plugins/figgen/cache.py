@@ -15,7 +15,6 @@ alone under `locks/.objects.lock`, which a build using the store holds shared).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -323,7 +322,7 @@ class Store:
         # other, only a trim needs it alone.
         with contextlib.ExitStack() as held:
             try:
-                held.enter_context(shared_lock(self.path / "locks" / OBJECTS_LOCK))
+                held.enter_context(locked(self.path / "locks" / OBJECTS_LOCK, shared=True))
             except OSError as err:  # a read-only cache: nothing is stored, nor trimmed, here
                 logger.debug("figgen: cannot lock %s (%s)", self.path, err)
             yield
@@ -437,17 +436,6 @@ def _drop_unlocked(result: Path) -> bool:
         if held:  # else being computed again (it was damaged): in use
             result.unlink(missing_ok=True)
         return held
-
-
-@contextlib.contextmanager
-def shared_lock(path: Path) -> Iterator[None]:
-    """Hold a shared lock on the lock file at path: others may too; an exclusive one waits."""
-    # contract.locked's sibling (exclusive): the same file, never deleted, dropped by the
-    # kernel when the process dies.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        yield  # closing the file releases the lock
 
 
 def _digest(data: Mapping[str, Any]) -> str:
